@@ -1,0 +1,36 @@
+# The two set-up commands: `make demo` (main job on an embedded local Ray with generated sample data)
+# and `make test`. Both create or update .venv from pyproject.toml first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.faceray-installed
+DEMO_OUT ?= runs/demo
+# Keep every Ray connection on loopback and send no usage statistics.
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER = 0
+export RAY_USAGE_STATS_ENABLED = 0
+
+.PHONY: venv demo test test-fast bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "faceray needs Python 3.11+")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/faceray demo --out $(DEMO_OUT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+bench: $(STAMP)
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf runs .pytest_cache

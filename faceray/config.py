@@ -1,0 +1,171 @@
+"""Stage configs as frozen dataclasses: defaults in code, then a YAML file, then command-line flags.
+
+Each field carries its one-line help in `metadata["help"]`; that text becomes `--help`.
+`validate()` on a config returns every problem at once; `resolve_config` raises them in one error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+ConfigT = TypeVar("ConfigT")
+
+
+class ConfigError(ValueError):
+    """One or more invalid settings; the message names each flag."""
+
+
+def option(default: Any, help: str, *, choices: typing.Sequence[Any] | None = None, cli: bool = True) -> Any:
+    """A dataclass field with its help text (and optional choices) for the command line."""
+    metadata = {"help": help, "choices": choices, "cli": cli}
+    if isinstance(default, (list, dict, set)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def flag_name(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
+
+
+def _base_type(annotation: Any) -> Any:
+    """The non-None type of `X | None`, else the annotation itself."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        members = [member for member in typing.get_args(annotation) if member is not type(None)]
+        return members[0] if len(members) == 1 else str
+    return annotation
+
+
+def _parse_tuple(text: str, item_type: type) -> tuple:
+    return tuple(item_type(part) for part in str(text).split(",") if part.strip())
+
+
+def convert_value(config_class: type, name: str, value: Any) -> Any:
+    """Convert a YAML or command-line value to the type of field `name`, raising ConfigError."""
+    hints = typing.get_type_hints(config_class)
+    annotation = hints[name]
+    if value is None:
+        return None
+    target = _base_type(annotation)
+    try:
+        if typing.get_origin(target) is tuple:
+            item_type = typing.get_args(target)[0]
+            if isinstance(value, (list, tuple)):
+                return tuple(item_type(item) for item in value)
+            return _parse_tuple(value, item_type)
+        if target is bool:
+            if isinstance(value, str):
+                lowered = value.lower()
+                if lowered in ("1", "true", "yes", "on"):
+                    return True
+                if lowered in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if target in (int, float, str):
+            return target(value)
+        if target is Path:
+            return Path(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{flag_name(name)}: cannot read {value!r} as {getattr(target, '__name__', target)}") from None
+    return value
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, config_class: type, skip: typing.Iterable[str] = ()) -> None:
+    """Add one flag per dataclass field; unset flags stay absent so YAML values are not overridden."""
+    skipped = set(skip)
+    hints = typing.get_type_hints(config_class)
+    for field in dataclasses.fields(config_class):
+        if field.name in skipped or not field.metadata.get("cli", True):
+            continue
+        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()  # type: ignore[misc]
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        help_text = field.metadata.get("help", "") + ("" if shown in ("", None) else f" (default: {shown})")
+        target = _base_type(hints[field.name])
+        kwargs: dict[str, Any] = {"dest": field.name, "default": argparse.SUPPRESS, "help": help_text}
+        if target is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["metavar"] = field.name.upper()
+            if field.metadata.get("choices"):
+                kwargs["choices"] = list(field.metadata["choices"])
+                kwargs.pop("metavar")
+        parser.add_argument(flag_name(field.name), **kwargs)
+
+
+def resolve_config(
+    config_class: type[ConfigT],
+    arguments: argparse.Namespace | dict[str, Any] | None = None,
+    config_file: str | Path | None = None,
+    **overrides: Any,
+) -> ConfigT:
+    """Build a config: code defaults, then `config_file` (YAML), then `arguments`, then `overrides`.
+
+    Raises ConfigError listing every unknown key and invalid value.
+    """
+    import yaml
+
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    names = {field.name for field in dataclasses.fields(config_class)}
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(f"--config: no such file {str(path)!r}")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"--config: {path} must hold a mapping of settings, not {type(loaded).__name__}")
+        for key, value in loaded.items():
+            name = str(key).replace("-", "_")
+            if name not in names:
+                problems.append(f"{path}: unknown setting {key!r}")
+            else:
+                values[name] = value
+    given = vars(arguments) if isinstance(arguments, argparse.Namespace) else dict(arguments or {})
+    values.update({name: value for name, value in given.items() if name in names})
+    values.update({name: value for name, value in overrides.items() if value is not None})
+    converted: dict[str, Any] = {}
+    for name, value in values.items():
+        try:
+            converted[name] = convert_value(config_class, name, value)
+        except ConfigError as error:
+            problems.append(str(error))
+    if problems:
+        raise ConfigError("invalid settings:\n  " + "\n  ".join(problems))
+    config = config_class(**converted)
+    validate = getattr(config, "validate", None)
+    found = validate() if validate else []
+    for field in dataclasses.fields(config_class):
+        choices = field.metadata.get("choices")
+        if choices and getattr(config, field.name) not in choices:
+            found.append(f"{flag_name(field.name)}: {getattr(config, field.name)!r} is not one of {list(choices)}")
+    if found:
+        raise ConfigError("invalid settings:\n  " + "\n  ".join(found))
+    return config
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a config dataclass (paths and tuples turned into strings and lists)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, tuple):
+            return [plain(item) for item in value]
+        return value
+
+    return {field.name: plain(getattr(config, field.name)) for field in dataclasses.fields(config)}
+
+
+def write_json(path: str | Path, payload: Any) -> None:
+    """Write `payload` as indented JSON atomically (temporary file, then rename)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(target.name + ".tmp")
+    temporary.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
+    temporary.replace(target)

@@ -1,0 +1,53 @@
+"""Starting or joining Ray, keeping a local embedded Ray on loopback.
+
+Nothing here runs at import; callers decide when Ray starts.
+"""
+
+from __future__ import annotations
+
+import os
+
+LOOPBACK_ENVIRONMENT: dict[str, str] = {
+    # Without this Ray on Linux swaps 127.0.0.1 for the host's routable address.
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
+
+
+def use_loopback_environment() -> None:
+    """Set the environment that keeps an embedded Ray on 127.0.0.1 (must run before Ray starts)."""
+    for name, value in LOOPBACK_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Start an embedded local Ray (address None or 'local') or join an existing cluster.
+
+    `address` is 'auto', a 'ray://host:10001' client address or a 'host:6379' head address.
+    A Ray already initialised in this process is reused.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    # Ray Data otherwise prints its progress as a flood of log lines when stdout is not a terminal.
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    if address in (None, "", "local"):
+        use_loopback_environment()
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            log_to_driver=True,
+            configure_logging=True,
+            logging_level="WARNING",
+        )
+    else:
+        ray.init(address=address, logging_level="WARNING")
+
+
+def shutdown_ray() -> None:
+    """Stop Ray if this process started or joined it."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()

@@ -1,0 +1,177 @@
+"""Processing one chunk of inputs into shards, rejects and a done-marker (pure; the Ray wrapper calls it).
+
+A chunk is the unit of work and of resumption: its shard files and rejects are written under temporary
+names and renamed, and the done-marker is written last, so a chunk is either wholly done or redone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from faceray.labels import SPLITS
+from ingest.fer import parse_fer_row, read_rows
+from ingest.images import decode_and_resize, resize_pixels
+from ingest.rejections import Rejection
+from ingest.shards import shard_schema, write_shard
+
+WORK_DIR = "_work"
+REJECT_SCHEMA = pa.schema(
+    [pa.field("source", pa.string()), pa.field("row", pa.int64()), pa.field("reason", pa.string()), pa.field("detail", pa.string())]
+)
+
+
+@dataclass(frozen=True)
+class ChunkSettings:
+    """What every chunk of one ingest run shares."""
+
+    dataset: str  # 'imdb' or 'fer'
+    out: str
+    size: int
+    color: str
+    task: str
+    labels: tuple[str, ...]
+    root: str = ""  # IMDB image root
+    csv: str = ""  # FER CSV path
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.size, self.size, 1 if self.color == "gray" else 3)
+
+
+def chunk_name(chunk_id: int) -> str:
+    return f"part-{chunk_id:05d}"
+
+
+def done_marker(out: str | Path, chunk_id: int) -> Path:
+    return Path(out) / WORK_DIR / "done" / f"{chunk_name(chunk_id)}.json"
+
+
+def metadata_file(out: str | Path, chunk_id: int) -> Path:
+    return Path(out) / WORK_DIR / "metadata" / f"{chunk_name(chunk_id)}.parquet"
+
+
+def reject_file(out: str | Path, chunk_id: int) -> Path:
+    return Path(out) / WORK_DIR / "rejects" / f"{chunk_name(chunk_id)}.parquet"
+
+
+def remove_partial_outputs(out: str | Path, chunk_id: int) -> None:
+    """Delete whatever an interrupted attempt at this chunk left behind (it will be redone whole)."""
+    name = chunk_name(chunk_id)
+    for split in SPLITS:
+        for leftover in (Path(out) / split).glob(f"{name}.parquet*"):
+            leftover.unlink()
+    for leftover in (Path(out) / WORK_DIR / "rejects").glob(f"{name}.parquet*"):
+        leftover.unlink()
+
+
+class _ChunkCollector:
+    """Accumulates accepted rows per split and rejects for one chunk."""
+
+    def __init__(self, settings: ChunkSettings) -> None:
+        self.settings = settings
+        self.rows: dict[str, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
+        self.rejects: dict[str, list[Any]] = defaultdict(list)
+        self.accepted: dict[str, Counter[int]] = defaultdict(Counter)
+        self.rejected: Counter[str] = Counter()
+        self.total = 0
+
+    def accept(self, split: str, image: Any, label: int, source: str, **extra: Any) -> None:
+        self.total += 1
+        columns = self.rows[split]
+        columns["image"].append(image.tobytes())
+        columns["label"].append(int(label))
+        columns["source"].append(source)
+        for key, value in extra.items():
+            columns[key].append(value)
+        self.accepted[split][int(label)] += 1
+
+    def reject(self, source: str, row: int, reason: str, detail: str) -> None:
+        self.total += 1
+        self.rejects["source"].append(source)
+        self.rejects["row"].append(int(row))
+        self.rejects["reason"].append(reason)
+        self.rejects["detail"].append(detail)
+        self.rejected[reason] += 1
+
+    def write(self, chunk_id: int, seconds: float) -> dict[str, Any]:
+        settings = self.settings
+        schema = shard_schema(settings.dataset, settings.image_shape, settings.color, settings.task, settings.labels)
+        for split, columns in self.rows.items():
+            write_shard(Path(settings.out) / split / f"{chunk_name(chunk_id)}.parquet", dict(columns), schema)
+        if self.rejects:
+            write_shard(reject_file(settings.out, chunk_id), dict(self.rejects), REJECT_SCHEMA)
+        summary = {
+            "chunk": chunk_id,
+            "total": self.total,
+            "accepted": {split: {str(label): count for label, count in sorted(counts.items())} for split, counts in self.accepted.items()},
+            "rejected": dict(sorted(self.rejected.items())),
+            "seconds": round(seconds, 4),
+        }
+        marker = done_marker(settings.out, chunk_id)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        temporary = marker.with_name(marker.name + ".tmp")
+        temporary.write_text(json.dumps(summary))
+        os.replace(temporary, marker)
+        return summary
+
+
+def read_file_bytes(path: Path) -> bytes:
+    """The bytes of an input file, or a Rejection ('missing file', 'unreadable file')."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise Rejection("missing file", str(path)) from None
+    except OSError as error:
+        raise Rejection("unreadable file", f"{path}: {error.strerror or error}") from None
+
+
+def process_imdb_chunk(chunk_id: int, settings: ChunkSettings) -> dict[str, Any]:
+    """Decode, resize and write the images of one IMDB chunk (its metadata file lists rows, splits, label rejects)."""
+    started = time.perf_counter()
+    remove_partial_outputs(settings.out, chunk_id)
+    frame = pd.read_parquet(metadata_file(settings.out, chunk_id))
+    collector = _ChunkCollector(settings)
+    root = Path(settings.root)
+    for record in frame.itertuples(index=False):
+        if record.reason is not None and record.reason == record.reason and record.reason != "":
+            collector.reject(record.full_path, record.row, record.reason, record.detail)
+            continue
+        try:
+            image = decode_and_resize(read_file_bytes(root / record.full_path), settings.size, settings.color)
+        except Rejection as rejection:
+            collector.reject(record.full_path, record.row, rejection.kind, rejection.detail)
+            continue
+        collector.accept(
+            record.split, image, int(record.gender), record.full_path,
+            celeb_id=int(record.celeb_id), face_score=float(record.face_score), photo_taken=float(record.photo_taken),
+        )
+    return collector.write(chunk_id, time.perf_counter() - started)
+
+
+def process_fer_chunk(chunk_id: int, first_row: int, start: int, end: int, settings: ChunkSettings) -> dict[str, Any]:
+    """Parse, resize and write the rows of one FER-2013 chunk (bytes `start`..`end` of the CSV)."""
+    started = time.perf_counter()
+    remove_partial_outputs(settings.out, chunk_id)
+    collector = _ChunkCollector(settings)
+    source_name = Path(settings.csv).name
+    for offset, fields in enumerate(read_rows(settings.csv, start, end)):
+        row = first_row + offset
+        source = f"{source_name}:{row}"
+        try:
+            emotion, pixels, split = parse_fer_row(fields)
+        except Rejection as rejection:
+            collector.reject(source, row, rejection.kind, rejection.detail)
+            continue
+        image = resize_pixels(pixels, settings.size, settings.color, input_order="rgb")
+        usage = fields[2].strip()
+        collector.accept(split, image, emotion, source, usage=usage)
+    return collector.write(chunk_id, time.perf_counter() - started)

@@ -1,0 +1,71 @@
+"""Command line of the ingest stage: `faceray sample`, `faceray ingest imdb|fer`, `faceray inspect`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from faceray.config import add_config_arguments, resolve_config
+from ingest.config import IngestConfig
+
+IMDB_ONLY = {"csv"}
+FER_ONLY = {"root", "mat", "split", "by_identity", "seed", "min_face_score", "drop_unknown_gender", "drop_second_face"}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    sample = subparsers.add_parser("sample", help="write synthetic IMDB-WIKI and FER-2013 sample data in the real layouts")
+    sample.add_argument("--out", required=True, help="folder for imdb_crop/ and fer2013.csv")
+    sample.add_argument("--imdb", type=int, default=1200, help="IMDB-WIKI images (default: 1200)")
+    sample.add_argument("--fer", type=int, default=1200, help="FER-2013 rows (default: 1200)")
+    sample.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    sample.set_defaults(handler=run_sample)
+
+    ingest = subparsers.add_parser("ingest", help="decode and resize a dataset into Parquet shards with Ray Data")
+    datasets = ingest.add_subparsers(dest="dataset", required=True, metavar="{imdb,fer}")
+    for dataset, skipped, text in (
+        ("imdb", IMDB_ONLY, "IMDB-WIKI face crops + imdb.mat/wiki.mat (gender)"),
+        ("fer", FER_ONLY, "FER-2013 CSV (emotion)"),
+    ):
+        parser = datasets.add_parser(dataset, help=text, description=f"Ingest {text} into OUT/<split>/*.parquet.")
+        parser.add_argument("--config", help="YAML file of settings (flags override it)")
+        add_config_arguments(parser, IngestConfig, skip=skipped)
+        parser.set_defaults(handler=run_ingest_command)
+
+    inspect = subparsers.add_parser("inspect", help="show an ingest output: counts table, sample grid, class chart")
+    inspect.add_argument("data", help="an ingest output folder (holding manifest.json)")
+    inspect.add_argument("--per-class", type=int, default=8, help="samples per class in the grid (default: 8)")
+    inspect.set_defaults(handler=run_inspect)
+
+
+def run_sample(arguments: argparse.Namespace) -> int:
+    from ingest.sample import write_sample
+
+    summary = write_sample(arguments.out, arguments.imdb, arguments.fer, arguments.seed)
+    print(
+        f"wrote {summary.imdb_images} IMDB-WIKI rows ({summary.imdb_broken_files} broken files on purpose) "
+        f"under {summary.imdb_root} and {summary.fer_rows} FER-2013 rows ({summary.fer_bad_rows} malformed on purpose) "
+        f"to {summary.fer_csv}"
+    )
+    return 0
+
+
+def run_ingest_command(arguments: argparse.Namespace) -> int:
+    from faceray.runtime import init_ray
+    from ingest.pipeline import run_ingest, summary_line
+
+    config = resolve_config(IngestConfig, arguments, arguments.config, dataset=arguments.dataset)
+    init_ray(config.address or None)
+    manifest = run_ingest(config)
+    print(summary_line(manifest))
+    print(f"manifest: {config.out}/manifest.json  rejects: {config.out}/rejects.csv", file=sys.stderr)
+    return 0
+
+
+def run_inspect(arguments: argparse.Namespace) -> int:
+    from ingest.inspect import inspect_output
+
+    table, written = inspect_output(arguments.data, arguments.per_class)
+    print(table)
+    for path in written:
+        print(f"wrote {path}")
+    return 0
