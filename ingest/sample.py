@@ -123,14 +123,30 @@ def draw_face(rng: np.random.Generator, size: int, emotion: int, gender: int) ->
     return cv2.resize(image, (size, size), interpolation=interpolation)
 
 
+def _encoded_face(rng: np.random.Generator, side: int, gender: int) -> bytes:
+    """A drawn face of a random emotion as JPEG bytes (one in ten grey)."""
+    picture = draw_face(rng, side, int(rng.integers(0, len(EMOTION_LABELS))), gender)
+    if rng.random() < 0.1:
+        picture = cv2.cvtColor(picture, cv2.COLOR_BGR2GRAY)
+    ok, encoded = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(70, 95))])
+    if not ok:
+        raise RuntimeError("OpenCV failed to encode a sample JPEG")
+    return encoded.tobytes()
+
+
 def _matlab_datenum(day: dt.date) -> float:
     """MATLAB serial date number of `day` (days since year 0, as imdb.mat stores `dob`)."""
     return float(day.toordinal() + 366)
 
 
-def write_imdb_sample(root: Path, count: int, rng: np.random.Generator, struct_name: str = "imdb") -> tuple[Path, int]:
+def write_imdb_sample(
+    root: Path, count: int, rng: np.random.Generator, struct_name: str = "imdb", clean: bool = False,
+    unique_pictures: int | None = None,
+) -> tuple[Path, int]:
     """Write `count` face crops under `root` plus `root/<struct_name>.mat` in the real layout.
 
+    `clean` leaves out the label problems and broken files (for benchmarks); `unique_pictures` draws only
+    that many pictures and reuses their JPEG bytes (fast generation of large benchmark sets).
     Returns (mat path, number of deliberately broken or missing image files).
     """
     from scipy.io import savemat
@@ -153,7 +169,8 @@ def write_imdb_sample(root: Path, count: int, rng: np.random.Generator, struct_n
     celeb_id = np.zeros((1, count))
     broken = 0
     # Deliberate problems: the first rows of the sample, so even a tiny sample has each of them.
-    file_problems = {1: "truncated", 3: "empty", 5: "not_an_image", 7: "missing"}
+    file_problems = {} if clean else {1: "truncated", 3: "empty", 5: "not_an_image", 7: "missing"}
+    picture_pool: dict[int, list[bytes]] = {0: [], 1: []}
     for index in range(count):
         celeb = int(rng.integers(0, celeb_count))
         birth = celeb_birth[celeb]
@@ -166,8 +183,10 @@ def write_imdb_sample(root: Path, count: int, rng: np.random.Generator, struct_n
         celeb_id[0, index] = celeb + 1
         gender[0, index] = float(celeb_gender[celeb])
         face_score[0, index] = float(rng.uniform(3.2, 6.5))
-        roll = rng.random()
-        if index in (0, 10) or roll < 0.03:
+        roll = 1.0 if clean else rng.random()
+        if clean:
+            pass
+        elif index in (0, 10) or roll < 0.03:
             gender[0, index] = np.nan
         elif index == 2 or roll < 0.06:
             face_score[0, index] = -np.inf
@@ -180,7 +199,7 @@ def write_imdb_sample(root: Path, count: int, rng: np.random.Generator, struct_n
         target = root / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         problem = file_problems.get(index) if count >= 8 else None
-        if problem is None and count > 200 and rng.random() < 0.005:
+        if problem is None and not clean and count > 200 and rng.random() < 0.005:
             problem = str(rng.choice(list(file_problems.values())))
         if problem == "missing":
             broken += 1
@@ -193,13 +212,12 @@ def write_imdb_sample(root: Path, count: int, rng: np.random.Generator, struct_n
             target.write_text("<html>404 Not Found</html>\n")
             broken += 1
             continue
-        picture = draw_face(rng, side, int(rng.integers(0, len(EMOTION_LABELS))), int(celeb_gender[celeb]))
-        if rng.random() < 0.1:
-            picture = cv2.cvtColor(picture, cv2.COLOR_BGR2GRAY)
-        ok, encoded = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(70, 95))])
-        if not ok:
-            raise RuntimeError("OpenCV failed to encode a sample JPEG")
-        data = encoded.tobytes()
+        pool = picture_pool[int(celeb_gender[celeb])]
+        if unique_pictures is not None and len(pool) >= max(1, unique_pictures // 2):
+            data = pool[index % len(pool)]
+        else:
+            data = _encoded_face(rng, side, int(celeb_gender[celeb]))
+            pool.append(data)
         if problem == "truncated":
             data = data[: len(data) // 2]
             broken += 1

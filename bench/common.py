@@ -1,0 +1,83 @@
+"""Helpers shared by the benchmarks: machine description, RSS sampling, table + JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import threading
+import time
+from typing import Any
+
+
+def machine() -> dict[str, Any]:
+    """Cores, CPU model and Python of this machine (benchmarks state where they ran)."""
+    model = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cores": os.cpu_count(), "cpu": model, "python": platform.python_version()}
+
+
+class TreeMemorySampler:
+    """Samples the summed RSS of this process and all its descendants (Ray workers included) in a thread."""
+
+    def __init__(self, interval_s: float = 0.2, include_all_ray: bool = True) -> None:
+        self.interval_s = interval_s
+        self.include_all_ray = include_all_ray
+        self.peak_bytes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> int:
+        import psutil
+
+        me = psutil.Process()
+        processes = {me.pid: me}
+        for child in me.children(recursive=True):
+            processes[child.pid] = child
+        if self.include_all_ray:  # Ray's raylet and workers are not always our descendants
+            for process in psutil.process_iter(["name", "cmdline"]):
+                command = " ".join(process.info.get("cmdline") or [])
+                if "ray::" in command or "raylet" in command or "gcs_server" in command or "ray/_private" in command:
+                    processes[process.pid] = process
+        total = 0
+        for process in processes.values():
+            try:
+                total += process.memory_info().rss
+            except Exception:  # the process ended between listing and reading
+                pass
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_bytes = max(self.peak_bytes, self._sample())
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> "TreeMemorySampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def print_report(name: str, rows: list[tuple[str, str]], payload: dict[str, Any]) -> None:
+    """A short two-column table, then one JSON line."""
+    width = max(len(label) for label, _ in rows) + 2
+    print(f"== {name} ({payload['machine']['cores']} cores, {payload['machine']['cpu']})")
+    for label, value in rows:
+        print(f"{label.ljust(width)}{value}")
+    print(json.dumps(payload, sort_keys=True))
+
+
+def timed(function, *args, **kwargs) -> tuple[Any, float]:
+    started = time.perf_counter()
+    result = function(*args, **kwargs)
+    return result, time.perf_counter() - started

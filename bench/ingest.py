@@ -1,0 +1,149 @@
+"""Ingest throughput: the reference loop vs. this machine's limit vs. `faceray ingest`, in one run.
+
+(a) naive: the reference code's loop, cv2.imread at full size + grey + resize, one Python process
+(b) limit: a process pool on all cores doing only read + decode + resize in memory (best decoder)
+(c) faceray: `faceray ingest imdb` end to end into Parquet through Ray Data (.mat read, plan, decode, write,
+    manifest), timed on a warm Ray (a first run starts the worker processes; its time is printed too),
+    with the peak RSS of the whole process tree (driver, raylet, workers)
+Targets on a 2-core machine: (c) >= 0.8 x (b) and >= 2 x (a); peak RSS < 2 GiB at 100,000 images.
+
+    python bench/ingest.py [--images 20000] [--naive-images 3000] [--data DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+# This file's folder must not shadow the `ingest` package: import from the repository root instead.
+REPOSITORY = Path(__file__).resolve().parents[1]
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != REPOSITORY / "bench"]
+sys.path.insert(0, str(REPOSITORY))
+from bench.common import TreeMemorySampler, machine, print_report, timed  # noqa: E402
+
+
+def make_images(root: Path, count: int, seed: int) -> list[Path]:
+    from ingest.imdb import read_imdb_metadata
+    from ingest.sample import write_imdb_sample
+
+    mat = root / "imdb.mat"
+    if not mat.exists() or len(read_imdb_metadata(mat)) != count:
+        if root.exists():
+            shutil.rmtree(root)
+        write_imdb_sample(root, count, np.random.default_rng(seed), clean=True, unique_pictures=400)
+    return [root / path for path in read_imdb_metadata(mat)["full_path"]]
+
+
+def naive_one(path: Path) -> np.ndarray:
+    import cv2
+
+    image = cv2.imread(str(path))
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    return cv2.resize(grey, (64, 64))
+
+
+def decode_chunk(paths: list[str]) -> int:
+    from ingest.images import decode_and_resize
+
+    for path in paths:
+        with open(path, "rb") as handle:
+            decode_and_resize(handle.read(), 64, "gray")
+    return len(paths)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=20000)
+    parser.add_argument("--naive-images", type=int, default=3000, help="images timed for the slow loop (a)")
+    parser.add_argument("--data", default=None, help="folder for the generated JPEGs (kept between runs)")
+    parser.add_argument("--seed", type=int, default=0)
+    arguments = parser.parse_args()
+
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    data = Path(arguments.data or Path(tempfile.gettempdir()) / f"faceray-bench-ingest-{arguments.images}")
+    root = data / "imdb_crop"
+    print(f"generating/reusing {arguments.images} JPEGs in {root} ...", file=sys.stderr)
+    paths = make_images(root, arguments.images, arguments.seed)
+    mean_kb = np.mean([path.stat().st_size for path in paths[:500]]) / 1024
+
+    # (a) the reference loop, on a subset (it is slow)
+    subset = paths[: arguments.naive_images]
+    _, naive_s = timed(lambda: [naive_one(path) for path in subset])
+    naive_rate = len(subset) / naive_s
+
+    # (b) process pool, decode + resize only
+    cores = os.cpu_count() or 1
+    chunks = [[str(path) for path in paths[start : start + 500]] for start in range(0, len(paths), 500)]
+    with multiprocessing.get_context("spawn").Pool(cores) as pool:
+        pool.map(decode_chunk, chunks[:cores])  # warm the workers (imports)
+        _, pool_s = timed(lambda: sum(pool.map(decode_chunk, chunks)))
+    pool_rate = len(paths) / pool_s
+
+    # (c) faceray ingest end to end
+    from faceray.config import resolve_config
+    from faceray.runtime import init_ray, shutdown_ray
+    from ingest.config import IngestConfig
+    from ingest.pipeline import run_ingest
+
+    _, ray_start_s = timed(init_ray)
+
+    def ingest_once(out: Path) -> tuple[dict, float]:
+        if out.exists():
+            shutil.rmtree(out)
+        config = resolve_config(
+            IngestConfig,
+            dict(dataset="imdb", root=str(root), out=str(out), progress=False, min_face_score=-1,
+                 drop_unknown_gender=False, drop_second_face=False),
+        )
+        return timed(run_ingest, config)
+
+    # First run on a fresh Ray: includes starting worker processes and their imports (like the pool's warm-up).
+    _, cold_s = ingest_once(data / "out-cold")
+    with TreeMemorySampler() as sampler:
+        manifest, faceray_s = ingest_once(data / "out")
+    shutdown_ray()
+    faceray_rate = manifest["inputs"]["accepted"] / faceray_s
+    driver_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    payload = {
+        "benchmark": "ingest",
+        "machine": machine(),
+        "images": len(paths),
+        "mean_jpeg_kb": round(float(mean_kb), 1),
+        "naive_img_per_s": round(naive_rate, 1),
+        "pool_limit_img_per_s": round(pool_rate, 1),
+        "faceray_img_per_s": round(faceray_rate, 1),
+        "faceray_seconds": round(faceray_s, 2),
+        "faceray_cold_seconds": round(cold_s, 2),
+        "ray_start_seconds": round(ray_start_s, 2),
+        "ratio_faceray_to_limit": round(faceray_rate / pool_rate, 3),
+        "ratio_faceray_to_naive": round(faceray_rate / naive_rate, 2),
+        "peak_rss_tree_mib": round(sampler.peak_bytes / 2**20, 1),
+        "peak_rss_driver_mib": round(driver_peak / 2**20, 1),
+        "accepted": manifest["inputs"]["accepted"],
+        "rejected": manifest["inputs"]["rejected"],
+    }
+    rows = [
+        ("images (mean JPEG)", f"{len(paths)} ({mean_kb:.0f} KB)"),
+        ("(a) naive loop", f"{naive_rate:8.0f} img/s  (on {len(subset)})"),
+        ("(b) pool limit", f"{pool_rate:8.0f} img/s"),
+        ("(c) faceray ingest", f"{faceray_rate:8.0f} img/s  ({faceray_s:.1f} s warm; first run {cold_s:.1f} s; Ray start {ray_start_s:.1f} s)"),
+        ("(c)/(b)", f"{faceray_rate / pool_rate:8.2f}   target >= 0.8"),
+        ("(c)/(a)", f"{faceray_rate / naive_rate:8.2f}   target >= 2"),
+        ("peak RSS, tree", f"{sampler.peak_bytes / 2**20:8.0f} MiB (driver {driver_peak / 2**20:.0f} MiB)"),
+    ]
+    print_report("bench/ingest", rows, payload)
+
+
+if __name__ == "__main__":
+    main()

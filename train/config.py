@@ -1,0 +1,74 @@
+"""TrainConfig: every setting of `faceray train` (and of each sweep trial)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from faceray.config import option
+
+AUGMENT_PRESETS: dict[str, dict[str, float]] = {
+    # The paper's ImageDataGenerator: rotation 10 degrees, shifts 0.1, zoom 0.1, horizontal flip.
+    "paper": {"flip": 1.0, "rotation": 10.0, "shift": 0.1, "zoom": 0.1, "brightness": 0.0, "contrast": 0.0},
+    "off": {"flip": 0.0, "rotation": 0.0, "shift": 0.0, "zoom": 0.0, "brightness": 0.0, "contrast": 0.0},
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training run."""
+
+    data: str = option("", "an ingest output folder (OUT of `faceray ingest`)")
+    task: str = option("", "emotion or gender; empty = the task recorded in the data", choices=("", "emotion", "gender"))
+    model: str = option("residual", "residual (mini-Xception) or basic (sequential CNN)", choices=("residual", "basic"))
+    workers: int = option(1, "data-parallel Ray Train workers")
+    epochs: int = option(30, "maximum epochs (early stopping may end sooner)")
+    batch_size: int = option(32, "images per worker per step")
+    lr: float = option(1e-3, "Adam learning rate")
+    augment: str = option("paper", "augmentation preset; the settings below override it", choices=tuple(AUGMENT_PRESETS))
+    flip: bool | None = option(None, "random horizontal flip (preset when unset)")
+    rotation: float | None = option(None, "random rotation, degrees (preset when unset)")
+    shift: float | None = option(None, "random shift, fraction of the side (preset when unset)")
+    zoom: float | None = option(None, "random zoom, fraction (preset when unset)")
+    brightness: float | None = option(None, "random brightness, fraction of the range (preset when unset)")
+    contrast: float | None = option(None, "random contrast factor (preset when unset)")
+    balance: str = option("none", "class balance: none, class-weight (loss weights) or downsample (per epoch)",
+                          choices=("none", "class-weight", "downsample"))
+    patience: int = option(10, "early stopping: epochs without a better validation loss")
+    lr_patience: int = option(4, "reduce the learning rate x0.1 after this many epochs without improvement")
+    final: int = option(0, "if > 0: retrain on train+val for this many epochs and evaluate the test split once")
+    out: str = option("runs/train", "output model directory")
+    seed: int = option(0, "random seed (weights, shuffling, augmentation)")
+    cpus_per_worker: float = option(0.0, "CPUs reserved per worker; 0 = leave one CPU for Ray Data, split the rest")
+    max_failures: int = option(1, "worker failures to recover from (restart from the last checkpoint)")
+    crop_margin: float = option(0.1, "face-box margin (fraction of the box per side) the model expects; goes in the card")
+    evaluate_split: str = option("test", "split evaluated at the end (evaluation.json)", choices=("test", "val"))
+    address: str = option("", "Ray address: empty = embedded local Ray on loopback; 'auto' or ray://HOST:10001 = a cluster")
+    fail_at_epoch: int = option(-1, "testing only: one worker raises at this epoch of a fresh run", cli=False)
+
+    def validate(self) -> list[str]:
+        problems = []
+        if not self.data:
+            problems.append("--data: an ingest output folder is required")
+        for name in ("workers", "epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                problems.append(f"--{name.replace('_', '-')}: {getattr(self, name)} must be at least 1")
+        if not 0 < self.lr < 1:
+            problems.append(f"--lr: {self.lr} must be in (0, 1)")
+        if self.final < 0:
+            problems.append(f"--final: {self.final} must be >= 0")
+        if not 0 <= self.crop_margin <= 1:
+            problems.append(f"--crop-margin: {self.crop_margin} must be in 0..1")
+        for name in ("rotation", "shift", "zoom", "brightness", "contrast"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                problems.append(f"--{name}: {value} must be >= 0")
+        return problems
+
+    def augmentation(self) -> dict[str, float]:
+        """The effective augmentation settings (preset, then explicit overrides)."""
+        settings = dict(AUGMENT_PRESETS[self.augment])
+        for name in settings:
+            value = getattr(self, name)
+            if value is not None:
+                settings[name] = float(value)
+        return settings
