@@ -10,6 +10,7 @@ from faceray.config import ConfigError
 
 def build_parser() -> argparse.ArgumentParser:
     from ingest import cli as ingest_cli
+    from train import cli as train_cli
 
     parser = argparse.ArgumentParser(
         prog="faceray",
@@ -17,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     ingest_cli.register(subparsers)
+    train_cli.register(subparsers)
     return parser
 
 

@@ -36,7 +36,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         use_loopback_environment()
         ray.init(
             num_cpus=num_cpus,
-            include_dashboard=False,
+            # The dashboard (on 127.0.0.1) serves the state API that Ray Train's controller polls.
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
             log_to_driver=True,
             configure_logging=True,
             logging_level="WARNING",

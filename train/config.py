@@ -31,6 +31,7 @@ class TrainConfig:
     zoom: float | None = option(None, "random zoom, fraction (preset when unset)")
     brightness: float | None = option(None, "random brightness, fraction of the range (preset when unset)")
     contrast: float | None = option(None, "random contrast factor (preset when unset)")
+    bn_momentum: float = option(0.99, "batch-norm moving-average momentum: 0.99 as the paper; 0.9 for small datasets")
     balance: str = option("none", "class balance: none, class-weight (loss weights) or downsample (per epoch)",
                           choices=("none", "class-weight", "downsample"))
     patience: int = option(10, "early stopping: epochs without a better validation loss")
@@ -56,6 +57,8 @@ class TrainConfig:
             problems.append(f"--lr: {self.lr} must be in (0, 1)")
         if self.final < 0:
             problems.append(f"--final: {self.final} must be >= 0")
+        if not 0 < self.bn_momentum < 1:
+            problems.append(f"--bn-momentum: {self.bn_momentum} must be in (0, 1)")
         if not 0 <= self.crop_margin <= 1:
             problems.append(f"--crop-margin: {self.crop_margin} must be in 0..1")
         for name in ("rotation", "shift", "zoom", "brightness", "contrast"):

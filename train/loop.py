@@ -130,10 +130,14 @@ class StepRunner:
 
 def all_reduce_sum(strategy: tf.distribute.Strategy, values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """Sum a small vector over all workers of `strategy` (identity under the default strategy)."""
-    if strategy.num_replicas_in_sync == 1 and not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return values
-    per_replica = strategy.run(tf.identity, args=(tf.constant(values, tf.float64),))
-    return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None).numpy()
+
+    @tf.function
+    def reduce(tensor: tf.Tensor) -> tf.Tensor:  # traced: collectives run eagerly are slow
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(tf.identity, args=(tensor,)), axis=None)
+
+    return reduce(tf.constant(values, tf.float64)).numpy()
 
 
 def save_training_state(folder: Path, model: keras.Model, optimizer: keras.optimizers.Optimizer,

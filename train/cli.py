@@ -1,0 +1,73 @@
+"""Command line of the training stage: `faceray train`, `faceray evaluate`, `faceray import-model`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from faceray.config import add_config_arguments, resolve_config
+from train.config import TrainConfig
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser("train", help="train the residual or basic model with Ray Train (data-parallel)",
+                                  description="Train on an ingest output; writes a model directory.")
+    train.add_argument("--config", help="YAML file of settings (flags override it)")
+    add_config_arguments(train, TrainConfig)
+    train.set_defaults(handler=run_train)
+
+    evaluate = subparsers.add_parser("evaluate", help="evaluate a model directory on a split of an ingest output")
+    evaluate.add_argument("model_dir", help="a model directory (model.keras + model_card.json)")
+    evaluate.add_argument("--data", required=True, help="an ingest output folder")
+    evaluate.add_argument("--split", default="test", choices=("train", "val", "test"), help="split to evaluate (default: test)")
+    evaluate.set_defaults(handler=run_evaluate)
+
+    importer = subparsers.add_parser("import-model", help="turn a published Keras .hdf5 into a faceray model directory")
+    importer.add_argument("hdf5", help="e.g. fer2013_mini_XCEPTION.102-0.66.hdf5")
+    importer.add_argument("--task", required=True, choices=("emotion", "gender"), help="what the model classifies")
+    importer.add_argument("--out", required=True, help="model directory to write")
+    importer.add_argument("--input-shape", default="64,64,1", help="H,W,C the file expects (default: 64,64,1, the paper's)")
+    importer.add_argument("--color", default="gray", choices=("gray", "rgb"), help="colour mode (default: gray)")
+    importer.add_argument("--crop-margin", type=float, default=0.1, help="face-box margin per side (default: 0.1)")
+    importer.set_defaults(handler=run_import)
+
+
+def run_train(arguments: argparse.Namespace) -> int:
+    from faceray.runtime import init_ray
+    from train.pipeline import run_training
+
+    config = resolve_config(TrainConfig, arguments, arguments.config)
+    init_ray(config.address or None)
+    summary = run_training(config)
+    evaluation = summary["evaluation"]
+    print(
+        f"model: {summary['out']}  {evaluation['split']} accuracy {evaluation['accuracy']:.3f} "
+        f"(chance {evaluation['chance_accuracy']:.3f}), macro-F1 {evaluation['macro_f1']:.3f}"
+    )
+    return 0
+
+
+def run_evaluate(arguments: argparse.Namespace) -> int:
+    from train.pipeline import run_evaluation
+
+    report = run_evaluation(arguments.model_dir, arguments.data, arguments.split)
+    print(json.dumps({key: report[key] for key in ("split", "count", "accuracy", "macro_f1", "chance_accuracy")}))
+    return 0
+
+
+def run_import(arguments: argparse.Namespace) -> int:
+    from faceray.config import ConfigError
+    from train.model_dir import import_legacy_model
+
+    try:
+        shape = tuple(int(part) for part in arguments.input_shape.split(","))
+        if len(shape) != 3:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"--input-shape: {arguments.input_shape!r} is not H,W,C") from None
+    try:
+        folder = import_legacy_model(arguments.hdf5, arguments.task, arguments.out, shape, arguments.color, arguments.crop_margin)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    print(f"wrote model directory {folder}")
+    return 0

@@ -1,0 +1,291 @@
+"""The Ray Train wrapper: data-parallel training over N workers fed by Ray Data, then the model directory.
+
+Output directory (`--out`):
+  model.keras, model_card.json         the best model (by validation loss) and its card
+  history.csv, learning_curves.png     one row per epoch
+  evaluation.json, confusion_matrix.png  accuracy, per-class P/R/F1, macro-F1, confusion matrix
+  train_config.json                    the resolved config
+  ray_results/                         Ray Train checkpoints (rerunning the same command resumes)
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from faceray.config import ConfigError, config_to_dict, write_json
+from ingest.shards import load_split_numpy, read_shard_metadata, shard_files
+from train.config import TrainConfig
+
+RAY_RESULTS = "ray_results"
+RUN_NAME = "train"
+MATERIALIZE_LIMIT_BYTES = 1 << 30  # small datasets are held in the object store (no read tasks competing with training)
+
+
+def label_counts(data_dir: str | Path, split: str, num_classes: int) -> np.ndarray:
+    """Images per class in a split, read from the label column only."""
+    counts = np.zeros(num_classes, np.int64)
+    for path in shard_files(data_dir, split):
+        labels = pq.read_table(path, columns=["label"]).column("label").to_numpy()
+        counts += np.bincount(labels, minlength=num_classes)[:num_classes]
+    return counts
+
+
+def class_weights_for(counts: np.ndarray) -> np.ndarray:
+    """Loss weight per class, N / (K * n_c); classes absent from the data get weight 0."""
+    present = counts > 0
+    weights = np.zeros(len(counts), np.float32)
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return weights
+
+
+def _downsample_batch(batch: dict[str, np.ndarray], keep: list[float]) -> dict[str, np.ndarray]:
+    """Keep each row with its class's probability (a fresh random draw every epoch)."""
+    mask = np.random.default_rng().random(len(batch["label"])) < np.asarray(keep)[batch["label"]]
+    return {name: values[mask] for name, values in batch.items()}
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train worker: build the model under MultiWorkerMirroredStrategy, restore, train, report each epoch."""
+    import keras
+    import ray.train
+    import tensorflow as tf
+
+    from train.augment import build_augmenter
+    from train.loop import PlateauState, StepRunner, TrainingState, restore_training_state, run_epochs, save_training_state
+    from train.models import build_model
+
+    config = TrainConfig(**loop_config["config"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    keras.utils.set_random_seed(config.seed)
+    with strategy.scope():
+        model = build_model(config.model, loop_config["input_shape"], loop_config["num_classes"], config.bn_momentum)
+        optimizer = keras.optimizers.Adam(learning_rate=config.lr)
+    augmenter = build_augmenter(config.augmentation(), seed=config.seed)
+    class_weights = np.asarray(loop_config["class_weights"], np.float32) if loop_config["class_weights"] else None
+    runner = StepRunner(model, optimizer, strategy, config.batch_size * world, augmenter, class_weights)
+
+    state, best = TrainingState(plateau=PlateauState(lr=config.lr)), None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state, best = restore_training_state(Path(folder), model, optimizer)
+    fresh = checkpoint is None
+
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("val") if loop_config["has_val"] else None
+
+    def train_batches(epoch: int):
+        for batch in train_shard.iter_batches(
+            batch_size=config.batch_size, drop_last=True, batch_format="numpy",
+            local_shuffle_buffer_size=max(8 * config.batch_size, 512), local_shuffle_seed=config.seed + 7919 * epoch + rank,
+        ):
+            yield batch["image"], batch["label"]
+
+    def val_batches():
+        for batch in val_shard.iter_batches(batch_size=256, batch_format="numpy"):
+            yield batch["image"], batch["label"]
+
+    def before_epoch(epoch: int) -> None:
+        if fresh and epoch == config.fail_at_epoch and rank == world - 1:
+            raise RuntimeError(f"injected failure at epoch {epoch + 1} (fail_at_epoch, for tests)")
+
+    def on_epoch_end(metrics: dict[str, float], state: TrainingState, best_weights: list[np.ndarray] | None) -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            saved = None
+            if rank == 0:
+                save_training_state(Path(folder), model, optimizer, state, best_weights)
+                saved = ray.train.Checkpoint.from_directory(folder)
+            ray.train.report({key: float(value) for key, value in metrics.items()}, checkpoint=saved)
+
+    run_epochs(
+        runner, state, loop_config["epochs"], train_batches, val_batches if val_shard is not None else None,
+        config.patience, config.lr_patience, on_epoch_end, best_weights=best, before_epoch=before_epoch,
+        log=print if rank == 0 else None,
+    )
+
+
+def cpus_per_worker(config: TrainConfig) -> float:
+    """Leave one CPU for Ray Data's read tasks and split the rest (avoids the 2-core starvation hang)."""
+    if config.cpus_per_worker > 0:
+        return config.cpus_per_worker
+    import ray
+
+    total = float(ray.cluster_resources().get("CPU", 1))
+    return max(0.25, min(1.0, (total - 1) / config.workers)) if total > 1 else 0.5 / config.workers
+
+
+def check_output(config: TrainConfig, out: Path) -> None:
+    """Refuse to resume a run in `out` that was made with other settings."""
+    saved = out / "train_config.json"
+    if not saved.exists():
+        return
+    previous = json.loads(saved.read_text())
+    current = config_to_dict(config)
+    ignored = {"address", "out", "fail_at_epoch", "max_failures", "cpus_per_worker"}
+    differing = sorted(key for key in current if key not in ignored and previous.get(key) != current[key])
+    if differing:
+        raise ConfigError(f"--out: {out} holds a run with other settings ({', '.join(differing)}); use another --out")
+
+
+def run_training(config: TrainConfig, callbacks: list[Any] | None = None, quiet: bool = False) -> dict[str, Any]:
+    """Train with Ray Train, write the model directory, evaluate; returns a summary. Ray must be initialised."""
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.tensorflow import TensorflowTrainer
+
+    from ingest.dataset import read_split_dataset
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    data = Path(config.data)
+    try:
+        meta = read_shard_metadata(data, "train")
+    except ValueError as error:
+        raise ConfigError(f"--data: {error}") from None
+    if config.task and config.task != meta["task"]:
+        raise ConfigError(f"--task: {config.task!r} but {data} holds {meta['task']!r} data")
+    out = Path(config.out).resolve()
+    check_output(config, out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "train_config.json", config_to_dict(config))
+    labels = list(meta["labels"])
+    num_classes = len(labels)
+
+    final = config.final > 0
+    train_dataset = read_split_dataset(data, "train")
+    counts = label_counts(data, "train", num_classes)
+    has_val = bool(shard_files(data, "val"))
+    val_dataset = read_split_dataset(data, "val") if has_val else None
+    if final and has_val:
+        train_dataset = train_dataset.union(val_dataset)
+        counts = counts + label_counts(data, "val", num_classes)
+    use_val = has_val and not final
+    image_bytes = int(np.prod(meta["image_shape"]))
+    if counts.sum() * image_bytes < MATERIALIZE_LIMIT_BYTES:
+        train_dataset = train_dataset.materialize()
+        if use_val:
+            val_dataset = val_dataset.materialize()
+    train_dataset = train_dataset.randomize_block_order()
+    if config.balance == "downsample":
+        present = counts[counts > 0]
+        keep = [float(present.min() / count) if count else 0.0 for count in counts]
+        train_dataset = train_dataset.map_batches(_downsample_batch, fn_kwargs={"keep": keep}, batch_format="numpy")
+    datasets = {"train": train_dataset}
+    if use_val:
+        datasets["val"] = val_dataset
+
+    loop_config = {
+        "config": dataclasses.asdict(config),
+        "input_shape": list(meta["image_shape"]),
+        "num_classes": num_classes,
+        "class_weights": class_weights_for(counts).tolist() if config.balance == "class-weight" else None,
+        "has_val": use_val,
+        "epochs": config.final if final else config.epochs,
+    }
+    monitored = "val_loss" if use_val else "loss"
+    trainer = TensorflowTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=config.workers, resources_per_worker={"CPU": cpus_per_worker(config)}),
+        datasets=datasets,
+        run_config=RunConfig(
+            name=RUN_NAME,
+            storage_path=str(out / RAY_RESULTS),
+            failure_config=FailureConfig(max_failures=config.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=monitored, checkpoint_score_order="min"),
+            callbacks=callbacks,
+        ),
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
+    if result.checkpoint is None:
+        raise RuntimeError("training finished without a checkpoint")
+    return write_outputs(config, out, result.checkpoint, meta, labels, counts, final)
+
+
+def write_outputs(config: TrainConfig, out: Path, checkpoint: Any, meta: dict[str, Any], labels: list[str],
+                  counts: np.ndarray, final: bool) -> dict[str, Any]:
+    """From the latest checkpoint: the best weights into model.keras, history, evaluation, card, plots."""
+    from train.evaluate import evaluate_model, plot_confusion_matrix, plot_learning_curves
+    from train.loop import TrainingState
+    from train.model_dir import make_card, save_model_dir
+    from train.models import build_model
+
+    with checkpoint.as_directory() as folder:
+        folder = Path(folder)
+        state = TrainingState.from_json((folder / "state.json").read_text())
+        with np.load(folder / "best_weights.npz") as arrays:
+            best_weights = [arrays[f"arr_{index}"] for index in range(len(arrays.files))]
+    model = build_model(config.model, meta["image_shape"], len(labels), config.bn_momentum)
+    model.set_weights(best_weights)
+
+    history = state.history
+    with open(out / "history.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    title = f"{meta['task']} / {config.model}"
+    plot_learning_curves(history, out / "learning_curves.png", title)
+
+    split = "test" if final else config.evaluate_split
+    if not shard_files(config.data, split):
+        split = "val"
+    images, targets = load_split_numpy(config.data, split)
+    report = evaluate_model(model, images, targets, labels)
+    report["split"] = split
+    write_json(out / "evaluation.json", report)
+    plot_confusion_matrix(report, out / "confusion_matrix.png", f"{title} on {split}")
+
+    manifest_path = Path(config.data) / "manifest.json"
+    best_row = min(history, key=lambda row: row.get("val_loss", row["loss"])) if not final else history[-1]
+    metrics = {
+        "epochs_run": state.epoch,
+        "best_epoch": int(best_row["epoch"]),
+        "stopped_early": state.plateau.stopped_early,
+        "best_val_loss": best_row.get("val_loss"),
+        "best_val_accuracy": best_row.get("val_accuracy"),
+        f"{split}_accuracy": report["accuracy"],
+        f"{split}_macro_f1": report["macro_f1"],
+        "train_images_per_s": float(np.median([row["images_per_s"] for row in history])),
+    }
+    card = make_card(
+        meta["task"], tuple(meta["image_shape"]), meta["color"], architecture=config.model, crop_margin=config.crop_margin,
+        trained_on={"data": str(Path(config.data).resolve()), "train_label_counts": dict(zip(labels, counts.tolist())),
+                    "manifest": json.loads(manifest_path.read_text()).get("config") if manifest_path.exists() else None},
+        config=config_to_dict(config), metrics=metrics,
+    )
+    save_model_dir(out, model, card)
+    return {"out": str(out), "metrics": metrics, "evaluation": {k: report[k] for k in ("split", "accuracy", "macro_f1", "chance_accuracy")}}
+
+
+def run_evaluation(model_dir: str | Path, data: str | Path, split: str = "test") -> dict[str, Any]:
+    """Evaluate a model directory on a split of an ingest output; writes evaluation_<split>.json and a PNG."""
+    from train.evaluate import evaluate_model, plot_confusion_matrix
+    from train.model_dir import load_model_dir
+
+    model, card = load_model_dir(model_dir)
+    meta = read_shard_metadata(data, split)
+    if list(meta["image_shape"]) != list(card["input_shape"]) or meta["task"] != card["task"]:
+        raise ConfigError(
+            f"--data: {data} holds {meta['task']} images of shape {list(meta['image_shape'])}; the model expects "
+            f"{card['task']} images of shape {card['input_shape']}"
+        )
+    images, targets = load_split_numpy(data, split)
+    report = evaluate_model(model, images, targets, card["labels"])
+    report["split"] = split
+    report["data"] = str(Path(data).resolve())
+    write_json(Path(model_dir) / f"evaluation_{split}.json", report)
+    plot_confusion_matrix(report, Path(model_dir) / f"confusion_matrix_{split}.png", f"{card['task']} on {split}")
+    return report
