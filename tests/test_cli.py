@@ -11,7 +11,7 @@ from faceray.cli import build_parser, main
 from faceray.config import ConfigError, resolve_config
 from ingest.config import IngestConfig
 
-COMMANDS = [["sample"], ["ingest", "imdb"], ["ingest", "fer"], ["inspect"]]
+COMMANDS = [["sample"], ["ingest", "imdb"], ["ingest", "fer"], ["inspect"], ["train"], ["evaluate"], ["import-model"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)

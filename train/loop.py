@@ -180,6 +180,7 @@ def run_epochs(
     best_weights: list[np.ndarray] | None = None,
     before_epoch: Callable[[int], None] | None = None,
     log: Callable[[str], None] | None = print,
+    extra_metrics: dict[str, float] | None = None,
 ) -> list[np.ndarray] | None:
     """Train from `state.epoch` to `epochs` (or an early stop); returns the best weights (by validation loss,
     or the last when there is no validation data). `on_epoch_end(metrics, state, best_weights)` runs on every
@@ -203,6 +204,7 @@ def run_epochs(
             "lr": float(state.plateau.lr),
             "images_per_s": totals[2] / seconds,
             "epoch_s": seconds,
+            **(extra_metrics or {}),
         }
         if not math.isfinite(metrics["loss"]):
             raise FloatingPointError(f"training diverged: loss is {metrics['loss']} at epoch {epoch + 1}")
@@ -218,7 +220,7 @@ def run_epochs(
             best_weights = [np.array(weight) for weight in runner.model.get_weights()]
         runner.optimizer.learning_rate.assign(state.plateau.lr)
         metrics["best_epoch"] = state.plateau.best_epoch + 1
-        metrics["best_val_loss"] = state.plateau.best_loss
+        metrics["best_val_loss" if val_batches is not None else "best_loss"] = state.plateau.best_loss
         state.epoch = epoch + 1
         state.history.append({key: float(value) for key, value in metrics.items()})
         if log is not None:

@@ -77,7 +77,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     state, best = TrainingState(plateau=PlateauState(lr=config.lr)), None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
+        with checkpoint.as_directory() as folder, strategy.scope():
             state, best = restore_training_state(Path(folder), model, optimizer)
     fresh = checkpoint is None
 
@@ -110,7 +110,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     run_epochs(
         runner, state, loop_config["epochs"], train_batches, val_batches if val_shard is not None else None,
         config.patience, config.lr_patience, on_epoch_end, best_weights=best, before_epoch=before_epoch,
-        log=print if rank == 0 else None,
+        log=print if rank == 0 else None, extra_metrics={"workers": float(world)},
     )
 
 
