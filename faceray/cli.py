@@ -9,7 +9,9 @@ from faceray.config import ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from cluster import cli as cluster_cli
     from ingest import cli as ingest_cli
+    from serve import cli as serve_cli
     from train import cli as train_cli
 
     parser = argparse.ArgumentParser(
@@ -19,6 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     ingest_cli.register(subparsers)
     train_cli.register(subparsers)
+    serve_cli.register(subparsers)
+    cluster_cli.register(subparsers)
     return parser
 
 

@@ -32,7 +32,10 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         return
     # Ray Data otherwise prints its progress as a flood of log lines when stdout is not a terminal.
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    if address in (None, "", "local"):
+    if address in (None, "") and os.environ.get("RAY_ADDRESS"):
+        # Inside a Ray Job (faceray submit) the job supervisor points RAY_ADDRESS at the cluster.
+        ray.init(logging_level="WARNING")
+    elif address in (None, "", "local"):
         use_loopback_environment()
         ray.init(
             num_cpus=num_cpus,

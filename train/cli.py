@@ -7,6 +7,7 @@ import json
 
 from faceray.config import add_config_arguments, resolve_config
 from train.config import TrainConfig
+from train.sweep_config import SweepConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,6 +16,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--config", help="YAML file of settings (flags override it)")
     add_config_arguments(train, TrainConfig)
     train.set_defaults(handler=run_train)
+
+    sweep = subparsers.add_parser("sweep", help="sweep learning rate, augmentation and more with Ray Tune",
+                                  description="Every trial runs `faceray train`'s code; see train/spaces/*.yaml.")
+    sweep.add_argument("--config", help="YAML file of settings (flags override it)")
+    add_config_arguments(sweep, SweepConfig)
+    sweep.set_defaults(handler=run_sweep_command)
 
     evaluate = subparsers.add_parser("evaluate", help="evaluate a model directory on a split of an ingest output")
     evaluate.add_argument("model_dir", help="a model directory (model.keras + model_card.json)")
@@ -44,6 +51,25 @@ def run_train(arguments: argparse.Namespace) -> int:
         f"model: {summary['out']}  {evaluation['split']} accuracy {evaluation['accuracy']:.3f} "
         f"(chance {evaluation['chance_accuracy']:.3f}), macro-F1 {evaluation['macro_f1']:.3f}"
     )
+    return 0
+
+
+def run_sweep_command(arguments: argparse.Namespace) -> int:
+    from faceray.runtime import init_ray
+    from train.sweep import format_table, run_sweep
+
+    config = resolve_config(SweepConfig, arguments, arguments.config)
+    init_ray(config.address or None)
+    summary = run_sweep(config)
+    print(format_table(summary["rows"], summary["space_keys"]))
+    best = summary["best"]
+    if best is None:
+        print("every trial failed: see results.csv")
+        return 1
+    print(f"best: trial {best['trial_id']} val_acc {best['best_val_accuracy']:.3f} -> {config.out}/best.json")
+    if summary["final"]:
+        evaluation = summary["final"]["evaluation"]
+        print(f"final model: {summary['final']['out']}  test accuracy {evaluation['accuracy']:.3f}")
     return 0
 
 

@@ -1,0 +1,67 @@
+"""Command line of the serving stage: `faceray serve` and `faceray client`."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from faceray.config import add_config_arguments, resolve_config
+from serve.config import ServeConfig
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    serve_parser = subparsers.add_parser("serve", help="run the face-classification service on Ray Serve",
+                                         description="Serve POST /v1/faces, GET /healthz and GET /v1/models.")
+    serve_parser.add_argument("--config", help="YAML file of settings (flags override it)")
+    add_config_arguments(serve_parser, ServeConfig)
+    serve_parser.set_defaults(handler=run_serve)
+
+    client = subparsers.add_parser("client", help="webcam/video client: send frames, draw faces, exit cleanly")
+    client.add_argument("--source", default="0", help="webcam index or video file (default: 0)")
+    client.add_argument("--url", default="http://127.0.0.1:8000", help="service URL (default: http://127.0.0.1:8000)")
+    client.add_argument("--output", default="", help="write the annotated video here (.mp4)")
+    client.add_argument("--jsonl", default="", help="write one JSON line of results per answered frame here")
+    client.add_argument("--no-display", dest="display", action="store_false", help="headless: no window")
+    client.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (default: 0 = no limit)")
+    client.add_argument("--max-in-flight", type=int, default=2, help="requests outstanding at once; other frames are dropped (default: 2)")
+    client.add_argument("--smoothing", type=float, default=0.6, help="weight of the past in each face's scores, 0..1 (default: 0.6)")
+    client.set_defaults(handler=run_client_command)
+
+
+def run_serve(arguments: argparse.Namespace) -> int:
+    from faceray.runtime import init_ray
+    from serve.service import start_service, stop_service
+
+    config = resolve_config(ServeConfig, arguments, arguments.config)
+    init_ray(config.address or None)
+    url = start_service(config)
+    print(f"faceray service at {url} (POST /v1/faces, GET /healthz, GET /v1/models); Ctrl-C stops it", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("stopping the service")
+    finally:
+        stop_service()
+    return 0
+
+
+def run_client_command(arguments: argparse.Namespace) -> int:
+    from faceray.config import ConfigError
+    from serve.client import ClientConfig, run_client
+
+    if arguments.max_in_flight < 1 or not 0 <= arguments.smoothing < 1:
+        raise ConfigError("--max-in-flight must be >= 1 and --smoothing in [0, 1)")
+    config = ClientConfig(source=arguments.source, url=arguments.url, output=arguments.output, jsonl=arguments.jsonl,
+                          display=arguments.display, max_frames=arguments.max_frames,
+                          max_in_flight=arguments.max_in_flight, smoothing=arguments.smoothing)
+    try:
+        summary = run_client(config)
+    except ValueError as problem:
+        raise ConfigError(f"--source: {problem}") from None
+    print(
+        f"client stopped ({summary.exit_reason}): {summary.frames_read} frames read, {summary.frames_sent} sent, "
+        f"{summary.frames_dropped} dropped, {summary.responses} answered, {summary.fps:.1f} fps, "
+        f"mean latency {summary.mean_latency_ms:.0f} ms"
+    )
+    return 1 if "unreachable" in summary.exit_reason or "service error" in summary.exit_reason else 0

@@ -1,0 +1,36 @@
+"""Starting and stopping the Serve application on a running Ray (thin wrapper)."""
+
+from __future__ import annotations
+
+import time
+
+from serve.config import ServeConfig
+
+APP_NAME = "faceray"
+
+
+def start_service(config: ServeConfig, wait_s: float = 180.0) -> str:
+    """Deploy the app on HTTP host:port; returns the base URL once /healthz answers."""
+    import requests
+    from ray import serve
+
+    from serve.app import build_app
+
+    serve.start(http_options={"host": config.host, "port": config.port})
+    serve.run(build_app(config), name=APP_NAME, route_prefix="/", blocking=False)
+    url = f"http://{'127.0.0.1' if config.host in ('0.0.0.0', '') else config.host}:{config.port}"
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url + "/healthz", timeout=2).status_code == 200:
+                return url
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"the service did not answer {url}/healthz within {wait_s:.0f} s")
+
+
+def stop_service() -> None:
+    from ray import serve
+
+    serve.shutdown()

@@ -1,0 +1,98 @@
+"""Face tracking across frames by box overlap (IoU) and smoothing of each face's probabilities (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def iou(first: list[float] | tuple, second: list[float] | tuple) -> float:
+    """Intersection over union of two (x, y, w, h) boxes."""
+    ax, ay, aw, ah = first
+    bx, by, bw, bh = second
+    overlap_w = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
+    overlap_h = max(0.0, min(ay + ah, by + bh) - max(ay, by))
+    inter = overlap_w * overlap_h
+    union = aw * ah + bw * bh - inter
+    return inter / union if union > 0 else 0.0
+
+
+@dataclass
+class Track:
+    """One face over time: its latest box and exponentially smoothed scores per task."""
+
+    track_id: int
+    box: list[int]
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    missed: int = 0
+    hits: int = 0
+
+    def as_face(self) -> dict[str, Any]:
+        """A response-shaped face with the smoothed label and score per task."""
+        face: dict[str, Any] = {"box": self.box, "track": self.track_id}
+        for task, scores in self.scores.items():
+            label = max(scores, key=scores.get)
+            face[task] = {"label": label, "score": scores[label], "scores": dict(scores)}
+        return face
+
+
+class FaceTracker:
+    """Greedy IoU matching of new detections to tracks; each face keeps its own smoothing window.
+
+    `smoothing` in [0, 1): weight of the past (0 = no smoothing). Tracks unseen for `max_missed` updates end.
+    """
+
+    def __init__(self, iou_threshold: float = 0.3, smoothing: float = 0.6, max_missed: int = 5) -> None:
+        self.iou_threshold = iou_threshold
+        self.smoothing = smoothing
+        self.max_missed = max_missed
+        self.tracks: list[Track] = []
+        self._next_id = 1
+
+    def update(self, faces: list[dict[str, Any]]) -> list[Track]:
+        """Match this frame's faces (response items) to tracks; returns the tracks seen in this frame."""
+        pairs = sorted(
+            ((iou(track.box, face["box"]), track_index, face_index)
+             for track_index, track in enumerate(self.tracks) for face_index, face in enumerate(faces)),
+            reverse=True,
+        )
+        matched_tracks: set[int] = set()
+        matched_faces: dict[int, Track] = {}
+        for overlap, track_index, face_index in pairs:
+            if overlap < self.iou_threshold:
+                break
+            if track_index in matched_tracks or face_index in matched_faces:
+                continue
+            matched_tracks.add(track_index)
+            matched_faces[face_index] = self.tracks[track_index]
+        seen = []
+        for face_index, face in enumerate(faces):
+            track = matched_faces.get(face_index)
+            if track is None:
+                track = Track(self._next_id, list(face["box"]))
+                self._next_id += 1
+                self.tracks.append(track)
+            self._absorb(track, face)
+            seen.append(track)
+        seen_ids = {track.track_id for track in seen}
+        for track in self.tracks:
+            if track.track_id not in seen_ids:
+                track.missed += 1
+        self.tracks = [track for track in self.tracks if track.missed <= self.max_missed]
+        return seen
+
+    def _absorb(self, track: Track, face: dict[str, Any]) -> None:
+        track.box = [int(value) for value in face["box"]]
+        track.missed = 0
+        track.hits += 1
+        for task in ("emotion", "gender"):
+            result = face.get(task)
+            if not result:
+                continue
+            new = result.get("scores") or {result["label"]: result["score"]}
+            old = track.scores.get(task)
+            if old is None or self.smoothing == 0:
+                track.scores[task] = dict(new)
+            else:
+                track.scores[task] = {label: self.smoothing * old.get(label, 0.0) + (1 - self.smoothing) * value
+                                      for label, value in new.items()}

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def astronaut_bgr() -> np.ndarray:
+    """scikit-image's astronaut (a real photo, 512x512): one face, at about x 175-275, y 65-165. BGR order."""
+    from skimage import data
+
+    return cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+
+
+def jpeg(image: np.ndarray) -> bytes:
+    ok, encoded = cv2.imencode(".jpg", image)
+    assert ok
+    return encoded.tobytes()
+
+
+@pytest.fixture(scope="session")
+def model_dirs(tmp_path_factory) -> dict[str, Path]:
+    """Emotion and gender model directories: the published weights when ../shared/reference exists, else tiny
+    untrained models with the same cards (the API contract does not depend on the weights)."""
+    from tests.conftest import REFERENCE_DIR
+    from train.model_dir import import_legacy_model, make_card, save_model_dir
+    from train.models import build_model
+
+    folder = tmp_path_factory.mktemp("models")
+    if (REFERENCE_DIR / "fer2013_mini_XCEPTION.102-0.66.hdf5").is_file():
+        return {
+            "emotion": import_legacy_model(REFERENCE_DIR / "fer2013_mini_XCEPTION.102-0.66.hdf5", "emotion", folder / "emotion"),
+            "gender": import_legacy_model(REFERENCE_DIR / "gender_mini_XCEPTION.21-0.95.hdf5", "gender", folder / "gender"),
+            "published": True,
+        }
+    dirs = {}
+    for task, classes, shape in (("emotion", 7, (48, 48, 1)), ("gender", 2, (64, 64, 1))):
+        model = build_model("residual", shape, classes)
+        dirs[task] = save_model_dir(folder / task, model, make_card(task, shape, "gray", "residual", 0.1))
+    dirs["published"] = False
+    return dirs
+
+
+@pytest.fixture(scope="module")
+def service(ray_session, model_dirs):
+    """The Serve app on a free loopback port, shut down after the module."""
+    from faceray.config import resolve_config
+    from serve.config import ServeConfig
+    from serve.service import start_service, stop_service
+
+    config = resolve_config(ServeConfig, dict(emotion_model=str(model_dirs["emotion"]), gender_model=str(model_dirs["gender"]),
+                                              port=free_port(), max_body_bytes=3_000_000))
+    url = start_service(config)
+    yield url
+    stop_service()

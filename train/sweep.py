@@ -1,0 +1,173 @@
+"""`faceray sweep`: Ray Tune over the training code. Every trial calls `train.pipeline.run_training`.
+
+Output folder:
+  results.csv     one row per trial: its config, best validation accuracy and loss, best epoch, status, time
+  best.json       the winning trial's config and metrics (best validation accuracy)
+  curves.png      every trial's validation accuracy per epoch
+  trials/<id>/    each trial's model directory;  final/  the --final model;  tune/  Tune's state (resume)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from faceray.config import ConfigError, config_to_dict, resolve_config, write_json
+from ingest.shards import read_shard_metadata
+from train.config import TrainConfig
+from train.sweep_config import SweepConfig
+from train.sweep_space import read_space, to_tune_space
+
+METRIC, MODE = "val_accuracy", "max"
+TUNE_DIR, EXPERIMENT = "tune", "sweep"
+
+
+def run_trial(params: dict[str, Any]) -> None:
+    """One Tune trial: the sweep's base settings plus this trial's sampled values, through run_training."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from train.pipeline import run_training
+
+    base = dict(params["_base"])
+    sampled = {key: value for key, value in params.items() if not key.startswith("_")}
+    trial_id = tune.get_context().get_trial_id()
+    config = resolve_config(TrainConfig, {**base, **sampled, "out": str(Path(base["out"]) / "trials" / trial_id)})
+    started = time.perf_counter()
+    summary = run_training(config, callbacks=[TuneReportCallback()])
+    write_json(Path(config.out) / "trial.json", {"trial_id": trial_id, "sampled": sampled, "seconds": time.perf_counter() - started,
+                                                  "summary": summary})
+
+
+def trial_rows(result_grid: Any, space_keys: list[str]) -> list[dict[str, Any]]:
+    """One row per trial from Tune's results (metrics history included)."""
+    rows = []
+    for result in result_grid:
+        config = {key: result.config.get(key) for key in space_keys}
+        frame = result.metrics_dataframe
+        trial_id = (result.metrics or {}).get("trial_id") or (Path(result.path).name if result.path else "?")
+        row: dict[str, Any] = {"trial_id": trial_id, **config}
+        if frame is not None and len(frame) and METRIC in frame:
+            best = frame.loc[frame[METRIC].idxmax()]
+            row.update(best_val_accuracy=float(best[METRIC]), best_val_loss=float(frame["val_loss"].min()),
+                       best_epoch=int(best["epoch"]), epochs_run=int(frame["epoch"].max()),
+                       seconds=float(frame["epoch_s"].sum()))
+            curve = frame[["epoch", METRIC]].values.tolist()
+        else:
+            row.update(best_val_accuracy=math.nan, best_val_loss=math.nan, best_epoch=0, epochs_run=0, seconds=0.0)
+            curve = []
+        if result.error is not None:
+            row["status"] = "failed: " + str(result.error).strip().splitlines()[-1][:160]
+        elif row["epochs_run"] and row["epochs_run"] < int(result.config.get("epochs", 0) or 0) and not _stopped_by_plateau(result):
+            row["status"] = "stopped early (ASHA)"
+        else:
+            row["status"] = "finished"
+        row["_curve"] = curve
+        row["_trial_dir"] = str(result.path) if result.path else ""
+        rows.append(row)
+    return rows
+
+
+def _stopped_by_plateau(result: Any) -> bool:
+    frame = result.metrics_dataframe
+    return frame is not None and len(frame) and "best_epoch" in frame and \
+        int(frame["epoch"].max()) - int(frame["best_epoch"].iloc[-1]) >= int(result.config.get("patience", 10))
+
+
+def write_results(out: Path, rows: list[dict[str, Any]], space_keys: list[str]) -> dict[str, Any] | None:
+    """results.csv, curves.png and best.json; returns the best row (None when every trial failed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = ["trial_id", *space_keys, "best_val_accuracy", "best_val_loss", "best_epoch", "epochs_run", "status", "seconds"]
+    with open(out / "results.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for row in rows:
+        if row["_curve"]:
+            epochs, values = zip(*row["_curve"])
+            axis.plot(epochs, values, marker="o", label=f"{row['trial_id']} " + " ".join(f"{key}={row[key]}" for key in space_keys))
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("validation accuracy")
+    axis.set_title("sweep: validation accuracy per trial")
+    if any(row["_curve"] for row in rows):
+        axis.legend(fontsize=6)
+    figure.tight_layout()
+    figure.savefig(out / "curves.png", dpi=100)
+    plt.close(figure)
+    finished = [row for row in rows if not row["status"].startswith("failed") and not math.isnan(row["best_val_accuracy"])]
+    if not finished:
+        return None
+    best = max(finished, key=lambda row: (row["best_val_accuracy"], -row["best_val_loss"]))
+    write_json(out / "best.json", {key: value for key, value in best.items() if not key.startswith("_")})
+    return best
+
+
+def format_table(rows: list[dict[str, Any]], space_keys: list[str]) -> str:
+    header = ["trial", *space_keys, "val_acc", "val_loss", "best_ep", "status"]
+    lines = [header]
+    for row in rows:
+        lines.append([row["trial_id"], *(str(row[key]) for key in space_keys), f"{row['best_val_accuracy']:.3f}",
+                      f"{row['best_val_loss']:.3f}", str(row["best_epoch"]), row["status"]])
+    widths = [max(len(str(line[index])) for line in lines) for index in range(len(header))]
+    return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)) for line in lines)
+
+
+def run_sweep(config: SweepConfig) -> dict[str, Any]:
+    """Run (or resume) the sweep; returns {"rows", "best", "final"}. Ray must be initialised."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    space = read_space(config.space)
+    space.setdefault("epochs", config.epochs)
+    try:
+        meta = read_shard_metadata(config.data, "train")
+    except ValueError as error:
+        raise ConfigError(f"--data: {error}") from None
+    if config.task and config.task != meta["task"]:
+        raise ConfigError(f"--task: {config.task!r} but {config.data} holds {meta['task']!r} data")
+    out = Path(config.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "sweep_config.json", {**config_to_dict(config), "space_file": space})
+    base = {"data": str(Path(config.data).resolve()), "task": meta["task"], "out": str(out),
+            "cpus_per_worker": config.trial_cpus, "max_failures": 0}
+    param_space = {**to_tune_space(space), "_base": base}
+    max_epochs = space["epochs"] if isinstance(space["epochs"], int) else config.epochs
+    scheduler = (ASHAScheduler(time_attr="epoch", max_t=max_epochs, grace_period=min(config.grace_period, max_epochs),
+                               reduction_factor=2)
+                 if config.scheduler == "asha" else FIFOScheduler())
+    trainable = tune.with_resources(run_trial, {"CPU": 0.1})
+    experiment = out / TUNE_DIR / EXPERIMENT
+    if tune.Tuner.can_restore(str(experiment)):
+        tuner = tune.Tuner.restore(str(experiment), trainable=trainable, param_space=param_space,
+                                   resume_unfinished=True, resume_errored=False, restart_errored=False)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space,
+            tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, num_samples=config.trials, scheduler=scheduler,
+                                        max_concurrent_trials=config.max_concurrent),
+            run_config=tune.RunConfig(name=EXPERIMENT, storage_path=str(out / TUNE_DIR), verbose=1),
+        )
+    result_grid = tuner.fit()
+    space_keys = [key for key in space if key != "epochs" or isinstance(space["epochs"], (list, dict))]
+    rows = trial_rows(result_grid, space_keys)
+    best = write_results(out, rows, space_keys)
+    summary: dict[str, Any] = {"rows": rows, "best": best, "final": None, "space_keys": space_keys}
+    if config.final and best is not None:
+        from train.pipeline import run_training
+
+        chosen = {key: best[key] for key in space_keys}
+        final_config = resolve_config(TrainConfig, {**base, **chosen, "final": max(1, int(best["best_epoch"])),
+                                                     "out": str(out / "final"), "max_failures": 1})
+        summary["final"] = run_training(final_config)
+        write_json(out / "best.json", {**{k: v for k, v in best.items() if not k.startswith("_")}, "final": summary["final"]})
+    return summary

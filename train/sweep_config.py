@@ -1,0 +1,36 @@
+"""SweepConfig: every setting of `faceray sweep`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from faceray.config import option
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """Settings of a learning-rate / augmentation sweep."""
+
+    data: str = option("", "an ingest output folder")
+    task: str = option("", "emotion or gender; empty = the task recorded in the data", choices=("", "emotion", "gender"))
+    space: str = option("", "search-space YAML (see train/spaces/report.yaml)")
+    trials: int = option(1, "samples of the space (each grid point is tried this many times, with fresh random values)")
+    max_concurrent: int = option(1, "trials running at once (each runs its own Ray Train workers)")
+    scheduler: str = option("asha", "asha stops hopeless trials early; fifo runs every trial to the end", choices=("asha", "fifo"))
+    epochs: int = option(10, "maximum epochs per trial (unless the space sets epochs)")
+    grace_period: int = option(2, "ASHA: epochs every trial runs before it can be stopped")
+    final: bool = option(False, "retrain the best config on train+val for its best epoch count and evaluate test once")
+    out: str = option("runs/sweep", "output folder: results.csv, best.json, curves.png, trials/, final/")
+    trial_cpus: float = option(0.0, "CPUs each trial's workers reserve; 0 = what faceray train chooses")
+    address: str = option("", "Ray address: empty = embedded local Ray on loopback; 'auto' or ray://HOST:10001 = a cluster")
+
+    def validate(self) -> list[str]:
+        problems = []
+        if not self.data:
+            problems.append("--data: an ingest output folder is required")
+        if not self.space:
+            problems.append("--space: a search-space YAML file is required")
+        for name in ("trials", "max_concurrent", "epochs", "grace_period"):
+            if getattr(self, name) < 1:
+                problems.append(f"--{name.replace('_', '-')}: must be at least 1")
+        return problems
