@@ -24,6 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     client.add_argument("--no-display", dest="display", action="store_false", help="headless: no window")
     client.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (default: 0 = no limit)")
     client.add_argument("--max-in-flight", type=int, default=2, help="requests outstanding at once; other frames are dropped (default: 2)")
+    client.add_argument("--fast", dest="realtime", action="store_false",
+                        help="read a video file as fast as possible instead of at its frame rate (more frames dropped)")
     client.add_argument("--smoothing", type=float, default=0.6, help="weight of the past in each face's scores, 0..1 (default: 0.6)")
     client.set_defaults(handler=run_client_command)
 
@@ -54,7 +56,8 @@ def run_client_command(arguments: argparse.Namespace) -> int:
         raise ConfigError("--max-in-flight must be >= 1 and --smoothing in [0, 1)")
     config = ClientConfig(source=arguments.source, url=arguments.url, output=arguments.output, jsonl=arguments.jsonl,
                           display=arguments.display, max_frames=arguments.max_frames,
-                          max_in_flight=arguments.max_in_flight, smoothing=arguments.smoothing)
+                          max_in_flight=arguments.max_in_flight, smoothing=arguments.smoothing,
+                          realtime=arguments.realtime)
     try:
         summary = run_client(config)
     except ValueError as problem:

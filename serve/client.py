@@ -40,6 +40,7 @@ class ClientConfig:
     jpeg_quality: int = 85
     timeout_s: float = 10.0
     smoothing: float = 0.6
+    realtime: bool = True  # read video files at their own frame rate, as a camera would deliver them
 
 
 @dataclass
@@ -117,8 +118,14 @@ def run_client(config: ClientConfig, session: Any = None, log=print) -> ClientSu
                 jsonl.write(json.dumps({"frame": frame_index, "faces": result["faces"], "smoothed": shown_faces,
                                         "timings_ms": result.get("timings_ms")}) + "\n")
 
+    is_file = not config.source.isdigit()
+    frame_interval = 1.0 / (capture.get(cv2.CAP_PROP_FPS) or 25.0) if is_file and config.realtime else 0.0
+    next_frame_at = time.perf_counter()
     try:
         while True:
+            if frame_interval:
+                next_frame_at += frame_interval
+                time.sleep(max(0.0, next_frame_at - time.perf_counter()))
             ok, frame = capture.read()
             if not ok:
                 summary.exit_reason = "end of video"

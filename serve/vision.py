@@ -5,6 +5,7 @@ Frames are uint8 (H, W, 3) in BGR order, as OpenCV decodes them. Boxes are (x, y
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,10 +56,15 @@ class DetectorSettings:
 
 
 class FaceDetector:
-    """OpenCV Haar frontal-face detector; boxes come back in the coordinates of the full frame."""
+    """OpenCV Haar frontal-face detector; boxes come back in the coordinates of the full frame.
+
+    Thread-safe: a cascade's detectMultiScale is not (concurrent calls on one cascade return boxes that mix
+    frames), and Serve runs a replica's synchronous methods on a thread pool, so calls are serialised.
+    """
 
     def __init__(self, settings: DetectorSettings = DetectorSettings(), cascade_path: str | None = None) -> None:
         self.settings = settings
+        self._lock = threading.Lock()
         self.cascade = cv2.CascadeClassifier(cascade_path or default_cascade_path())
         if self.cascade.empty():
             raise RuntimeError(f"could not load the Haar cascade {cascade_path or default_cascade_path()}")
@@ -69,11 +75,12 @@ class FaceDetector:
         height, width = grey.shape
         scale = min(1.0, self.settings.max_side / max(height, width))
         small = cv2.resize(grey, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA) if scale < 1 else grey
-        small = cv2.equalizeHist(small)
         minimum = max(8, round(self.settings.min_size * scale))
-        found = self.cascade.detectMultiScale(
-            small, scaleFactor=self.settings.scale_factor, minNeighbors=self.settings.min_neighbors, minSize=(minimum, minimum)
-        )
+        with self._lock:
+            found = self.cascade.detectMultiScale(
+                small, scaleFactor=self.settings.scale_factor, minNeighbors=self.settings.min_neighbors,
+                minSize=(minimum, minimum),
+            )
         boxes = [tuple(int(round(value / scale)) for value in box) for box in np.asarray(found).reshape(-1, 4)]
         return sorted(boxes, key=lambda box: -box[2] * box[3])  # type: ignore[return-value]
 

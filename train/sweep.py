@@ -47,7 +47,8 @@ def trial_rows(result_grid: Any, space_keys: list[str]) -> list[dict[str, Any]]:
     """One row per trial from Tune's results (metrics history included)."""
     rows = []
     for result in result_grid:
-        config = {key: result.config.get(key) for key in space_keys}
+        trial_config = result.config or {}
+        config = {key: trial_config.get(key) for key in space_keys}
         frame = result.metrics_dataframe
         trial_id = (result.metrics or {}).get("trial_id") or (Path(result.path).name if result.path else "?")
         row: dict[str, Any] = {"trial_id": trial_id, **config}
@@ -62,7 +63,7 @@ def trial_rows(result_grid: Any, space_keys: list[str]) -> list[dict[str, Any]]:
             curve = []
         if result.error is not None:
             row["status"] = "failed: " + str(result.error).strip().splitlines()[-1][:160]
-        elif row["epochs_run"] and row["epochs_run"] < int(result.config.get("epochs", 0) or 0) and not _stopped_by_plateau(result):
+        elif row["epochs_run"] and row["epochs_run"] < int(trial_config.get("epochs", 0) or 0) and not _stopped_by_plateau(result):
             row["status"] = "stopped early (ASHA)"
         else:
             row["status"] = "finished"
@@ -75,7 +76,7 @@ def trial_rows(result_grid: Any, space_keys: list[str]) -> list[dict[str, Any]]:
 def _stopped_by_plateau(result: Any) -> bool:
     frame = result.metrics_dataframe
     return frame is not None and len(frame) and "best_epoch" in frame and \
-        int(frame["epoch"].max()) - int(frame["best_epoch"].iloc[-1]) >= int(result.config.get("patience", 10))
+        int(frame["epoch"].max()) - int(frame["best_epoch"].iloc[-1]) >= int((result.config or {}).get("patience", 10))
 
 
 def write_results(out: Path, rows: list[dict[str, Any]], space_keys: list[str]) -> dict[str, Any] | None:

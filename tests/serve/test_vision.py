@@ -66,3 +66,14 @@ def test_decode_and_draw(astronaut_bgr):
     faces = [{"box": [175, 65, 100, 100], "emotion": {"label": "happy", "score": 0.9}, "gender": {"label": "woman", "score": 0.8}}]
     drawn = draw_faces(frame, faces, "3.0 fps")
     assert drawn.shape == frame.shape and not np.array_equal(drawn, frame)
+
+
+def test_one_detector_is_safe_to_share_between_threads(astronaut_bgr):
+    from concurrent.futures import ThreadPoolExecutor
+
+    detector = FaceDetector()
+    frames = [np.roll(astronaut_bgr, shift, axis=1) for shift in range(0, 160, 20)]
+    alone = [detector.detect(frame) for frame in frames]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(detector.detect, frames * 2))
+    assert together == alone * 2
