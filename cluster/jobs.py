@@ -60,8 +60,17 @@ def submit(address: str, stage: str, arguments: list[str], python: str = "auto",
     """Submit a stage as a Ray Job; with `follow`, stream its logs until it ends. Returns (job id, status)."""
     interpreter = sys.executable if python == "auto" and is_local_address(address) else ("python" if python == "auto" else python)
     client = job_client(address)
-    job_id = client.submit_job(entrypoint=entrypoint(stage, arguments, interpreter),
-                               runtime_env=runtime_env(with_requirements), submission_id=submission_id)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            job_id = client.submit_job(entrypoint=entrypoint(stage, arguments, interpreter),
+                                       runtime_env=runtime_env(with_requirements), submission_id=submission_id)
+            break
+        except RuntimeError as problem:
+            # A freshly started head answers this until its job agent is up.
+            if "No available agent" not in str(problem) or time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
     print(f"submitted {job_id}: faceray {stage} {' '.join(arguments)}", file=sys.stderr)
     if not follow:
         return job_id, str(client.get_job_status(job_id))

@@ -48,7 +48,8 @@ def chunk_settings(config: IngestConfig) -> ChunkSettings:
     task, labels = ("gender", GENDER_LABELS) if config.dataset == "imdb" else ("emotion", EMOTION_LABELS)
     return ChunkSettings(
         dataset=config.dataset, out=str(Path(config.out).resolve()), size=config.image_size, color=config.color,
-        task=task, labels=labels, root=str(Path(config.root or Path(config.mat).parent).resolve()),
+        task=task, labels=labels,
+        root=str(Path(config.root or Path(config.mat).parent).resolve()) if config.dataset == "imdb" else "",
         csv=str(Path(config.csv).resolve()) if config.csv else "",
     )
 

@@ -1,0 +1,58 @@
+"""Every shipped config file loads: ray_cluster.yaml through the launcher's own validation, KubeRay manifests,
+the Serve config, the search spaces (tests/train) and ingest/train YAML settings files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from faceray.config import resolve_config
+from serve.config import ServeConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_ray_cluster_yaml_passes_the_launchers_validation():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = yaml.safe_load((ROOT / "ray_cluster.yaml").read_text())
+    prepared = prepare_config(config)
+    validate_config(prepared)
+    assert prepared["cluster_name"] == "faceray"
+    assert any("pip install" in command and "faceray" in command for command in prepared["setup_commands"])
+    assert any("RAY_AUTH_MODE=token" in command for command in prepared["head_start_ray_commands"])
+
+
+@pytest.mark.parametrize("name", ["rayjob-ingest.yaml", "rayjob-train.yaml", "rayjob-sweep.yaml"])
+def test_kuberay_jobs_parse(name):
+    manifest = yaml.safe_load((ROOT / "cluster" / "k8s" / name).read_text())
+    assert manifest["apiVersion"] == "ray.io/v1" and manifest["kind"] == "RayJob"
+    stage = name.removeprefix("rayjob-").removesuffix(".yaml")
+    assert manifest["spec"]["entrypoint"].startswith(f"faceray {stage} ")
+    head = manifest["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert {"name": "RAY_AUTH_MODE", "value": "token"} in head["env"]
+    assert yaml.safe_load(manifest["spec"]["runtimeEnvYAML"])["working_dir"]
+
+
+def test_rayservice_points_at_the_app_builder():
+    manifest = yaml.safe_load((ROOT / "cluster" / "k8s" / "rayservice.yaml").read_text())
+    assert manifest["kind"] == "RayService"
+    serve_config = yaml.safe_load(manifest["spec"]["serveConfigV2"])
+    [application] = serve_config["applications"]
+    assert application["import_path"] == "serve.app:build_app"
+    resolve_config(ServeConfig, application["args"])
+
+
+def test_serve_config_yaml_builds_the_app(tmp_path):
+    """serve/serve_config.yaml: its args resolve to a ServeConfig and the builder accepts them."""
+    from serve.app import build_app
+
+    serve_config = yaml.safe_load((ROOT / "serve" / "serve_config.yaml").read_text())
+    assert serve_config["http_options"]["host"] == "127.0.0.1"
+    [application] = serve_config["applications"]
+    assert application["import_path"] == "serve.app:build_app"
+    config = resolve_config(ServeConfig, application["args"])
+    assert config.max_batch_size == 16
+    assert build_app(application["args"]) is not None  # builds the deployment graph without starting it
