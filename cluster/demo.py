@@ -138,8 +138,10 @@ def run_demo(out: str | Path = "runs/demo", size: str = "full", address: str | N
         progress("a small sweep of the learning rate with Ray Tune")
         space = out / "sweep_space.yaml"
         space.write_text("lr: [1.0e-3, 1.0e-2]\naugment: 'off'\nbn_momentum: 0.9\n")
+        # Both trials at once, half a CPU each: their start-up (worker processes, TensorFlow) overlaps.
         sweep = run_sweep(resolve_config(SweepConfig, dict(data=str(out / "data" / "fer48"), space=str(space),
-                                                           epochs=plan.sweep_epochs, scheduler="fifo", out=str(out / "sweep"))))
+                                                           epochs=plan.sweep_epochs, scheduler="fifo", max_concurrent=2,
+                                                           trial_cpus=0.5, out=str(out / "sweep"))))
         sweep_table = format_table(sweep["rows"], sweep["space_keys"])
         print(sweep_table)
 

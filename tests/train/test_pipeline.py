@@ -85,16 +85,6 @@ def test_two_workers_recover_from_an_injected_failure(fer_data, tmp_path):
     assert summary["metrics"]["epochs_run"] == 2
 
 
-def test_final_protocol_trains_on_train_and_val(fer_data, tmp_path):
-    out = tmp_path / "final"
-    summary = run_training(config_for(fer_data, out, final=1, model="basic", batch_size=64))
-    evaluation = json.loads((out / "evaluation.json").read_text())
-    assert evaluation["split"] == "test" and summary["metrics"]["epochs_run"] == 1
-    with open(out / "history.csv") as handle:
-        columns = next(csv.reader(handle))
-    assert "val_loss" not in columns and "loss" in columns
-
-
 def test_task_mismatch_is_a_clear_error(fer_data, tmp_path):
     with pytest.raises(ConfigError, match="--task"):
         run_training(config_for(fer_data, tmp_path / "x", task="gender"))
