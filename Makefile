@@ -31,6 +31,8 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/train.py
+	$(BIN)/python bench/serve.py
 
 clean:
 	rm -rf runs .pytest_cache

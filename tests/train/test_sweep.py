@@ -55,7 +55,7 @@ def test_sweep_with_a_failing_trial_resume_and_final(fer_data, tmp_path):
     # Two trials; the second raises in a worker at its first epoch (and max_failures is 0 inside sweeps).
     space.write_text("lr: 1.0e-3\nfail_at_epoch: [-1, 0]\nbn_momentum: 0.9\naugment: 'off'\nbatch_size: 64\n")
     config = resolve_config(SweepConfig, dict(data=str(fer_data), space=str(space), epochs=2, scheduler="fifo",
-                                              final=True, out=str(tmp_path / "sweep")))
+                                              max_concurrent=2, trial_cpus=0.5, final=True, out=str(tmp_path / "sweep")))
     summary = run_sweep(config)
     out = tmp_path / "sweep"
     with open(out / "results.csv") as handle:
