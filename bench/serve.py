@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -96,12 +95,6 @@ def per_face_ms(dirs: dict[str, Path]) -> float:
     return (time.perf_counter() - started) / (20 * 32) * 1000
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def measure_http(url: str, bodies: list[bytes], concurrency: int) -> tuple[np.ndarray, float, float]:
     """Latencies (ms), frames/s and mean faces per frame for len(bodies) requests at `concurrency`."""
     import requests
@@ -132,7 +125,7 @@ def main() -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
     from faceray.config import resolve_config
-    from faceray.runtime import init_ray, shutdown_ray
+    from faceray.runtime import free_loopback_port, init_ray, shutdown_ray
     from serve.config import ServeConfig
     from serve.service import start_service, stop_service
 
@@ -145,7 +138,7 @@ def main() -> None:
 
     init_ray()
     url = start_service(resolve_config(ServeConfig, dict(emotion_model=str(dirs["emotion"]), gender_model=str(dirs["gender"]),
-                                                         port=free_port(), max_side=arguments.max_side,
+                                                         port=free_loopback_port(), max_side=arguments.max_side,
                                                          scale_factor=arguments.scale_factor)))
     try:
         measure_http(url, bodies[:8], 1)  # warm-up

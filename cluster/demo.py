@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -60,12 +59,6 @@ class Progress:
         return time.perf_counter() - self.started
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def demo_video(path: Path, frames: int) -> Path:
     """A 640x480 video of real faces (scikit-image's astronaut) drifting across a plain background."""
     from skimage import data
@@ -85,7 +78,7 @@ def demo_video(path: Path, frames: int) -> Path:
 
 def run_demo(out: str | Path = "runs/demo", size: str = "full", address: str | None = None) -> Path:
     """Run every stage; returns the path of report.md."""
-    from faceray.runtime import init_ray, shutdown_ray
+    from faceray.runtime import free_loopback_port, init_ray, shutdown_ray
     from ingest.config import IngestConfig
     from ingest.inspect import inspect_output
     from ingest.pipeline import run_ingest
@@ -146,7 +139,7 @@ def run_demo(out: str | Path = "runs/demo", size: str = "full", address: str | N
         print(sweep_table)
 
         progress("start the face-classification service on Ray Serve")
-        port = free_port()
+        port = free_loopback_port()
         url = start_service(resolve_config(ServeConfig, dict(emotion_model=str(out / "models" / "emotion"),
                                                              gender_model=str(out / "models" / "gender"), port=port)))
         try:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import socket
 import sys
 
 import pytest
 
+from faceray.runtime import free_loopback_port as free_port
 from cluster.jobs import entrypoint, is_local_address, list_jobs, submit
 
 pytestmark = pytest.mark.slow
@@ -19,12 +19,6 @@ def test_entrypoint_quotes_arguments_and_checks_the_stage():
     with pytest.raises(ValueError, match="unknown stage"):
         entrypoint("rm", [], "python")
     assert is_local_address("http://127.0.0.1:8265") and not is_local_address("http://192.0.2.10:8265")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_submit_ingest_to_a_two_node_cluster(sample_dir, tmp_path, monkeypatch):

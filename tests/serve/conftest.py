@@ -1,17 +1,12 @@
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from faceray.runtime import free_loopback_port as free_port
 
 
 @pytest.fixture(scope="session")
