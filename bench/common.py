@@ -25,11 +25,11 @@ def machine() -> dict[str, Any]:
 
 
 class TreeMemorySampler:
-    """Samples the summed RSS of this process and all its descendants (Ray workers included) in a thread."""
+    """Samples the summed RSS of this process and all its descendants in a thread. A local Ray started by this
+    process (GCS, raylet, workers) descends from it; other Ray instances on the machine do not count."""
 
-    def __init__(self, interval_s: float = 0.2, include_all_ray: bool = True) -> None:
+    def __init__(self, interval_s: float = 0.2) -> None:
         self.interval_s = interval_s
-        self.include_all_ray = include_all_ray
         self.peak_bytes = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -38,16 +38,8 @@ class TreeMemorySampler:
         import psutil
 
         me = psutil.Process()
-        processes = {me.pid: me}
-        for child in me.children(recursive=True):
-            processes[child.pid] = child
-        if self.include_all_ray:  # Ray's raylet and workers are not always our descendants
-            for process in psutil.process_iter(["name", "cmdline"]):
-                command = " ".join(process.info.get("cmdline") or [])
-                if "ray::" in command or "raylet" in command or "gcs_server" in command or "ray/_private" in command:
-                    processes[process.pid] = process
         total = 0
-        for process in processes.values():
+        for process in [me, *me.children(recursive=True)]:
             try:
                 total += process.memory_info().rss
             except Exception:  # the process ended between listing and reading

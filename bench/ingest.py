@@ -95,7 +95,7 @@ def main() -> None:
     from ingest.config import IngestConfig
     from ingest.pipeline import run_ingest
 
-    _, ray_start_s = timed(init_ray)
+    _, ray_start_s = timed(init_ray, dashboard=False)  # as `faceray ingest` starts it
 
     def ingest_once(out: Path) -> tuple[dict, float]:
         if out.exists():

@@ -54,7 +54,7 @@ def run_ingest_command(arguments: argparse.Namespace) -> int:
     from ingest.pipeline import run_ingest, summary_line
 
     config = resolve_config(IngestConfig, arguments, arguments.config, dataset=arguments.dataset)
-    init_ray(config.address or None)
+    init_ray(config.address or None, dashboard=False)
     manifest = run_ingest(config)
     print(summary_line(manifest))
     print(f"manifest: {config.out}/manifest.json  rejects: {config.out}/rejects.csv", file=sys.stderr)
