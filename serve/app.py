@@ -12,7 +12,6 @@ Errors are 4xx with {"error": "..."}; no face is "faces": [].
 
 
 import asyncio
-import dataclasses
 import time
 from typing import Any
 
@@ -181,7 +180,3 @@ def build_app(args: dict[str, Any]) -> serve.Application:
             ).bind(str(model_dir))
     settings = {"max_body_bytes": config.max_body_bytes, "crop_margin": config.crop_margin}
     return FaceAPI.options(ray_actor_options=actor, max_ongoing_requests=64).bind(detector, classifiers, settings)
-
-
-def config_as_args(config: ServeConfig) -> dict[str, Any]:
-    return dataclasses.asdict(config)

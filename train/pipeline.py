@@ -137,7 +137,7 @@ def check_output(config: TrainConfig, out: Path) -> None:
         raise ConfigError(f"--out: {out} holds a run with other settings ({', '.join(differing)}); use another --out")
 
 
-def run_training(config: TrainConfig, callbacks: list[Any] | None = None, quiet: bool = False) -> dict[str, Any]:
+def run_training(config: TrainConfig, callbacks: list[Any] | None = None) -> dict[str, Any]:
     """Train with Ray Train, write the model directory, evaluate; returns a summary. Ray must be initialised."""
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
