@@ -68,8 +68,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     arguments = parser.parse_args()
 
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    from faceray.runtime import use_loopback_environment
+
+    use_loopback_environment()
     data = Path(arguments.data or Path(tempfile.gettempdir()) / f"faceray-bench-ingest-{arguments.images}")
     root = data / "imdb_crop"
     print(f"generating/reusing {arguments.images} JPEGs in {root} ...", file=sys.stderr)

@@ -14,7 +14,6 @@ Targets on 2 cores: >= 5x the reference throughput at concurrency 8; p50 <= 30 m
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -121,8 +120,9 @@ def main() -> None:
     parser.add_argument("--max-side", type=int, default=320)
     parser.add_argument("--scale-factor", type=float, default=1.2)
     arguments = parser.parse_args()
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    from faceray.runtime import use_loopback_environment
+
+    use_loopback_environment()
 
     from faceray.config import resolve_config
     from faceray.runtime import free_loopback_port, init_ray, shutdown_ray

@@ -10,7 +10,6 @@ Target: faceray with 1 worker >= 0.9 x Keras fit.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -63,8 +62,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
     arguments = parser.parse_args()
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    from faceray.runtime import use_loopback_environment
+
+    use_loopback_environment()
 
     from faceray.config import resolve_config
     from faceray.runtime import init_ray, shutdown_ray
