@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from faceray.config import option
 from ingest.images import COLOR_CHANNELS
+from ingest.splits import parse_ratios
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,10 @@ class IngestConfig:
             problems.append("--csv: the FER-2013 CSV file is required")
         if self.size < 0 or self.size > 1024:
             problems.append(f"--size: {self.size} is not in 0..1024")
-        if len(self.split) != 3 or any(part < 0 for part in self.split) or abs(sum(self.split) - 1) > 1e-6:
-            problems.append(f"--split: {','.join(map(str, self.split))} must be three non-negative ratios summing to 1")
+        try:
+            parse_ratios(self.split)
+        except ValueError as error:
+            problems.append(f"--split: {error}")
         if self.shard_rows < 1:
             problems.append(f"--shard-rows: {self.shard_rows} must be at least 1")
         return problems

@@ -20,6 +20,14 @@ class ImageError(Rejection):
     """An input that is not a usable image (kind: 'empty file', 'truncated JPEG', 'not a decodable image')."""
 
 
+def is_truncated_jpeg(data: bytes) -> bool:
+    """True for JPEG bytes without the end-of-image marker (trailing zero padding allowed).
+
+    OpenCV decodes such files "successfully", filling the missing part with grey, so callers check first.
+    """
+    return data.startswith(_JPEG_START) and data.rstrip(b"\x00")[-2:] != _JPEG_END
+
+
 def jpeg_size(data: bytes) -> tuple[int, int] | None:
     """(height, width) from a JPEG header without decoding, or None when it is not a JPEG or unreadable."""
     if not data.startswith(_JPEG_START):
@@ -83,8 +91,7 @@ def decode_and_resize(data: bytes, size: int, color: str) -> npt.NDArray[np.uint
         raise ValueError(f"size must be positive, got {size}")
     if not data:
         raise ImageError("empty file", "0 bytes")
-    if data.startswith(_JPEG_START) and not data.rstrip(b"\x00")[-2:] == _JPEG_END:
-        # OpenCV decodes a truncated JPEG "successfully", filling the missing part with grey.
+    if is_truncated_jpeg(data):
         raise ImageError("truncated JPEG", f"no end-of-image marker in {len(data)} bytes")
     factor = reduction_factor(jpeg_size(data), size)
     buffer = np.frombuffer(data, dtype=np.uint8)

@@ -13,6 +13,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from ingest.images import is_truncated_jpeg
+
 Box = tuple[int, int, int, int]
 
 
@@ -24,7 +26,7 @@ def decode_frame(data: bytes, max_pixels: int = 40_000_000) -> npt.NDArray[np.ui
     """Decode JPEG/PNG bytes into a uint8 (H, W, 3) BGR frame; RequestImageError names the problem."""
     if not data:
         raise RequestImageError("empty body: send JPEG or PNG bytes")
-    if data[:2] == b"\xff\xd8" and data.rstrip(b"\x00")[-2:] != b"\xff\xd9":
+    if is_truncated_jpeg(data):
         raise RequestImageError("truncated JPEG: no end-of-image marker")
     try:
         frame = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
