@@ -25,11 +25,13 @@ def machine() -> dict[str, Any]:
 
 
 class TreeMemorySampler:
-    """Samples the summed RSS of this process and all its descendants in a thread. A local Ray started by this
-    process (GCS, raylet, workers) descends from it; other Ray instances on the machine do not count."""
+    """Samples the summed RSS of a process (default: this one) and all its descendants in a thread. A local Ray
+    started by that process (GCS, raylet, workers) descends from it; other Ray instances do not count."""
 
-    def __init__(self, interval_s: float = 0.2) -> None:
+    def __init__(self, interval_s: float = 0.2, exclude: set[int] | frozenset[int] = frozenset(), pid: int | None = None) -> None:
         self.interval_s = interval_s
+        self.exclude = exclude  # process ids left out, e.g. a baseline's worker pool
+        self.pid = pid
         self.peak_bytes = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -37,12 +39,18 @@ class TreeMemorySampler:
     def _sample(self) -> int:
         import psutil
 
-        me = psutil.Process()
+        try:
+            root = psutil.Process(self.pid)
+            processes = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return 0
         total = 0
-        for process in [me, *me.children(recursive=True)]:
+        for process in processes:
+            if process.pid in self.exclude:
+                continue
             try:
                 total += process.memory_info().rss
-            except Exception:  # the process ended between listing and reading
+            except psutil.Error:  # the process ended between listing and reading
                 pass
         return total
 

@@ -14,16 +14,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from faceray.labels import SPLITS
 from ingest.fer import parse_fer_row, read_rows
 from ingest.images import decode_and_resize, resize_pixels
+from ingest.imdb import LabelFilter, filter_and_split
 from ingest.rejections import Rejection
 from ingest.shards import shard_schema, write_shard
 
 WORK_DIR = "_work"
+NUMBER_COLUMNS = ("gender", "face_score", "second_face_score", "dob", "photo_taken")
+UNKNOWN_LABEL = -1  # an IMDB NaN gender kept with drop_unknown_gender=False
 REJECT_SCHEMA = pa.schema(
     [pa.field("source", pa.string()), pa.field("row", pa.int64()), pa.field("reason", pa.string()), pa.field("detail", pa.string())]
 )
@@ -41,6 +45,10 @@ class ChunkSettings:
     labels: tuple[str, ...]
     root: str = ""  # IMDB image root
     csv: str = ""  # FER CSV path
+    label_filter: LabelFilter = LabelFilter()  # IMDB label filters
+    split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)  # IMDB train/val/test
+    split_seed: int = 0
+    by_identity: bool = False
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -53,10 +61,6 @@ def chunk_name(chunk_id: int) -> str:
 
 def done_marker(out: str | Path, chunk_id: int) -> Path:
     return Path(out) / WORK_DIR / "done" / f"{chunk_name(chunk_id)}.json"
-
-
-def metadata_file(out: str | Path, chunk_id: int) -> Path:
-    return Path(out) / WORK_DIR / "metadata" / f"{chunk_name(chunk_id)}.parquet"
 
 
 def reject_file(out: str | Path, chunk_id: int) -> Path:
@@ -124,35 +128,43 @@ class _ChunkCollector:
         return summary
 
 
-def read_file_bytes(path: Path) -> bytes:
+def read_file_bytes(path: str) -> bytes:
     """The bytes of an input file, or a Rejection ('missing file', 'unreadable file')."""
     try:
-        return path.read_bytes()
+        with open(path, "rb") as handle:
+            return handle.read()
     except FileNotFoundError:
-        raise Rejection("missing file", str(path)) from None
+        raise Rejection("missing file", path) from None
     except OSError as error:
         raise Rejection("unreadable file", f"{path}: {error.strerror or error}") from None
 
 
-def process_imdb_chunk(chunk_id: int, settings: ChunkSettings) -> dict[str, Any]:
-    """Decode, resize and write the images of one IMDB chunk (its metadata file lists rows, splits, label rejects)."""
+def process_imdb_chunk(chunk_id: int, rows: pd.DataFrame, settings: ChunkSettings) -> dict[str, Any]:
+    """Filter labels, split, decode, resize and write one IMDB chunk; `rows` are its read_imdb_metadata rows."""
     started = time.perf_counter()
     remove_partial_outputs(settings.out, chunk_id)
-    frame = pd.read_parquet(metadata_file(settings.out, chunk_id))
+    rows = rows.copy()
+    for name in NUMBER_COLUMNS:  # nulls (NaN after a trip through Arrow) back to NaN
+        rows[name] = rows[name].to_numpy(dtype=np.float64, na_value=np.nan)
+    frame = filter_and_split(rows, settings.label_filter, settings.split_ratios, settings.split_seed, settings.by_identity)
+    columns = {name: frame[name].tolist() for name in ("full_path", "row", "reason", "detail", "split", "gender", "celeb_id",
+                                                         "face_score", "photo_taken")}  # plain lists: cheaper than rows
     collector = _ChunkCollector(settings)
-    root = Path(settings.root)
-    for record in frame.itertuples(index=False):
-        if record.reason is not None and record.reason == record.reason and record.reason != "":
-            collector.reject(record.full_path, record.row, record.reason, record.detail)
+    for index, relative_path in enumerate(columns["full_path"]):
+        row, reason = columns["row"][index], columns["reason"][index]
+        if reason:  # None or "" when the labels passed the filters
+            collector.reject(relative_path, row, reason, columns["detail"][index])
             continue
         try:
-            image = decode_and_resize(read_file_bytes(root / record.full_path), settings.size, settings.color)
+            image = decode_and_resize(read_file_bytes(os.path.join(settings.root, relative_path)), settings.size, settings.color)
         except Rejection as rejection:
-            collector.reject(record.full_path, record.row, rejection.kind, rejection.detail)
+            collector.reject(relative_path, row, rejection.kind, rejection.detail)
             continue
+        gender = columns["gender"][index]
         collector.accept(
-            record.split, image, int(record.gender), record.full_path,
-            celeb_id=int(record.celeb_id), face_score=float(record.face_score), photo_taken=float(record.photo_taken),
+            columns["split"][index], image, UNKNOWN_LABEL if gender != gender else int(gender),
+            relative_path, celeb_id=int(columns["celeb_id"][index]), face_score=float(columns["face_score"][index]),
+            photo_taken=float(columns["photo_taken"][index]),
         )
     return collector.write(chunk_id, time.perf_counter() - started)
 

@@ -114,6 +114,24 @@ def label_rejections(frame: pd.DataFrame, label_filter: LabelFilter) -> pd.DataF
     return pd.DataFrame({"reason": reasons, "detail": details}, index=frame.index)
 
 
+def filter_and_split(
+    frame: pd.DataFrame, label_filter: LabelFilter, ratios: tuple[float, float, float], seed: int, by_identity: bool
+) -> pd.DataFrame:
+    """`frame` (rows of read_imdb_metadata) plus columns reason, detail (label_rejections) and split.
+
+    Row-local, so any slice gives the same answer as the whole file: chunks apply it in parallel.
+    """
+    from ingest.splits import assign_splits
+
+    frame = pd.concat([frame, label_rejections(frame, label_filter)], axis=1)
+    if by_identity:
+        keys = [identity_key(celeb, name, path) for celeb, name, path in zip(frame["celeb_id"], frame["name"], frame["full_path"])]
+    else:
+        keys = list(frame["full_path"])
+    frame["split"] = assign_splits(keys, ratios, seed)
+    return frame
+
+
 def identity_key(row_celeb_id: int, name: str, full_path: str) -> str:
     """The key that keeps one person in one split: celeb_id, else the name (wiki.mat), else the path."""
     if row_celeb_id is not None and row_celeb_id >= 0:

@@ -2,7 +2,8 @@
 
 Schema of `OUT/<split>/part-*.parquet`:
   image   binary   uint8 pixels, row-major (height, width, channels), RGB order when channels == 3
-  label   int16    class index into the task's labels (faceray.labels)
+  label   int16    class index into the task's labels (faceray.labels); -1 = unknown (IMDB NaN gender kept
+                   with --no-drop-unknown-gender; training refuses such data)
   source  string   where the row came from (relative image path, or 'fer2013.csv:<row>')
   + per dataset: celeb_id int64, face_score float32, photo_taken float32 (IMDB); usage string (FER)
 Schema metadata (bytes keys): faceray.image_shape = JSON [h, w, c], faceray.color = 'gray'|'rgb',

@@ -38,18 +38,19 @@ class Detector:
 
         self.detector = FaceDetector(DetectorSettings(**settings))
 
-    def detect(self, frame: np.ndarray) -> list[tuple[int, int, int, int]]:
-        return self.detector.detect(frame)
+    def detect(self, small: np.ndarray, scale: float) -> list[tuple[int, int, int, int]]:
+        """Boxes (x, y, w, h) in frame pixels, from the grey downscaled image the ingress made (FaceDetector.downscale)."""
+        return self.detector.detect_downscaled(small, scale)
 
 
 @serve.deployment
 class Classifier:
     """One model directory; crops from concurrent requests are classified in one batched call."""
 
-    def __init__(self, model_dir: str) -> None:
+    def __init__(self, model_dir: str, runtime: str = "onnx", threads: int = 0) -> None:
         from serve.classify import FaceClassifier
 
-        self.classifier = FaceClassifier(model_dir)
+        self.classifier = FaceClassifier(model_dir, runtime, threads)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Batch size and wait come from user_config, so they change without a redeploy."""
@@ -105,7 +106,7 @@ class FaceAPI:
 
     @api.post("/v1/faces")
     async def faces(self, request: Request, annotate: int = 0) -> Response:
-        from serve.vision import RequestImageError, crop_faces, decode_frame, draw_faces
+        from serve.vision import RequestImageError, crop_faces, decode_frame, downscale_for_detection, draw_faces
 
         started = time.perf_counter()
         limit = self.settings["max_body_bytes"]
@@ -131,7 +132,8 @@ class FaceAPI:
         except RequestImageError as problem:
             return error(400, str(problem))
         decoded = time.perf_counter()
-        boxes = await self.detector.detect.remote(frame)
+        small, scale = downscale_for_detection(frame, self.settings["max_side"])  # only this travels to the detector
+        boxes = await self.detector.detect.remote(small, scale)
         detected = time.perf_counter()
         cards = await self._cards()
         margin = self.settings["crop_margin"]
@@ -166,10 +168,9 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     """App builder: `args` are ServeConfig fields (from the Serve YAML or `faceray serve`)."""
     config = args if isinstance(args, ServeConfig) else resolve_config(ServeConfig, dict(args))
     actor = {"num_cpus": config.replica_cpus}
-    detector = Detector.options(ray_actor_options=actor).bind(
-        {"max_side": config.max_side, "scale_factor": config.scale_factor, "min_neighbors": config.min_neighbors,
-         "min_size": config.min_size}
-    )
+    detection = {"max_side": config.max_side, "scale_factor": config.scale_factor, "min_neighbors": config.min_neighbors,
+                 "min_size": config.min_size}
+    detector = Detector.options(ray_actor_options=actor).bind(detection)
     batching = {"max_batch_size": config.max_batch_size, "batch_wait_ms": config.batch_wait_ms}
     classifiers = {}
     for task, model_dir in (("emotion", config.emotion_model), ("gender", config.gender_model)):
@@ -177,6 +178,6 @@ def build_app(args: dict[str, Any]) -> serve.Application:
             classifiers[task] = Classifier.options(
                 name=f"{task.capitalize()}Classifier", num_replicas=config.replicas, ray_actor_options=actor,
                 user_config=batching, max_ongoing_requests=max(2 * config.max_batch_size, 8),
-            ).bind(str(model_dir))
-    settings = {"max_body_bytes": config.max_body_bytes, "crop_margin": config.crop_margin}
+            ).bind(str(model_dir), config.runtime, config.classifier_threads)
+    settings = {"max_body_bytes": config.max_body_bytes, "crop_margin": config.crop_margin, "max_side": config.max_side}
     return FaceAPI.options(ray_actor_options=actor, max_ongoing_requests=64).bind(detector, classifiers, settings)

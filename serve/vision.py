@@ -47,6 +47,20 @@ def default_cascade_path() -> str:
     return str(path)
 
 
+def downscale_for_detection(frame: npt.NDArray[np.uint8], max_side: int) -> tuple[npt.NDArray[np.uint8], float]:
+    """The grey (h, w) image detection runs on (longer side at most `max_side`) and its scale to the frame.
+
+    `frame` is BGR (H, W, 3) or grey (H, W). The service sends this to its detector: a 320x240 grey image is
+    77 KB where the 640x480 BGR frame is 922 KB.
+    """
+    grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
+    height, width = grey.shape
+    scale = min(1.0, max_side / max(height, width))
+    if scale < 1:
+        grey = cv2.resize(grey, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+    return grey, scale
+
+
 @dataclass(frozen=True)
 class DetectorSettings:
     """Haar detection on a downscaled grey frame."""
@@ -73,10 +87,10 @@ class FaceDetector:
 
     def detect(self, frame: npt.NDArray[np.uint8]) -> list[Box]:
         """Faces in a BGR (H, W, 3) or grey (H, W) frame, largest first."""
-        grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
-        height, width = grey.shape
-        scale = min(1.0, self.settings.max_side / max(height, width))
-        small = cv2.resize(grey, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA) if scale < 1 else grey
+        return self.detect_downscaled(*downscale_for_detection(frame, self.settings.max_side))
+
+    def detect_downscaled(self, small: npt.NDArray[np.uint8], scale: float) -> list[Box]:
+        """Faces in a grey image from `downscale_for_detection`, as boxes of the full frame (divided by `scale`), largest first."""
         minimum = max(8, round(self.settings.min_size * scale))
         with self._lock:
             found = self.cascade.detectMultiScale(

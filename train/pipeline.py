@@ -34,6 +34,12 @@ def label_counts(data_dir: str | Path, split: str, num_classes: int) -> np.ndarr
     counts = np.zeros(num_classes, np.int64)
     for path in shard_files(data_dir, split):
         labels = pq.read_table(path, columns=["label"]).column("label").to_numpy()
+        unknown = int(np.count_nonzero(labels < 0))
+        if unknown:
+            raise ConfigError(
+                f"--data: {path} holds {unknown} images with an unknown label (-1); training needs labelled data: "
+                "ingest again with the unknown-label filter on (--drop-unknown-gender)"
+            )
         counts += np.bincount(labels, minlength=num_classes)[:num_classes]
     return counts
 

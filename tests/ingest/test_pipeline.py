@@ -163,3 +163,18 @@ def test_missing_inputs_are_clear_errors(tmp_path, ray_session):
         run_ingest(resolve_config(IngestConfig, dict(dataset="imdb", root=str(tmp_path), out=str(tmp_path / "o"))))
     with pytest.raises(ConfigError, match="--csv"):
         run_ingest(resolve_config(IngestConfig, dict(dataset="fer", csv=str(tmp_path / "no.csv"), out=str(tmp_path / "o2"))))
+
+
+def test_unknown_gender_kept_on_request_is_labelled_unknown_and_refused_by_training(sample_dir, ray_session, tmp_path):
+    from train.pipeline import label_counts
+
+    out = tmp_path / "kept"
+    manifest = run_ingest(imdb_config(sample_dir, out, drop_unknown_gender=False))
+    kept = sum(manifest["splits"][split]["labels"].get("unknown", 0) for split in ("train", "val", "test"))
+    assert kept >= 1 and "gender unknown" not in manifest["rejects"]
+    labels = [label for _, _, label, _ in all_rows(out)]
+    assert labels.count(-1) == kept
+    assert manifest["inputs"]["accepted"] + manifest["inputs"]["rejected"] == manifest["inputs"]["total"]
+    split_with_unknown = next(split for split in ("train", "val", "test") if manifest["splits"][split]["labels"].get("unknown"))
+    with pytest.raises(ConfigError, match="unknown label"):
+        label_counts(out, split_with_unknown, 2)
