@@ -77,7 +77,7 @@ def test_two_workers_recover_from_an_injected_failure(fer_data, tmp_path):
     """Worker 1 raises at epoch 2 of the fresh run. Finishing at all proves the restart resumed from the
     epoch-1 checkpoint: a restart from scratch would be 'fresh' again, fail again and exceed max_failures=1."""
     out = tmp_path / "two"
-    summary = run_training(config_for(fer_data, out, workers=2, epochs=2, fail_at_epoch=1, max_failures=1, batch_size=16))
+    summary = run_training(config_for(fer_data, out, workers=2, epochs=2, fail_at_epoch=1, max_failures=1, batch_size=64))
     with open(out / "history.csv") as handle:
         history = list(csv.DictReader(handle))
     assert [int(float(row["epoch"])) for row in history] == [1, 2]
