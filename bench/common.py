@@ -28,9 +28,8 @@ class TreeMemorySampler:
     """Samples the summed RSS of a process (default: this one) and all its descendants in a thread. A local Ray
     started by that process (GCS, raylet, workers) descends from it; other Ray instances do not count."""
 
-    def __init__(self, interval_s: float = 0.2, exclude: set[int] | frozenset[int] = frozenset(), pid: int | None = None) -> None:
+    def __init__(self, interval_s: float = 0.2, pid: int | None = None) -> None:
         self.interval_s = interval_s
-        self.exclude = exclude  # process ids left out, e.g. a baseline's worker pool
         self.pid = pid
         self.peak_bytes = 0
         self._stop = threading.Event()
@@ -46,8 +45,6 @@ class TreeMemorySampler:
             return 0
         total = 0
         for process in processes:
-            if process.pid in self.exclude:
-                continue
             try:
                 total += process.memory_info().rss
             except psutil.Error:  # the process ended between listing and reading

@@ -144,7 +144,7 @@ def process_imdb_chunk(chunk_id: int, rows: pd.DataFrame, settings: ChunkSetting
     started = time.perf_counter()
     remove_partial_outputs(settings.out, chunk_id)
     rows = rows.copy()
-    for name in NUMBER_COLUMNS:  # nulls (NaN after a trip through Arrow) back to NaN
+    for name in NUMBER_COLUMNS:  # plain float64 with NaN, whatever dtype Ray Data's Arrow-to-pandas step chose
         rows[name] = rows[name].to_numpy(dtype=np.float64, na_value=np.nan)
     frame = filter_and_split(rows, settings.label_filter, settings.split_ratios, settings.split_seed, settings.by_identity)
     columns = {name: frame[name].tolist() for name in ("full_path", "row", "reason", "detail", "split", "gender", "celeb_id",

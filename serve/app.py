@@ -39,7 +39,7 @@ class Detector:
         self.detector = FaceDetector(DetectorSettings(**settings))
 
     def detect(self, small: np.ndarray, scale: float) -> list[tuple[int, int, int, int]]:
-        """Boxes (x, y, w, h) in frame pixels, from the grey downscaled image the ingress made (FaceDetector.downscale)."""
+        """Boxes (x, y, w, h) in frame pixels, from the grey image the ingress made (vision.downscale_for_detection)."""
         return self.detector.detect_downscaled(small, scale)
 
 

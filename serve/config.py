@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from faceray.config import option
+from serve.classify import RUNTIMES
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class ServeConfig:
     min_size: int = option(24, "smallest face side in frame pixels")
     crop_margin: float = option(-1.0, "margin added to each side of a face box, fraction of its size; -1 = the model card's")
     runtime: str = option("onnx", "classifier runtime: onnx (ONNX Runtime; converted from the Keras model at load and "
-                                  "checked against it) or tensorflow", choices=("onnx", "tensorflow"))
+                                  "checked against it) or tensorflow", choices=RUNTIMES)
     classifier_threads: int = option(0, "ONNX Runtime threads per classifier replica; 0 = one per core")
     max_batch_size: int = option(16, "requests batched together per classifier call (@serve.batch)")
     batch_wait_ms: float = option(5.0, "longest wait to fill a batch, milliseconds")
@@ -39,8 +40,8 @@ class ServeConfig:
         for name in ("replicas", "max_side", "min_neighbors", "min_size", "max_batch_size", "max_body_bytes"):
             if getattr(self, name) < 1:
                 problems.append(f"--{name.replace('_', '-')}: {getattr(self, name)} must be at least 1")
-        if self.runtime not in ("onnx", "tensorflow"):
-            problems.append(f"--runtime: {self.runtime!r} is not 'onnx' or 'tensorflow'")
+        if self.runtime not in RUNTIMES:
+            problems.append(f"--runtime: {self.runtime!r} is not one of {', '.join(RUNTIMES)}")
         if self.classifier_threads < 0:
             problems.append(f"--classifier-threads: {self.classifier_threads} must be >= 0")
         if self.scale_factor <= 1:
