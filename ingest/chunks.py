@@ -69,12 +69,10 @@ def reject_file(out: str | Path, chunk_id: int) -> Path:
 
 def remove_partial_outputs(out: str | Path, chunk_id: int) -> None:
     """Delete whatever an interrupted attempt at this chunk left behind (it will be redone whole)."""
-    name = chunk_name(chunk_id)
-    for split in SPLITS:
-        for leftover in (Path(out) / split).glob(f"{name}.parquet*"):
-            leftover.unlink()
-    for leftover in (Path(out) / WORK_DIR / "rejects").glob(f"{name}.parquet*"):
-        leftover.unlink()
+    shards = [Path(out) / split / f"{chunk_name(chunk_id)}.parquet" for split in SPLITS] + [reject_file(out, chunk_id)]
+    for shard in shards:  # named, not globbed: a glob lists the whole folder, which grows with every chunk
+        shard.unlink(missing_ok=True)
+        shard.with_name(shard.name + ".tmp").unlink(missing_ok=True)  # write_shard's temporary name
 
 
 class _ChunkCollector:
@@ -144,7 +142,7 @@ def process_imdb_chunk(chunk_id: int, rows: pd.DataFrame, settings: ChunkSetting
     started = time.perf_counter()
     remove_partial_outputs(settings.out, chunk_id)
     rows = rows.copy()
-    for name in NUMBER_COLUMNS:  # plain float64 with NaN, whatever dtype Ray Data's Arrow-to-pandas step chose
+    for name in NUMBER_COLUMNS:  # plain float64 with NaN, whatever dtype the Arrow-to-pandas step chose
         rows[name] = rows[name].to_numpy(dtype=np.float64, na_value=np.nan)
     frame = filter_and_split(rows, settings.label_filter, settings.split_ratios, settings.split_seed, settings.by_identity)
     columns = {name: frame[name].tolist() for name in ("full_path", "row", "reason", "detail", "split", "gender", "celeb_id",

@@ -26,7 +26,7 @@ class IngestConfig:
     min_face_score: float = option(3.0, "IMDB-WIKI: reject images whose face_score is <= this (-Inf means no face); negative disables")
     drop_unknown_gender: bool = option(True, "IMDB-WIKI: reject images whose gender is NaN")
     drop_second_face: bool = option(True, "IMDB-WIKI: reject images with a second face (second_face_score not NaN)")
-    shard_rows: int = option(1000, "inputs per chunk; each chunk writes one shard per split and is the unit of resumption")
+    shard_rows: int = option(2000, "inputs per chunk; each chunk writes one shard per split and is the unit of resumption")
     overwrite: bool = option(False, "delete an existing output made with other settings instead of refusing")
     progress: bool = option(True, "show a progress bar")
     address: str = option("", "Ray address: empty = embedded local Ray on loopback; 'auto' or ray://HOST:10001 = a cluster")
