@@ -51,15 +51,13 @@ def evaluate_model(model: keras.Model, images: npt.NDArray[np.uint8], labels: np
 
 def plot_confusion_matrix(report: dict[str, Any], path: Path, title: str) -> None:
     """A row-normalised confusion matrix with counts, as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: its global state is not safe across threads
 
     matrix = np.array(report["confusion_matrix"], dtype=float)
     normalised = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     names = report["labels"]
-    figure, axis = plt.subplots(figsize=(1.0 + 0.8 * len(names), 0.8 + 0.7 * len(names)))
+    figure = Figure(figsize=(1.0 + 0.8 * len(names), 0.8 + 0.7 * len(names)))
+    axis = figure.subplots()
     axis.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
     for row in range(len(names)):
         for column in range(len(names)):
@@ -72,18 +70,15 @@ def plot_confusion_matrix(report: dict[str, Any], path: Path, title: str) -> Non
     axis.set_title(f"{title}\naccuracy {report['accuracy']:.3f}, macro-F1 {report['macro_f1']:.3f}")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)
 
 
 def plot_learning_curves(history: Sequence[dict[str, float]], path: Path, title: str) -> None:
     """Loss and accuracy per epoch (train and validation) as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: its global state is not safe across threads
 
     epochs = [row["epoch"] for row in history]
-    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(9, 3.5))
+    figure = Figure(figsize=(9, 3.5))
+    loss_axis, accuracy_axis = figure.subplots(1, 2)
     loss_axis.plot(epochs, [row["loss"] for row in history], label="train")
     accuracy_axis.plot(epochs, [row["accuracy"] for row in history], label="train")
     if history and "val_loss" in history[0]:
@@ -97,4 +92,3 @@ def plot_learning_curves(history: Sequence[dict[str, float]], path: Path, title:
     figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)

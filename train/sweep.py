@@ -81,17 +81,15 @@ def _stopped_by_plateau(result: Any) -> bool:
 
 def write_results(out: Path, rows: list[dict[str, Any]], space_keys: list[str]) -> dict[str, Any] | None:
     """results.csv, curves.png and best.json; returns the best row (None when every trial failed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: its global state is not safe across threads
 
     columns = ["trial_id", *space_keys, "best_val_accuracy", "best_val_loss", "best_epoch", "epochs_run", "status", "seconds"]
     with open(out / "results.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    figure, axis = plt.subplots(figsize=(7, 4))
+    figure = Figure(figsize=(7, 4))
+    axis = figure.subplots()
     for row in rows:
         if row["_curve"]:
             epochs, values = zip(*row["_curve"])
@@ -103,7 +101,6 @@ def write_results(out: Path, rows: list[dict[str, Any]], space_keys: list[str]) 
         axis.legend(fontsize=6)
     figure.tight_layout()
     figure.savefig(out / "curves.png", dpi=100)
-    plt.close(figure)
     finished = [row for row in rows if not row["status"].startswith("failed") and not math.isnan(row["best_val_accuracy"])]
     if not finished:
         return None
