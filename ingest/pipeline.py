@@ -120,8 +120,8 @@ def prepare_output(config: IngestConfig, out: Path) -> None:
 def _process_imdb_block(rows: pa.Table, settings: ChunkSettings) -> pa.Table:
     """Ray Data UDF: one block = one IMDB chunk's metadata rows (column `chunk` names it) -> its summary as JSON.
 
-    Blocks stay Arrow on the way in and out (Ray Data's pandas batches cost ~10 ms more per task); the chunk
-    converts its rows itself.
+    Blocks stay Arrow on the way in and out, and the chunk converts its rows itself: with no-op tasks, 20 pandas
+    batches took 0.15-0.3 s longer than 20 Arrow ones on 2 cores.
     """
     chunk_id = int(rows.column("chunk")[0].as_py())
     summary = process_imdb_chunk(chunk_id, rows.drop_columns(["chunk"]).to_pandas(), settings)

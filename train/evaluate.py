@@ -51,7 +51,7 @@ def evaluate_model(model: keras.Model, images: npt.NDArray[np.uint8], labels: np
 
 def plot_confusion_matrix(report: dict[str, Any], path: Path, title: str) -> None:
     """A row-normalised confusion matrix with counts, as PNG."""
-    from matplotlib.figure import Figure  # no pyplot: its global state is not safe across threads
+    from matplotlib.figure import Figure  # not pyplot: no global figure registry to close or share between threads
 
     matrix = np.array(report["confusion_matrix"], dtype=float)
     normalised = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
@@ -74,7 +74,7 @@ def plot_confusion_matrix(report: dict[str, Any], path: Path, title: str) -> Non
 
 def plot_learning_curves(history: Sequence[dict[str, float]], path: Path, title: str) -> None:
     """Loss and accuracy per epoch (train and validation) as PNG."""
-    from matplotlib.figure import Figure  # no pyplot: its global state is not safe across threads
+    from matplotlib.figure import Figure  # not pyplot: no global figure registry to close or share between threads
 
     epochs = [row["epoch"] for row in history]
     figure = Figure(figsize=(9, 3.5))

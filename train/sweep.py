@@ -81,7 +81,7 @@ def _stopped_by_plateau(result: Any) -> bool:
 
 def write_results(out: Path, rows: list[dict[str, Any]], space_keys: list[str]) -> dict[str, Any] | None:
     """results.csv, curves.png and best.json; returns the best row (None when every trial failed)."""
-    from matplotlib.figure import Figure  # no pyplot: its global state is not safe across threads
+    from matplotlib.figure import Figure  # not pyplot: no global figure registry to close or share between threads
 
     columns = ["trial_id", *space_keys, "best_val_accuracy", "best_val_loss", "best_epoch", "epochs_run", "status", "seconds"]
     with open(out / "results.csv", "w", newline="") as handle:
