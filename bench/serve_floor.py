@@ -90,8 +90,8 @@ def http_p50(url: str, count: int, body: bytes | None) -> float:
     return float(np.median(latencies[count // 10 :]))  # the first tenth warms up
 
 
-def computation_ms(frames: list[np.ndarray], bodies: list[bytes], max_side: int, scale_factor: float) -> dict[str, float]:
-    """Median ms per frame of decode, detection and both classifiers, as the service runs them, in this process."""
+def computation_ms(bodies: list[bytes], max_side: int, scale_factor: float) -> dict[str, float]:
+    """Median ms per frame of decode, detection and both classifiers (crops as each model card asks), in this process."""
     from serve.classify import FaceClassifier
     from serve.vision import DetectorSettings, FaceDetector, crop_faces, decode_frame, downscale_for_detection
 
@@ -105,9 +105,9 @@ def computation_ms(frames: list[np.ndarray], bodies: list[bytes], max_side: int,
         decoded = time.perf_counter()
         boxes = detector.detect_downscaled(*downscale_for_detection(frame, max_side))
         detected = time.perf_counter()
-        crops = crop_faces(frame, boxes, 64, "gray", 0.1)
         for classifier in classifiers:
-            classifier.predict(crops)
+            card = classifier.card
+            classifier.predict(crop_faces(frame, boxes, card["input_shape"][0], card["color"], card["crop_margin"]))
         classified = time.perf_counter()
         decode.append(decoded - started), detect.append(detected - decoded), classify.append(classified - detected)
         faces.append(len(boxes))
@@ -125,9 +125,8 @@ def main() -> None:
     from faceray.runtime import use_loopback_environment
 
     use_loopback_environment()
-    frames = make_frames(60)
-    bodies = [cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes() for frame in frames]
-    computation = computation_ms(frames, bodies, arguments.max_side, arguments.scale_factor)
+    bodies = [cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes() for frame in make_frames(60)]
+    computation = computation_ms(bodies, arguments.max_side, arguments.scale_factor)
 
     from ray import serve
 

@@ -54,10 +54,7 @@ def sample_grid(data_dir: Path, labels: list[str], per_class: int = 8, split: st
 
 def inspect_output(data_dir: str | Path, per_class: int = 8) -> tuple[str, list[Path]]:
     """Print-ready table of OUT/manifest.json and the PNGs written under OUT/inspect/."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: no global figure registry to close or share between threads
 
     data_dir = Path(data_dir)
     manifest_path = data_dir / "manifest.json"
@@ -71,7 +68,8 @@ def inspect_output(data_dir: str | Path, per_class: int = 8) -> tuple[str, list[
 
     grid = sample_grid(data_dir, labels, per_class)
     tile = manifest["image_shape"][0]
-    figure, axis = plt.subplots(figsize=(per_class * 0.9 + 1.5, len(labels) * 0.9 + 0.5))
+    figure = Figure(figsize=(per_class * 0.9 + 1.5, len(labels) * 0.9 + 0.5))
+    axis = figure.subplots()
     axis.imshow(grid)
     axis.set_yticks([tile * (index + 0.5) for index in range(len(labels))], labels)
     axis.set_xticks([])
@@ -79,9 +77,9 @@ def inspect_output(data_dir: str | Path, per_class: int = 8) -> tuple[str, list[
     figure.tight_layout()
     written.append(folder / "samples.png")
     figure.savefig(written[-1], dpi=100)
-    plt.close(figure)
 
-    figure, axis = plt.subplots(figsize=(7, 3.5))
+    figure = Figure(figsize=(7, 3.5))
+    axis = figure.subplots()
     positions = np.arange(len(labels))
     for offset, split in enumerate(SPLITS):
         counts = [manifest["splits"][split]["labels"][label] for label in labels]
@@ -93,5 +91,4 @@ def inspect_output(data_dir: str | Path, per_class: int = 8) -> tuple[str, list[
     figure.tight_layout()
     written.append(folder / "class_distribution.png")
     figure.savefig(written[-1], dpi=100)
-    plt.close(figure)
     return manifest_table(manifest), written
