@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "faceray needs Python 3.11+")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --progress-bar off -e ".[test]"
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -33,7 +33,6 @@ bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/serve.py
-	$(BIN)/python bench/serve_floor.py
 
 clean:
 	rm -rf runs .pytest_cache

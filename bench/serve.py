@@ -1,19 +1,25 @@
-"""Serving latency and throughput over HTTP vs the paper's reference loop, in one run.
+"""Real-time serving: the in-process FaceAnalyzer, the service over HTTP and over its WebSocket stream, and the
+paper's reference loop, on the same frames in one run.
 
-Frames: 640x480 with 1 to 6 real faces (scikit-image's astronaut, pasted at several places and sizes).
-Reference loop (one process): Haar detectMultiScale(gray, 1.3, 5) on the full frame, then `predict` per face
-per model. Service: POST /v1/faces on 127.0.0.1 at concurrency 1 and 8 (bounded: a fixed number of requests).
-Also: classifier cost per face in batches of 32. Models: the published weights when ../shared/reference exists
-(imported with faceray import-model), else untrained models of the same architecture (the same speed).
-Targets on 2 cores: >= 5x the reference throughput at concurrency 8; p50 <= 30 ms at concurrency 1;
-<= 1 ms per face in batches.
+Frames: 640x480 like a video, scenes of 1 to 6 real faces (scikit-image's astronaut pasted at several places and
+sizes) held for 6 frames each while the picture pans; the number of faces present is known, so recall is exact
+(the stream misses new faces for up to k-1 frames after a scene cut, as it would in a real video). Rows:
+- reference loop (one process): Haar detectMultiScale(gray, 1.3, 5), then `predict` per face per model;
+- in-process FaceAnalyzer.analyze per frame (the floor the service is compared with), and a stream session;
+- HTTP POST /v1/faces at concurrency 1 and 8; one WebSocket stream (each frame sent when the last is answered)
+  and 4 concurrent streams; all bounded, on 127.0.0.1;
+- recall of each detector (faces found / faces present) on these frames and on the real group photo of
+  ../shared/reference when it exists; the classifier's cost per face.
+Targets on 2 cores: HTTP p50 <= 20 ms, stream p50 <= 15 ms, one stream >= 30 frames/s, concurrency 8 and 4
+streams >= 20x the reference loop, service <= 1.5x the in-process analyzer.
 
-    python bench/serve.py [--requests 80] [--max-side 400] [--scale-factor 1.2] [--runtime onnx|tensorflow]
+    python bench/serve.py [--requests 120] [--detector blazeface|haar] [--detect-every 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -31,24 +37,29 @@ from bench.common import machine, print_report  # noqa: E402
 REFERENCE = REPOSITORY.parent / "shared" / "reference"
 
 
-def make_frames(count: int) -> list[np.ndarray]:
-    """640x480 BGR frames holding 1..6 astronaut faces each."""
+def make_frames(count: int, hold: int = 6) -> tuple[list[np.ndarray], list[int]]:
+    """640x480 BGR frames like a video: scenes of 1..6 astronaut faces, each held for `hold` frames while the
+    picture pans 3 px per frame; returns the frames and the number of faces in each."""
     from skimage import data
 
     astronaut = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
     face = astronaut[20:240, 120:340]  # the face with some context
     rng = np.random.default_rng(0)
-    slots = [(x, y) for y in (10, 250) for x in (10, 220, 430)]
-    frames = []
-    for index in range(count):
-        faces = 1 + index % 6
-        frame = np.full((480, 640, 3), rng.integers(60, 160, 3), np.uint8)
+    slots = [(x, y) for y in (10, 250) for x in (10, 215, 420)]
+    frames, counts = [], []
+    scene_index = 0
+    while len(frames) < count:
+        faces = 1 + scene_index % 6
+        scene = np.full((480, 640, 3), rng.integers(60, 160, 3), np.uint8)
         for slot in rng.permutation(len(slots))[:faces]:
             side = int(rng.integers(150, 200))
             x, y = slots[slot]
-            frame[y : y + side, x : x + side] = cv2.resize(face, (side, side))
-        frames.append(frame)
-    return frames
+            scene[y : y + side, x : x + side] = cv2.resize(face, (side, side))
+        for step in range(min(hold, count - len(frames))):
+            frames.append(np.roll(scene, 3 * step, axis=1))
+            counts.append(faces)
+        scene_index += 1
+    return frames, counts
 
 
 def model_dirs(folder: Path) -> dict[str, Path]:
@@ -63,69 +74,129 @@ def model_dirs(folder: Path) -> dict[str, Path]:
             for task, classes in (("emotion", 7), ("gender", 2))}
 
 
-def reference_loop(frames: list[np.ndarray], dirs: dict[str, Path]) -> tuple[float, float]:
-    """The paper's demo loop: frames/s and mean faces found per frame."""
+def reference_loop(frames: list[np.ndarray], dirs: dict[str, Path]) -> float:
+    """The paper's demo loop: frames/s."""
     from train.model_dir import load_model_dir
 
     models = {task: load_model_dir(folder)[0] for task, folder in dirs.items()}
     cascade = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"))
-    found = 0
     started = time.perf_counter()
     for frame in frames:
         grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-        faces = cascade.detectMultiScale(grey, 1.3, 5)
-        found += len(faces)
-        for x, y, w, h in faces:
+        for x, y, w, h in cascade.detectMultiScale(grey, 1.3, 5):
             crop = cv2.resize(grey[y : y + h, x : x + w], (64, 64)).astype(np.float32)[None, :, :, None]
             for model in models.values():
                 model.predict(crop, verbose=0)
-    return len(frames) / (time.perf_counter() - started), found / len(frames)
+    return len(frames) / (time.perf_counter() - started)
 
 
-def per_face_ms(dirs: dict[str, Path], runtime: str) -> float:
-    """The emotion classifier's time per face in batches of 32, as the service runs it."""
-    from serve.classify import FaceClassifier
+def recall(detector_name: str, frames: list[np.ndarray], counts: list[int]) -> dict[str, float]:
+    """Faces found / faces present (found capped at present per frame) and ms per frame, one thread."""
+    from serve.detect import DetectorSettings, make_detector
 
-    classifier = FaceClassifier(dirs["emotion"], runtime)
-    batch = np.random.default_rng(0).integers(0, 256, (32, 64, 64, 1)).astype(np.uint8)
-    classifier.predict(batch)
+    detector = make_detector(DetectorSettings(name=detector_name))
+    detector.detect(frames[0])
     started = time.perf_counter()
-    for _ in range(20):
-        classifier.predict(batch)
-    return (time.perf_counter() - started) / (20 * 32) * 1000
+    found = [min(len(detector.detect(frame)), present) for frame, present in zip(frames, counts)]
+    elapsed = time.perf_counter() - started
+    result = {"recall": round(sum(found) / sum(counts), 3), "ms_per_frame": round(elapsed / len(frames) * 1000, 2)}
+    group = REFERENCE / "test_image.jpg"
+    if group.is_file():
+        photo = cv2.resize(cv2.imread(str(group)), (640, 480), interpolation=cv2.INTER_AREA)
+        result["group_photo_found_of_6"] = len(detector.detect(photo))
+    return result
 
 
-def measure_http(url: str, bodies: list[bytes], concurrency: int) -> tuple[np.ndarray, float, float, dict[str, float]]:
-    """Latencies (ms), frames/s, mean faces per frame and the service's median timings_ms for len(bodies)
-    requests at `concurrency`."""
+def percentiles(values: list[float]) -> dict[str, float]:
+    return {f"p{q}": round(float(np.percentile(values, q)), 1) for q in (50, 95)}
+
+
+def measure_in_process(analyzer, frames: list[np.ndarray], detect_every: int) -> dict[str, dict]:
+    """FaceAnalyzer.analyze per frame and a stream session, in this process (decode included, as the service does)."""
+    from serve.vision import decode_frame
+
+    bodies = [cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes() for frame in frames]
+    for body in bodies[:5]:
+        analyzer.analyze(decode_frame(body))
+    rows = {}
+    for name, process in (("analyze", lambda frame: analyzer.analyze(frame)),
+                          ("stream_session", analyzer.stream(detect_every=detect_every).process)):
+        latencies = []
+        started = time.perf_counter()
+        for body in bodies:
+            began = time.perf_counter()
+            process(decode_frame(body))
+            latencies.append((time.perf_counter() - began) * 1000)
+        rows[name] = {"fps": round(len(bodies) / (time.perf_counter() - started), 1), **percentiles(latencies)}
+    return rows
+
+
+def measure_http(url: str, bodies: list[bytes], concurrency: int) -> tuple[dict, list[dict]]:
+    """Latencies and frames/s for len(bodies) POSTs at `concurrency`; the answers."""
     import requests
 
-    session = requests.Session()
+    sessions = [requests.Session() for _ in range(concurrency)]
 
-    def one(body: bytes) -> tuple[float, dict]:
-        started = time.perf_counter()
-        response = session.post(url + "/v1/faces", data=body, headers={"Content-Type": "image/jpeg"}, timeout=60)
+    def one(index: int) -> tuple[float, dict]:
+        began = time.perf_counter()
+        response = sessions[index % concurrency].post(url + "/v1/faces", data=bodies[index],
+                                                      headers={"Content-Type": "image/jpeg"}, timeout=60)
         response.raise_for_status()
-        return (time.perf_counter() - started) * 1000, response.json()
+        return (time.perf_counter() - began) * 1000, response.json()
 
     started = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
-        results = list(pool.map(one, bodies))
+        results = list(pool.map(one, range(len(bodies))))
     elapsed = time.perf_counter() - started
-    answers = [answer for _, answer in results]
-    timings = {name: round(float(np.median([answer["timings_ms"][name] for answer in answers])), 1)
-               for name in answers[0]["timings_ms"]}
-    return (np.array([latency for latency, _ in results]), len(bodies) / elapsed,
-            float(np.mean([len(answer["faces"]) for answer in answers])), timings)
+    return ({"fps": round(len(bodies) / elapsed, 1), **percentiles([latency for latency, _ in results])},
+            [answer for _, answer in results])
+
+
+def measure_streams(url: str, bodies: list[bytes], streams: int) -> tuple[dict, list[dict]]:
+    """`streams` WebSockets, each sending the frames one after another (the next when the last is answered)."""
+    from websockets.sync.client import connect
+
+    def run_stream(index: int) -> tuple[list[float], list[dict]]:
+        latencies, answers = [], []
+        with connect(url.replace("http://", "ws://") + "/v1/stream", max_size=None, compression=None) as websocket:
+            for body in bodies:
+                began = time.perf_counter()
+                websocket.send(body)
+                answers.append(json.loads(websocket.recv(timeout=60)))
+                latencies.append((time.perf_counter() - began) * 1000)
+        return latencies, answers
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(streams) as pool:
+        results = list(pool.map(run_stream, range(streams)))
+    elapsed = time.perf_counter() - started
+    latencies = [latency for stream_latencies, _ in results for latency in stream_latencies]
+    return ({"fps": round(streams * len(bodies) / elapsed, 1), **percentiles(latencies)}, results[0][1])
+
+
+def faces_found(answers: list[dict], counts: list[int]) -> float:
+    return round(sum(min(len(answer["faces"]), present) for answer, present in zip(answers, counts)) / sum(counts), 3)
+
+
+def per_face_ms(dirs: dict[str, Path]) -> float:
+    """The emotion classifier's time per face in batches of 6 (a full frame's faces), ONNX Runtime."""
+    from serve.classify import FaceClassifier
+
+    classifier = FaceClassifier(dirs["emotion"], "onnx")
+    batch = np.random.default_rng(0).integers(0, 256, (6, 64, 64, 1)).astype(np.uint8)
+    classifier.predict(batch)
+    started = time.perf_counter()
+    for _ in range(50):
+        classifier.predict(batch)
+    return (time.perf_counter() - started) / (50 * 6) * 1000
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=80, help="requests per concurrency level")
+    parser.add_argument("--requests", type=int, default=120, help="frames per row")
     parser.add_argument("--reference-frames", type=int, default=12)
-    parser.add_argument("--max-side", type=int, default=400, help="detector's max side (400 with 1.2 finds every face here)")
-    parser.add_argument("--scale-factor", type=float, default=1.2)
-    parser.add_argument("--runtime", choices=("onnx", "tensorflow"), default="onnx", help="the service's classifier runtime")
+    parser.add_argument("--detector", choices=("blazeface", "haar"), default="blazeface")
+    parser.add_argument("--detect-every", type=int, default=3, help="stream: full detection every k-th frame")
     arguments = parser.parse_args()
     from faceray.runtime import use_loopback_environment
 
@@ -133,55 +204,75 @@ def main() -> None:
 
     from faceray.config import resolve_config
     from faceray.runtime import free_loopback_port, init_ray, shutdown_ray
+    from serve.analyzer import FaceAnalyzer
     from serve.config import ServeConfig
     from serve.service import start_service, stop_service
 
     work = Path(tempfile.mkdtemp(prefix="faceray-bench-serve-"))
     dirs = model_dirs(work)
-    frames = make_frames(max(arguments.requests, arguments.reference_frames))
-    bodies = [cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes() for frame in frames][: arguments.requests]
-    reference_fps, reference_faces = reference_loop(frames[: arguments.reference_frames], dirs)
-    face_ms = {runtime: per_face_ms(dirs, runtime) for runtime in ("onnx", "tensorflow")}
+    frames, counts = make_frames(arguments.requests)
+    bodies = [cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes() for frame in frames]
+    # Every n-th frame, so the reference loop sees the same mix of 1..6 faces as the other rows.
+    reference_fps = reference_loop(frames[:: max(1, len(frames) // arguments.reference_frames)], dirs)
+    recalls = {name: recall(name, frames, counts) for name in ("blazeface", "haar")}
+    face_ms = per_face_ms(dirs)
+    config = resolve_config(ServeConfig, dict(emotion_model=str(dirs["emotion"]), gender_model=str(dirs["gender"]),
+                                              port=free_loopback_port(), detector=arguments.detector,
+                                              detect_every=arguments.detect_every))
+    analyzer = FaceAnalyzer(dirs["emotion"], dirs["gender"], config.detector_settings(), threads=config.classifier_threads)
+    in_process = measure_in_process(analyzer, frames, arguments.detect_every)
+    del analyzer
 
     init_ray()
-    url = start_service(resolve_config(ServeConfig, dict(emotion_model=str(dirs["emotion"]), gender_model=str(dirs["gender"]),
-                                                         port=free_loopback_port(), max_side=arguments.max_side,
-                                                         scale_factor=arguments.scale_factor, runtime=arguments.runtime)))
+    url = start_service(config)
     try:
-        measure_http(url, bodies[:8], 1)  # warm-up
-        latencies_1, fps_1, faces_1, timings_1 = measure_http(url, bodies, 1)
-        latencies_8, fps_8, faces_8, _ = measure_http(url, bodies, 8)
+        measure_http(url, bodies[:10], 1)  # warm-up
+        measure_streams(url, bodies[:10], 1)
+        http_1, http_answers = measure_http(url, bodies, 1)
+        stream_1, stream_answers = measure_streams(url, bodies, 1)
+        http_8, _ = measure_http(url, bodies, 8)
+        stream_4, _ = measure_streams(url, bodies, 4)
     finally:
         stop_service()
         shutdown_ray()
 
-    def percentiles(values: np.ndarray) -> dict[str, float]:
-        return {f"p{q}": round(float(np.percentile(values, q)), 1) for q in (50, 95, 99)}
-
+    floor_p50 = in_process["analyze"]["p50"]
     payload = {
-        "benchmark": "serve", "machine": machine(), "requests": len(bodies), "weights": "published" if (REFERENCE / "fer2013_mini_XCEPTION.102-0.66.hdf5").is_file() else "untrained",
-        "detector": {"max_side": arguments.max_side, "scale_factor": arguments.scale_factor},
-        "reference_fps": round(reference_fps, 2), "reference_faces_per_frame": round(reference_faces, 2),
-        "concurrency_1": {"fps": round(fps_1, 2), "faces_per_frame": round(faces_1, 2), **percentiles(latencies_1),
-                          "service_timings_ms_p50": timings_1},
-        "concurrency_8": {"fps": round(fps_8, 2), "faces_per_frame": round(faces_8, 2), **percentiles(latencies_8)},
-        "ratio_concurrency_8_to_reference": round(fps_8 / reference_fps, 2),
-        "runtime": arguments.runtime,
-        "classifier_ms_per_face_batch_32": {runtime: round(value, 3) for runtime, value in face_ms.items()},
+        "benchmark": "serve", "machine": machine(), "frames": len(bodies),
+        "faces_per_frame": round(float(np.mean(counts)), 2),
+        "weights": "published" if (REFERENCE / "fer2013_mini_XCEPTION.102-0.66.hdf5").is_file() else "untrained",
+        "detector": arguments.detector, "detect_every": arguments.detect_every,
+        "reference_fps": round(reference_fps, 2),
+        "in_process": in_process,
+        "http_concurrency_1": {**http_1, "recall": faces_found(http_answers, counts)},
+        "stream_1": {**stream_1, "recall": faces_found(stream_answers, counts)},
+        "http_concurrency_8": http_8, "streams_4": stream_4,
+        "ratio_http_8_to_reference": round(http_8["fps"] / reference_fps, 1),
+        "ratio_streams_4_to_reference": round(stream_4["fps"] / reference_fps, 1),
+        "ratio_http_p50_to_in_process": round(http_1["p50"] / floor_p50, 2),
+        "ratio_stream_p50_to_in_process_stream": round(stream_1["p50"] / in_process["stream_session"]["p50"], 2),
+        "detector_recall": recalls,
+        "classifier_ms_per_face_batch_6": round(face_ms, 3),
     }
+
+    def latency(row: dict) -> str:
+        return f"{row['fps']:7.1f} frames/s  p50 {row['p50']:5.1f}  p95 {row['p95']:5.1f} ms"
+
     rows = [
-        ("reference loop", f"{reference_fps:6.2f} frames/s  ({reference_faces:.1f} faces/frame found)"),
-        ("service, concurrency 1", f"{fps_1:6.2f} frames/s  p50 {payload['concurrency_1']['p50']} p95 {payload['concurrency_1']['p95']} "
-                                   f"p99 {payload['concurrency_1']['p99']} ms  ({faces_1:.1f} faces/frame)"),
-        ("service, concurrency 8", f"{fps_8:6.2f} frames/s  p50 {payload['concurrency_8']['p50']} p95 {payload['concurrency_8']['p95']} "
-                                   f"p99 {payload['concurrency_8']['p99']} ms"),
-        ("inside the service, c1", "p50 ms: " + ", ".join(f"{name} {value}" for name, value in timings_1.items())
-                                   + " (the rest is HTTP and Serve's proxy)"),
-        ("ratio c8 / reference", f"{fps_8 / reference_fps:6.2f}   target >= 5"),
-        ("p50 at concurrency 1", f"{payload['concurrency_1']['p50']:6.1f} ms   target <= 30"),
-        ("classifier per face", f"{face_ms['onnx']:6.3f} ms ONNX Runtime, {face_ms['tensorflow']:.3f} ms TensorFlow "
-                                f"(batches of 32)   target <= 1"),
+        ("reference loop (paper)", f"{reference_fps:7.2f} frames/s"),
+        ("in-process analyze", latency(in_process["analyze"]) + "   (the floor)"),
+        ("in-process stream session", latency(in_process["stream_session"])),
+        ("HTTP, concurrency 1", latency(http_1) + f"   p50 target <= 20; {payload['ratio_http_p50_to_in_process']}x floor (<= 1.5)"),
+        ("stream, 1 connection", latency(stream_1) + "   p50 target <= 15, >= 30 frames/s"),
+        ("HTTP, concurrency 8", latency(http_8) + f"   {payload['ratio_http_8_to_reference']}x reference (>= 20)"),
+        ("4 streams", latency(stream_4) + f"   {payload['ratio_streams_4_to_reference']}x reference (>= 20)"),
+        ("recall, service HTTP/stream", f"{payload['http_concurrency_1']['recall']} / {payload['stream_1']['recall']} "
+                                        f"of {sum(counts)} faces present"),
     ]
+    for name, values in recalls.items():
+        group = f", group photo {values['group_photo_found_of_6']} of 6" if "group_photo_found_of_6" in values else ""
+        rows.append((f"detector {name}", f"recall {values['recall']}  {values['ms_per_frame']} ms/frame{group}"))
+    rows.append(("classifier per face", f"{face_ms:.3f} ms (ONNX Runtime, batches of 6)"))
     print_report("bench/serve", rows, payload)
 
 

@@ -1,25 +1,31 @@
-"""The Ray Serve application: HTTP ingress -> detector deployment -> one classifier deployment per model.
+"""The Ray Serve application: one deployment that runs the in-process FaceAnalyzer (one hop, scaled by replicas).
 
 `build_app(args)` is the app builder that `serve run serve/serve_config.yaml` and `faceray serve` use.
 API:
-  POST /v1/faces[?annotate=1]  body: JPEG/PNG bytes (image/jpeg, image/png, application/octet-stream)
+  POST /v1/faces[?annotate=1]  body: JPEG or PNG bytes (image/jpeg, image/png, application/octet-stream)
                                or multipart/form-data with one file field
      -> {"image": {"width", "height"}, "faces": [{"box": [x, y, w, h], "emotion": {"label", "score", "scores"},
          "gender": {...}}], "timings_ms": {"decode", "detect", "classify", "total"}}; annotate=1 -> image/jpeg
-  GET /healthz -> {"status": "ok"};  GET /v1/models -> the model cards
+  WebSocket /v1/stream         each binary message is one JPEG/PNG frame; each is answered, in order, with
+     {"frame": n, "image", "faces" (with "track" ids, scores smoothed over time), "detected", "timings_ms"},
+     or {"frame": n, "dropped": true, "reason"} when more than `stream_queue` frames wait (the oldest is dropped),
+     or {"frame": n, "error"} for a frame that is not an image. Frames are numbered from 0 in arrival order.
+  GET /healthz -> {"status": "ok"};  GET /v1/models -> the model cards and the detector settings
 Errors are 4xx with {"error": "..."}; no face is "faces": [].
+CPU work runs on the replica's thread pool, never on its event loop, so /healthz answers while frames are analysed.
 """
 
 
 import asyncio
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from typing import Any
 
-import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, Response
 from ray import serve
-from ray.serve.handle import DeploymentHandle
 
 from faceray.config import resolve_config
 from serve.config import ServeConfig
@@ -29,72 +35,33 @@ IMAGE_TYPES = {"image/jpeg", "image/jpg", "image/png", "application/octet-stream
 api = FastAPI(title="faceray", description="Face detection with emotion and gender classification.")
 
 
-@serve.deployment
-class Detector:
-    """Haar face detection; one cascade per replica."""
-
-    def __init__(self, settings: dict[str, Any]) -> None:
-        from serve.vision import DetectorSettings, FaceDetector
-
-        self.detector = FaceDetector(DetectorSettings(**settings))
-
-    def detect(self, small: np.ndarray, scale: float) -> list[tuple[int, int, int, int]]:
-        """Boxes (x, y, w, h) in frame pixels, from the grey image the ingress made (vision.downscale_for_detection)."""
-        return self.detector.detect_downscaled(small, scale)
-
-
-@serve.deployment
-class Classifier:
-    """One model directory; crops from concurrent requests are classified in one batched call."""
-
-    def __init__(self, model_dir: str, runtime: str = "onnx", threads: int = 0) -> None:
-        from serve.classify import FaceClassifier
-
-        self.classifier = FaceClassifier(model_dir, runtime, threads)
-
-    def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Batch size and wait come from user_config, so they change without a redeploy."""
-        self.classify.set_max_batch_size(int(user_config.get("max_batch_size", 16)))
-        self.classify.set_batch_wait_timeout_s(float(user_config.get("batch_wait_ms", 5.0)) / 1000.0)
-
-    def card(self) -> dict[str, Any]:
-        return self.classifier.card
-
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def classify(self, crop_sets: list[np.ndarray]) -> list[list[dict[str, Any]]]:
-        """Each request's crops (k_i, H, W, C) -> per face {"label", "score", "scores"}; one model call for all."""
-        sizes = [len(crops) for crops in crop_sets]
-        if sum(sizes) == 0:
-            return [[] for _ in crop_sets]
-        probabilities = self.classifier.predict(np.concatenate([crops for crops in crop_sets if len(crops)]))
-        described = self.classifier.describe(probabilities)
-        results, start = [], 0
-        for size in sizes:
-            results.append(described[start : start + size])
-            start += size
-        return results
-
-
 def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+def milliseconds(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
 @serve.deployment
 @serve.ingress(api)
-class FaceAPI:
-    """HTTP ingress: validates and decodes the image, detects, crops per model card, classifies."""
+class FaceService:
+    """One replica: the FaceAnalyzer (models, cards and detector loaded once, at start) behind HTTP and WebSocket."""
 
-    def __init__(self, detector: DeploymentHandle, classifiers: dict[str, DeploymentHandle], settings: dict[str, Any]) -> None:
-        self.detector = detector
-        self.classifiers = classifiers
-        self.settings = settings
-        self.cards: dict[str, dict[str, Any]] = {}
+    def __init__(self, settings: dict[str, Any]) -> None:
+        from serve.analyzer import FaceAnalyzer
 
-    async def _cards(self) -> dict[str, dict[str, Any]]:
-        if not self.cards:
-            for task, handle in self.classifiers.items():
-                self.cards[task] = await handle.card.remote()
-        return self.cards
+        self.config = ServeConfig(**settings)
+        self.analyzer = FaceAnalyzer(self.config.emotion_model or None, self.config.gender_model or None,
+                                     self.config.detector_settings(), runtime=self.config.runtime,
+                                     crop_margin=None if self.config.crop_margin < 0 else self.config.crop_margin,
+                                     threads=self.config.classifier_threads)
+        self.pool = ThreadPoolExecutor(self.config.workers, thread_name_prefix="faceray-analyze")
+        self.description = self.analyzer.describe()
+
+    async def run(self, function: Any, *args: Any) -> Any:
+        """Run CPU work on the replica's thread pool (the event loop keeps serving other requests)."""
+        return await asyncio.get_running_loop().run_in_executor(self.pool, function, *args)
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, str]:
@@ -102,14 +69,11 @@ class FaceAPI:
 
     @api.get("/v1/models")
     async def models(self) -> dict[str, Any]:
-        return await self._cards()
+        return self.description
 
-    @api.post("/v1/faces")
-    async def faces(self, request: Request, annotate: int = 0) -> Response:
-        from serve.vision import RequestImageError, crop_faces, decode_frame, downscale_for_detection, draw_faces
-
-        started = time.perf_counter()
-        limit = self.settings["max_body_bytes"]
+    async def read_image_body(self, request: Request) -> bytes | JSONResponse:
+        """The image bytes of a request, or the 4xx answer."""
+        limit = self.config.max_body_bytes
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
             return error(413, f"body of {declared} bytes exceeds the limit of {limit} bytes")
@@ -127,57 +91,123 @@ class FaceAPI:
                               "application/octet-stream or multipart/form-data")
         if len(body) > limit:
             return error(413, f"body of {len(body)} bytes exceeds the limit of {limit} bytes")
-        try:
-            frame = decode_frame(body)
-        except RequestImageError as problem:
-            return error(400, str(problem))
-        decoded = time.perf_counter()
-        small, scale = downscale_for_detection(frame, self.settings["max_side"])  # only this travels to the detector
-        boxes = await self.detector.detect.remote(small, scale)
-        detected = time.perf_counter()
-        cards = await self._cards()
-        margin = self.settings["crop_margin"]
-        calls = {}
-        for task, handle in self.classifiers.items():
-            card = cards[task]
-            crops = crop_faces(frame, boxes, card["input_shape"][0], card["color"], card["crop_margin"] if margin < 0 else margin)
-            calls[task] = handle.classify.remote(crops)
-        results = dict(zip(calls, await asyncio.gather(*calls.values())))
-        classified = time.perf_counter()
-        faces = [{"box": [int(value) for value in box], **{task: results[task][index] for task in results}}
-                 for index, box in enumerate(boxes)]
-        if annotate:
-            import cv2
+        return body
 
-            ok, encoded = cv2.imencode(".jpg", draw_faces(frame, faces))
-            return Response(encoded.tobytes(), media_type="image/jpeg")
-        payload = {
+    def analyze_bytes(self, body: bytes, annotate: bool) -> dict[str, Any] | bytes:
+        """Decode, detect and classify (on a pool thread): the response payload, or annotated JPEG bytes."""
+        import cv2
+
+        from serve.vision import decode_frame, draw_faces
+
+        started = time.perf_counter()
+        frame = decode_frame(body)
+        decoded = time.perf_counter()
+        boxes = self.analyzer.detect(frame)
+        detected = time.perf_counter()
+        faces = self.analyzer.classify(frame, boxes)
+        classified = time.perf_counter()
+        if annotate:
+            return cv2.imencode(".jpg", draw_faces(frame, faces))[1].tobytes()
+        return {
             "image": {"width": int(frame.shape[1]), "height": int(frame.shape[0])},
             "faces": faces,
-            "timings_ms": {
-                "decode": round((decoded - started) * 1000, 2),
-                "detect": round((detected - decoded) * 1000, 2),
-                "classify": round((classified - detected) * 1000, 2),
-                "total": round((time.perf_counter() - started) * 1000, 2),
-            },
+            "timings_ms": {"decode": milliseconds(decoded - started), "detect": milliseconds(detected - decoded),
+                           "classify": milliseconds(classified - detected),
+                           "total": milliseconds(classified - started)},
         }
-        return JSONResponse(payload)
+
+    @api.post("/v1/faces")
+    async def faces(self, request: Request, annotate: int = 0) -> Response:
+        from serve.vision import RequestImageError
+
+        body = await self.read_image_body(request)
+        if isinstance(body, JSONResponse):
+            return body
+        try:
+            result = await self.run(self.analyze_bytes, body, bool(annotate))
+        except RequestImageError as problem:
+            return error(400, str(problem))
+        if isinstance(result, bytes):
+            return Response(result, media_type="image/jpeg")
+        return JSONResponse(result)
+
+    @api.websocket("/v1/stream")
+    async def stream(self, websocket: WebSocket) -> None:
+        """One stream: frames in, answers out in order; at most `stream_queue` frames wait, the oldest is dropped."""
+        await websocket.accept()
+        session = self.analyzer.stream(detect_every=self.config.detect_every, smoothing=self.config.smoothing)
+        waiting: deque[tuple[int, bytes]] = deque()
+        dropped: deque[int] = deque()
+        arrived = asyncio.Event()
+        closed = False
+
+        async def receive() -> None:
+            nonlocal closed
+            received = 0
+            try:
+                while True:
+                    message = await websocket.receive()
+                    if message["type"] == "websocket.disconnect":
+                        break
+                    data = message.get("bytes")
+                    if data is None:
+                        data = b""  # a text message is not a frame; it is answered with an error in its turn
+                    if len(waiting) >= self.config.stream_queue:
+                        dropped.append(waiting.popleft()[0])
+                    waiting.append((received, data))
+                    received += 1
+                    arrived.set()
+            except WebSocketDisconnect:
+                pass
+            finally:
+                closed = True
+                arrived.set()
+
+        receiver = asyncio.create_task(receive())
+        try:
+            while True:
+                await arrived.wait()
+                arrived.clear()
+                while waiting:
+                    frame_id, data = waiting.popleft()
+                    while dropped and dropped[0] < frame_id:
+                        await websocket.send_json({"frame": dropped.popleft(), "dropped": True, "reason":
+                                                   f"more than {self.config.stream_queue} frames were waiting"})
+                    await websocket.send_json(await self.run(self.analyze_stream_frame, session, frame_id, data))
+                if closed:
+                    break
+        except (WebSocketDisconnect, RuntimeError):
+            pass  # the client went away while we answered
+        finally:
+            receiver.cancel()
+            try:
+                await websocket.close()
+            except RuntimeError:
+                pass  # already closed
+
+    def analyze_stream_frame(self, session: Any, frame_id: int, data: bytes) -> dict[str, Any]:
+        """One stream frame (on a pool thread): the stream answer, or an error for bytes that are not an image."""
+        from serve.vision import RequestImageError, decode_frame
+
+        started = time.perf_counter()
+        if len(data) > self.config.max_body_bytes:
+            return {"frame": frame_id, "error": f"frame of {len(data)} bytes exceeds the limit of "
+                                                f"{self.config.max_body_bytes} bytes"}
+        try:
+            frame = decode_frame(data)
+        except RequestImageError as problem:
+            return {"frame": frame_id, "error": str(problem)}
+        decoded = time.perf_counter()
+        result = session.process(frame)
+        return {"frame": frame_id, "image": {"width": int(frame.shape[1]), "height": int(frame.shape[0])},
+                **result, "timings_ms": {"decode": milliseconds(decoded - started), **result["timings_ms"],
+                                         "total": milliseconds(time.perf_counter() - started)}}
 
 
-def build_app(args: dict[str, Any]) -> serve.Application:
+def build_app(args: dict[str, Any] | ServeConfig) -> serve.Application:
     """App builder: `args` are ServeConfig fields (from the Serve YAML or `faceray serve`)."""
     config = args if isinstance(args, ServeConfig) else resolve_config(ServeConfig, dict(args))
-    actor = {"num_cpus": config.replica_cpus}
-    detection = {"max_side": config.max_side, "scale_factor": config.scale_factor, "min_neighbors": config.min_neighbors,
-                 "min_size": config.min_size}
-    detector = Detector.options(ray_actor_options=actor).bind(detection)
-    batching = {"max_batch_size": config.max_batch_size, "batch_wait_ms": config.batch_wait_ms}
-    classifiers = {}
-    for task, model_dir in (("emotion", config.emotion_model), ("gender", config.gender_model)):
-        if model_dir:
-            classifiers[task] = Classifier.options(
-                name=f"{task.capitalize()}Classifier", num_replicas=config.replicas, ray_actor_options=actor,
-                user_config=batching, max_ongoing_requests=max(2 * config.max_batch_size, 8),
-            ).bind(str(model_dir), config.runtime, config.classifier_threads)
-    settings = {"max_body_bytes": config.max_body_bytes, "crop_margin": config.crop_margin, "max_side": config.max_side}
-    return FaceAPI.options(ray_actor_options=actor, max_ongoing_requests=64).bind(detector, classifiers, settings)
+    return FaceService.options(
+        num_replicas=config.replicas, ray_actor_options={"num_cpus": config.replica_cpus},
+        max_ongoing_requests=config.max_ongoing_requests,
+    ).bind(asdict(config))

@@ -11,7 +11,7 @@ from serve.config import ServeConfig
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     serve_parser = subparsers.add_parser("serve", help="run the face-classification service on Ray Serve",
-                                         description="Serve POST /v1/faces, GET /healthz and GET /v1/models.")
+                                         description="Serve POST /v1/faces, the WebSocket stream /v1/stream, GET /healthz and GET /v1/models.")
     serve_parser.add_argument("--config", help="YAML file of settings (flags override it)")
     add_config_arguments(serve_parser, ServeConfig)
     serve_parser.set_defaults(handler=run_serve)
@@ -26,6 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     client.add_argument("--max-in-flight", type=int, default=2, help="requests outstanding at once; other frames are dropped (default: 2)")
     client.add_argument("--fast", dest="realtime", action="store_false",
                         help="read a video file as fast as possible instead of at its frame rate (more frames dropped)")
+    client.add_argument("--transport", choices=("stream", "http"), default="stream",
+                        help="stream: one WebSocket to /v1/stream, faces tracked by the service (default); "
+                             "http: one POST /v1/faces per frame")
     client.add_argument("--smoothing", type=float, default=0.6, help="weight of the past in each face's scores, 0..1 (default: 0.6)")
     client.set_defaults(handler=run_client_command)
 
@@ -37,7 +40,8 @@ def run_serve(arguments: argparse.Namespace) -> int:
     config = resolve_config(ServeConfig, arguments, arguments.config)
     init_ray(config.address or None)
     url = start_service(config)
-    print(f"faceray service at {url} (POST /v1/faces, GET /healthz, GET /v1/models); Ctrl-C stops it", flush=True)
+    print(f"faceray service at {url} (POST /v1/faces, WebSocket /v1/stream, GET /healthz, GET /v1/models); "
+          "Ctrl-C stops it", flush=True)
     try:
         while True:
             time.sleep(3600)
@@ -57,7 +61,7 @@ def run_client_command(arguments: argparse.Namespace) -> int:
     config = ClientConfig(source=arguments.source, url=arguments.url, output=arguments.output, jsonl=arguments.jsonl,
                           display=arguments.display, max_frames=arguments.max_frames,
                           max_in_flight=arguments.max_in_flight, smoothing=arguments.smoothing,
-                          realtime=arguments.realtime)
+                          realtime=arguments.realtime, transport=arguments.transport)
     try:
         summary = run_client(config)
     except ValueError as problem:

@@ -1,7 +1,8 @@
 """The webcam / video client: sends frames to the service, tracks and draws faces, exits cleanly (no Ray).
 
-Frames are sent as JPEG with at most `max_in_flight` requests outstanding; a frame that finds them all busy
-is dropped (never queued), so the picture stays live. Exits at once on ESC, q, Ctrl-C, end of video or when the
+Frames are sent as JPEG over one WebSocket (/v1/stream, the default: the service tracks and smooths faces) or as
+one HTTP request each, with at most `max_in_flight` frames outstanding; a frame that finds them all busy is
+dropped (never queued), so the picture stays live. Exits at once on ESC, q, Ctrl-C, end of video or when the
 service goes away, releasing the capture and writer, closing windows and flushing outputs.
 """
 
@@ -41,6 +42,7 @@ class ClientConfig:
     timeout_s: float = 10.0
     smoothing: float = 0.6
     realtime: bool = True  # read video files at their own frame rate, as a camera would deliver them
+    transport: str = "stream"  # "stream": one WebSocket (/v1/stream); "http": one POST /v1/faces per frame
 
 
 @dataclass
@@ -74,12 +76,130 @@ class ServiceGone(RuntimeError):
     """The service cannot be reached any more."""
 
 
+class HttpTransport:
+    """One POST /v1/faces per frame on a small thread pool; the client tracks and smooths faces itself."""
+
+    smooths = False
+
+    def __init__(self, config: ClientConfig, session: Any = None) -> None:
+        import requests
+
+        self.config = config
+        self.session = session or requests.Session()
+        self.endpoint = config.url.rstrip("/") + "/v1/faces"
+        self.pool = ThreadPoolExecutor(max_workers=config.max_in_flight, thread_name_prefix="faceray-client")
+        self.pending: deque[tuple[int, Future]] = deque()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.pending)
+
+    def _post(self, data: bytes) -> dict[str, Any]:
+        import requests
+
+        try:
+            response = self.session.post(self.endpoint, data=data, headers={"Content-Type": "image/jpeg"},
+                                         timeout=self.config.timeout_s)
+        except requests.RequestException as problem:
+            raise ServiceGone(f"service at {self.config.url} unreachable: {problem.__class__.__name__}") from None
+        if response.status_code >= 500:
+            raise ServiceGone(f"service error {response.status_code}: {response.text[:200]}")
+        response.raise_for_status()
+        return response.json()
+
+    def send(self, frame_index: int, data: bytes) -> None:
+        self.pending.append((frame_index, self.pool.submit(self._post, data)))
+
+    def answers(self, block: bool) -> list[tuple[int, dict[str, Any]]]:
+        """Answers that have arrived, in frame order (all outstanding ones when `block`); raises ServiceGone."""
+        ready = []
+        while self.pending and (block or self.pending[0][1].done()):
+            frame_index, future = self.pending.popleft()
+            ready.append((frame_index, future.result()))
+        return ready
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+class StreamTransport:
+    """One WebSocket to /v1/stream: frames go out as binary messages, answers come back in order with the faces
+    tracked and their scores smoothed by the service."""
+
+    smooths = True
+
+    def __init__(self, config: ClientConfig) -> None:
+        import queue
+        import threading
+        from contextlib import ExitStack
+
+        from websockets.sync.client import connect
+
+        self.config = config
+        url = config.url.rstrip("/").replace("https://", "wss://").replace("http://", "ws://") + "/v1/stream"
+        self.connection = ExitStack()
+        try:
+            self.socket = self.connection.enter_context(
+                connect(url, open_timeout=config.timeout_s, max_size=None, compression=None))
+        except (OSError, TimeoutError) as problem:
+            raise ServiceGone(f"service at {config.url} unreachable: {problem.__class__.__name__}") from None
+        except Exception as problem:  # websockets' handshake errors (an HTTP error status, a non-WebSocket server)
+            raise ServiceGone(f"service at {config.url} refused the stream: {problem}") from None
+        self.sent: deque[int] = deque()  # frame indexes of this client, in the order the service numbers them
+        self.inbox: queue.Queue[dict[str, Any] | Exception] = queue.Queue()
+        self.reader = threading.Thread(target=self._read, name="faceray-stream-reader", daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        try:
+            for message in self.socket:
+                self.inbox.put(json.loads(message))
+        except Exception as problem:  # the connection broke: report it to the loop
+            self.inbox.put(problem)
+        else:
+            self.inbox.put(ConnectionError("the service closed the stream"))
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.sent)
+
+    def send(self, frame_index: int, data: bytes) -> None:
+        try:
+            self.socket.send(data)
+        except Exception as problem:
+            raise ServiceGone(f"service at {self.config.url} unreachable: {problem.__class__.__name__}") from None
+        self.sent.append(frame_index)
+
+    def answers(self, block: bool) -> list[tuple[int, dict[str, Any]]]:
+        import queue
+
+        ready = []
+        while self.sent:
+            try:
+                message = self.inbox.get(timeout=self.config.timeout_s) if block else self.inbox.get_nowait()
+            except queue.Empty:
+                if block:
+                    raise ServiceGone(f"service at {self.config.url} unreachable: no answer in "
+                                      f"{self.config.timeout_s:g} s") from None
+                break
+            if isinstance(message, Exception):
+                raise ServiceGone(f"service at {self.config.url} unreachable: {message}")
+            frame_index = self.sent.popleft()
+            if "error" in message:
+                raise ServiceGone(f"service error on frame {frame_index}: {message['error']}")
+            ready.append((frame_index, message))
+        return ready
+
+    def close(self) -> None:
+        try:
+            self.connection.close()
+        except Exception:  # closing a broken connection: nothing left to release
+            pass
+        self.reader.join(timeout=2)
+
+
 def run_client(config: ClientConfig, session: Any = None, log=print) -> ClientSummary:
     """Run the capture -> request -> draw loop until a quit key, Ctrl-C, end of video, max_frames or service loss."""
-    import requests
-
-    session = session or requests.Session()
-    endpoint = config.url.rstrip("/") + "/v1/faces"
     show = config.display
     if show and not display_available():
         log("no display available (DISPLAY is not set): running headless; pass --no-display to silence this")
@@ -89,31 +209,24 @@ def run_client(config: ClientConfig, session: Any = None, log=print) -> ClientSu
     jsonl = open(config.jsonl, "w") if config.jsonl else None
     tracker = FaceTracker(smoothing=config.smoothing)
     summary = ClientSummary()
-    pending: deque[tuple[int, float, Future]] = deque()
+    sent_at: dict[int, float] = {}
     latencies: deque[float] = deque(maxlen=30)
     shown_faces: list[dict[str, Any]] = []
-    pool = ThreadPoolExecutor(max_workers=config.max_in_flight, thread_name_prefix="faceray-client")
+    transport: HttpTransport | StreamTransport | None = None
     started = time.perf_counter()
-
-    def post(data: bytes) -> dict[str, Any]:
-        try:
-            response = session.post(endpoint, data=data, headers={"Content-Type": "image/jpeg"}, timeout=config.timeout_s)
-        except requests.RequestException as problem:
-            raise ServiceGone(f"service at {config.url} unreachable: {problem.__class__.__name__}") from None
-        if response.status_code >= 500:
-            raise ServiceGone(f"service error {response.status_code}: {response.text[:200]}")
-        response.raise_for_status()
-        return response.json()
 
     def collect(block: bool) -> None:
         nonlocal shown_faces
-        while pending and (block or pending[0][2].done()):
-            frame_index, sent_at, future = pending.popleft()
-            result = future.result()  # raises ServiceGone
-            latencies.append((time.perf_counter() - sent_at) * 1000)
+        for frame_index, result in transport.answers(block):  # raises ServiceGone
+            latencies.append((time.perf_counter() - sent_at.pop(frame_index)) * 1000)
+            if result.get("dropped"):  # the service dropped it (only when it falls behind)
+                summary.frames_dropped += 1
+                continue
             summary.responses += 1
-            tracks = tracker.update(result["faces"])
-            shown_faces = [track.as_face() for track in tracks]
+            if transport.smooths:
+                shown_faces = result["faces"]
+            else:
+                shown_faces = [track.as_face() for track in tracker.update(result["faces"])]
             if jsonl is not None:
                 jsonl.write(json.dumps({"frame": frame_index, "faces": result["faces"], "smoothed": shown_faces,
                                         "timings_ms": result.get("timings_ms")}) + "\n")
@@ -122,6 +235,7 @@ def run_client(config: ClientConfig, session: Any = None, log=print) -> ClientSu
     frame_interval = 1.0 / (capture.get(cv2.CAP_PROP_FPS) or 25.0) if is_file and config.realtime else 0.0
     next_frame_at = time.perf_counter()
     try:
+        transport = StreamTransport(config) if config.transport == "stream" else HttpTransport(config, session)
         while True:
             if frame_interval:
                 next_frame_at += frame_interval
@@ -131,9 +245,10 @@ def run_client(config: ClientConfig, session: Any = None, log=print) -> ClientSu
                 summary.exit_reason = "end of video"
                 break
             summary.frames_read += 1
-            if len(pending) < config.max_in_flight:
+            if transport.in_flight < config.max_in_flight:
                 ok, encoded = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, config.jpeg_quality])
-                pending.append((summary.frames_read - 1, time.perf_counter(), pool.submit(post, encoded.tobytes())))
+                sent_at[summary.frames_read - 1] = time.perf_counter()
+                transport.send(summary.frames_read - 1, encoded.tobytes())
                 summary.frames_sent += 1
             else:
                 summary.frames_dropped += 1
@@ -161,7 +276,8 @@ def run_client(config: ClientConfig, session: Any = None, log=print) -> ClientSu
     except ServiceGone as problem:
         summary.exit_reason = str(problem)
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+        if transport is not None:
+            transport.close()
         capture.release()
         if writer is not None:
             writer.release()

@@ -1,33 +1,48 @@
-"""Face detection, square crops and drawing (pure OpenCV/numpy, no Ray).
+"""Decoding request images, square face crops and drawing (pure OpenCV/numpy, no Ray).
 
 Frames are uint8 (H, W, 3) in BGR order, as OpenCV decodes them. Boxes are (x, y, w, h) in frame pixels.
 """
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass
-from pathlib import Path
-
 import cv2
 import numpy as np
 import numpy.typing as npt
 
-from ingest.images import is_truncated_jpeg
-
-Box = tuple[int, int, int, int]
+from ingest.images import is_truncated_jpeg, jpeg_size
+from serve.detect import Box
 
 
 class RequestImageError(ValueError):
     """Request bytes that are not a usable image; the message says why."""
 
 
-def decode_frame(data: bytes, max_pixels: int = 40_000_000) -> npt.NDArray[np.uint8]:
-    """Decode JPEG/PNG bytes into a uint8 (H, W, 3) BGR frame; RequestImageError names the problem."""
+MAX_PIXELS = 40_000_000  # largest accepted frame: 40 megapixels (a 120 MB BGR array)
+
+
+def declared_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) from a JPEG SOF or PNG IHDR header, read without decoding; None for other formats."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR" and len(data) >= 24:
+        return int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big")
+    return jpeg_size(data)
+
+
+def decode_frame(data: bytes, max_pixels: int = MAX_PIXELS) -> npt.NDArray[np.uint8]:
+    """Decode JPEG or PNG bytes into a uint8 (H, W, 3) BGR frame; RequestImageError names the problem.
+
+    The size the header declares is checked before decoding, so a small file declaring a huge image
+    (a decompression bomb) is refused at once instead of being decoded.
+    """
     if not data:
         raise RequestImageError("empty body: send JPEG or PNG bytes")
     if is_truncated_jpeg(data):
         raise RequestImageError("truncated JPEG: no end-of-image marker")
+    size = declared_size(data)
+    if size is None:  # other formats (TIFF, WebP, ...) are not read: their size cannot be checked first
+        raise RequestImageError(f"not a decodable image ({len(data)} bytes starting {data[:8]!r}): "
+                                "send JPEG or PNG")
+    if size[0] * size[1] > max_pixels:
+        raise RequestImageError(f"image of {size[1]}x{size[0]} pixels exceeds the limit of {max_pixels}")
     try:
         frame = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     except cv2.error:
@@ -37,68 +52,6 @@ def decode_frame(data: bytes, max_pixels: int = 40_000_000) -> npt.NDArray[np.ui
     if frame.shape[0] * frame.shape[1] > max_pixels:
         raise RequestImageError(f"image of {frame.shape[1]}x{frame.shape[0]} pixels exceeds the limit of {max_pixels}")
     return frame
-
-
-def default_cascade_path() -> str:
-    """OpenCV's bundled frontal-face Haar cascade (opencv-python 4.x ships it)."""
-    path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
-    if not path.is_file():
-        raise RuntimeError(f"no Haar cascade at {path}: install opencv-python<5 (5.x ships none)")
-    return str(path)
-
-
-def downscale_for_detection(frame: npt.NDArray[np.uint8], max_side: int) -> tuple[npt.NDArray[np.uint8], float]:
-    """The grey (h, w) image detection runs on (longer side at most `max_side`) and its scale to the frame.
-
-    `frame` is BGR (H, W, 3) or grey (H, W). The service sends this to its detector: a 320x240 grey image is
-    77 KB where the 640x480 BGR frame is 922 KB.
-    """
-    grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
-    height, width = grey.shape
-    scale = min(1.0, max_side / max(height, width))
-    if scale < 1:
-        grey = cv2.resize(grey, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
-    return grey, scale
-
-
-@dataclass(frozen=True)
-class DetectorSettings:
-    """Haar detection on a downscaled grey frame."""
-
-    max_side: int = 640
-    scale_factor: float = 1.1
-    min_neighbors: int = 5
-    min_size: int = 24
-
-
-class FaceDetector:
-    """OpenCV Haar frontal-face detector; boxes come back in the coordinates of the full frame.
-
-    Thread-safe: a cascade's detectMultiScale is not (concurrent calls on one cascade return boxes that mix
-    frames), and Serve runs a replica's synchronous methods on a thread pool, so calls are serialised.
-    """
-
-    def __init__(self, settings: DetectorSettings = DetectorSettings(), cascade_path: str | None = None) -> None:
-        self.settings = settings
-        self._lock = threading.Lock()
-        self.cascade = cv2.CascadeClassifier(cascade_path or default_cascade_path())
-        if self.cascade.empty():
-            raise RuntimeError(f"could not load the Haar cascade {cascade_path or default_cascade_path()}")
-
-    def detect(self, frame: npt.NDArray[np.uint8]) -> list[Box]:
-        """Faces in a BGR (H, W, 3) or grey (H, W) frame, largest first."""
-        return self.detect_downscaled(*downscale_for_detection(frame, self.settings.max_side))
-
-    def detect_downscaled(self, small: npt.NDArray[np.uint8], scale: float) -> list[Box]:
-        """Faces in a grey image from `downscale_for_detection`, as boxes of the full frame (divided by `scale`), largest first."""
-        minimum = max(8, round(self.settings.min_size * scale))
-        with self._lock:
-            found = self.cascade.detectMultiScale(
-                small, scaleFactor=self.settings.scale_factor, minNeighbors=self.settings.min_neighbors,
-                minSize=(minimum, minimum),
-            )
-        boxes = [tuple(int(round(value / scale)) for value in box) for box in np.asarray(found).reshape(-1, 4)]
-        return sorted(boxes, key=lambda box: -box[2] * box[3])  # type: ignore[return-value]
 
 
 def square_crop_box(box: Box, margin: float, frame_shape: tuple[int, ...]) -> Box:

@@ -54,5 +54,5 @@ def test_serve_config_yaml_builds_the_app(tmp_path):
     [application] = serve_config["applications"]
     assert application["import_path"] == "serve.app:build_app"
     config = resolve_config(ServeConfig, application["args"])
-    assert config.max_batch_size == 16
+    assert config.detector == "blazeface" and config.detect_every == 3
     assert build_app(application["args"]) is not None  # builds the deployment graph without starting it

@@ -1,4 +1,4 @@
-"""The Serve application over HTTP on loopback: contract, bad inputs, concurrency, the client end to end."""
+"""The Serve application on loopback: HTTP contract, the WebSocket stream, bad inputs, concurrency, the client."""
 
 from __future__ import annotations
 
@@ -15,6 +15,19 @@ from serve.client import ClientConfig, run_client, write_test_video
 from tests.serve.conftest import free_port, jpeg
 
 pytestmark = pytest.mark.slow
+
+
+def test_concurrent_first_requests_on_a_fresh_service(service, astronaut_bgr):
+    """The first test of the module: the service has answered nothing yet (the cards are read at start-up)."""
+    body = jpeg(astronaut_bgr)
+
+    def first(index: int) -> int:
+        if index % 4 == 0:
+            return requests.get(f"{service}/v1/models", timeout=60).status_code
+        return post(service, body).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(first, range(8))) == [200] * 8
 
 
 def post(url: str, body: bytes, content_type: str = "image/jpeg", query: str = "") -> requests.Response:
@@ -59,13 +72,18 @@ def test_png_multipart_and_annotation(service, astronaut_bgr):
         (b"truncated", "image/jpeg", 400, "truncated"),
         (b'{"image": 1}', "application/json", 415, "content type"),
         (b"x" * 3_100_000, "image/jpeg", 413, "exceeds"),
+        (b"bomb", "image/png", 400, "30000x30000 pixels exceeds"),
     ],
-    ids=["empty", "not-an-image", "truncated", "wrong-type", "oversized"],
+    ids=["empty", "not-an-image", "truncated", "wrong-type", "oversized", "bomb-by-header"],
 )
 def test_bad_inputs_get_a_4xx_and_the_service_stays_up(service, astronaut_bgr, body, content_type, status, words):
     if body == b"truncated":
         whole = jpeg(astronaut_bgr)
         body = whole[: len(whole) // 2]
+    if body == b"bomb":
+        from tests.serve.test_vision import png_header
+
+        body = png_header(30000, 30000) + b"\x00" * 1000
     response = post(service, body, content_type)
     assert response.status_code == status
     assert words in response.json()["error"]
@@ -86,9 +104,74 @@ def test_concurrent_requests_match_single_ones(service, astronaut_bgr):
                 assert abs(first[task]["score"] - second[task]["score"]) < 1e-4
 
 
-def test_models_endpoint_returns_the_cards(service):
+def test_models_endpoint_returns_the_cards_and_the_detector(service):
     cards = requests.get(f"{service}/v1/models", timeout=10).json()
     assert cards["emotion"]["labels"][3] == "happy" and cards["gender"]["labels"] == ["woman", "man"]
+    assert cards["detector"]["name"] == "blazeface"
+
+
+def test_the_service_gives_the_in_process_analyzer_s_answers(service, model_dirs, astronaut_bgr):
+    """FaceAnalyzer (the Python API) and the service agree on real photos: same boxes, same labels."""
+    from serve.analyzer import FaceAnalyzer
+    from tests.conftest import REFERENCE_DIR
+
+    analyzer = FaceAnalyzer(emotion_model=model_dirs["emotion"], gender_model=model_dirs["gender"])
+    photos = [astronaut_bgr]
+    if (REFERENCE_DIR / "test_image.jpg").is_file():
+        photos.append(cv2.resize(cv2.imread(str(REFERENCE_DIR / "test_image.jpg")), (640, 480)))
+    for photo in photos:
+        body = jpeg(photo)
+        local = analyzer.analyze(cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR))
+        remote = post(service, body).json()["faces"]
+        assert [face["box"] for face in remote] == [face["box"] for face in local] and local
+        for first, second in zip(local, remote):
+            for task in ("emotion", "gender"):
+                assert first[task]["label"] == second[task]["label"]
+                assert abs(first[task]["score"] - second[task]["score"]) < 1e-4
+
+
+def stream_url(url: str) -> str:
+    return url.replace("http://", "ws://") + "/v1/stream"
+
+
+def test_stream_answers_every_frame_in_order_and_closes_cleanly(service, astronaut_bgr):
+    from websockets.sync.client import connect
+
+    frames = [jpeg(frame) for frame in moving_face_frames(astronaut_bgr, 6)]
+    with connect(stream_url(service), max_size=None) as websocket:
+        answers = []
+        for body in frames:
+            websocket.send(body)
+            answers.append(json.loads(websocket.recv(timeout=60)))
+        websocket.send(b"not an image")
+        bad = json.loads(websocket.recv(timeout=60))
+        websocket.send(frames[0])
+        after = json.loads(websocket.recv(timeout=60))
+    assert [answer["frame"] for answer in answers] == list(range(6))
+    assert [answer["detected"] for answer in answers] == [True, False, False, True, False, False]
+    assert all(len(answer["faces"]) == 1 for answer in answers)
+    assert len({answer["faces"][0]["track"] for answer in answers}) == 1
+    assert answers[0]["image"] == {"width": 640, "height": 480}
+    assert bad["frame"] == 6 and "not a decodable image" in bad["error"]
+    assert after["frame"] == 7 and len(after["faces"]) == 1  # a bad frame does not end the stream
+    assert requests.get(f"{service}/healthz", timeout=10).json() == {"status": "ok"}
+
+
+def test_stream_back_pressure_drops_the_oldest_and_says_so(service, astronaut_bgr):
+    """Frames sent faster than answered: at most stream_queue wait; every frame id is answered once, in order."""
+    from websockets.sync.client import connect
+
+    frames = [jpeg(frame) for frame in moving_face_frames(astronaut_bgr, 4)]
+    count = 40
+    with connect(stream_url(service), max_size=None) as websocket:
+        for index in range(count):
+            websocket.send(frames[index % 4])
+        answers = [json.loads(websocket.recv(timeout=60)) for _ in range(count)]
+    assert [answer["frame"] for answer in answers] == list(range(count))
+    dropped = [answer for answer in answers if answer.get("dropped")]
+    assert dropped and all("frames were waiting" in answer["reason"] for answer in dropped)
+    assert not answers[-1].get("dropped")  # the newest frame is always analysed
+    assert sum(1 for answer in answers if "faces" in answer) + len(dropped) == count
 
 
 def test_published_weights_through_the_service(service, model_dirs, astronaut_bgr):
@@ -99,7 +182,7 @@ def test_published_weights_through_the_service(service, model_dirs, astronaut_bg
     assert face["emotion"]["label"] == "happy"
 
 
-def moving_face_video(path, astronaut_bgr, frames: int = 24):
+def moving_face_frames(astronaut_bgr, frames: int = 24) -> list[np.ndarray]:
     face = astronaut_bgr[40:200, 150:310]
     pictures = []
     for index in range(frames):
@@ -107,14 +190,19 @@ def moving_face_video(path, astronaut_bgr, frames: int = 24):
         x = 40 + index * 12
         frame[150:310, x : x + 160] = face
         pictures.append(frame)
-    return write_test_video(path, pictures)
+    return pictures
 
 
-def test_client_end_to_end_headless(service, astronaut_bgr, tmp_path):
+def moving_face_video(path, astronaut_bgr, frames: int = 24):
+    return write_test_video(path, moving_face_frames(astronaut_bgr, frames))
+
+
+@pytest.mark.parametrize("transport", ["stream", "http"])
+def test_client_end_to_end_headless(service, astronaut_bgr, tmp_path, transport):
     video = moving_face_video(tmp_path / "in.mp4", astronaut_bgr)
     output, jsonl = tmp_path / "annotated.mp4", tmp_path / "results.jsonl"
-    summary = run_client(ClientConfig(source=str(video), url=service, output=str(output), jsonl=str(jsonl), display=False),
-                         log=lambda message: None)
+    summary = run_client(ClientConfig(source=str(video), url=service, output=str(output), jsonl=str(jsonl), display=False,
+                                      transport=transport), log=lambda message: None)
     assert summary.exit_reason == "end of video"
     assert summary.frames_read == 24 and summary.frames_sent + summary.frames_dropped == 24
     assert summary.responses == summary.frames_sent > 0
@@ -128,11 +216,12 @@ def test_client_end_to_end_headless(service, astronaut_bgr, tmp_path):
     capture.release()
 
 
-def test_client_exits_cleanly_when_the_service_is_gone(astronaut_bgr, tmp_path):
+@pytest.mark.parametrize("transport", ["stream", "http"])
+def test_client_exits_cleanly_when_the_service_is_gone(astronaut_bgr, tmp_path, transport):
     video = moving_face_video(tmp_path / "in.mp4", astronaut_bgr, frames=5)
     port = free_port()  # nothing listens there
     summary = run_client(ClientConfig(source=str(video), url=f"http://127.0.0.1:{port}", jsonl=str(tmp_path / "r.jsonl"),
-                                      display=False, timeout_s=2), log=lambda message: None)
+                                      display=False, timeout_s=2, transport=transport), log=lambda message: None)
     assert "unreachable" in summary.exit_reason and summary.responses == 0
     assert (tmp_path / "r.jsonl").exists()
 

@@ -1,36 +1,12 @@
-"""Detection, crops and drawing on real photos (no Ray)."""
+"""Decoding, crops and drawing on real photos (no Ray)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from serve.vision import DetectorSettings, FaceDetector, RequestImageError, crop_faces, decode_frame, draw_faces, square_crop_box
+from serve.vision import RequestImageError, crop_faces, decode_frame, declared_size, draw_faces, square_crop_box
 from tests.serve.conftest import jpeg
-
-
-def test_detector_finds_the_astronaut_face_where_it_is(astronaut_bgr):
-    boxes = FaceDetector().detect(astronaut_bgr)
-    assert len(boxes) == 1
-    x, y, w, h = boxes[0]
-    centre = (x + w / 2, y + h / 2)
-    assert 190 < centre[0] < 260 and 80 < centre[1] < 150 and 60 < w < 140
-
-
-def test_boxes_map_back_from_the_downscaled_frame(astronaut_bgr):
-    import cv2
-
-    big = cv2.resize(astronaut_bgr, (2048, 2048))
-    boxes = FaceDetector(DetectorSettings(max_side=512)).detect(big)
-    assert len(boxes) == 1
-    x, y, w, h = boxes[0]
-    assert 760 < x + w / 2 < 1040 and 320 < y + h / 2 < 600
-
-
-def test_no_face_is_an_empty_list():
-    noise = np.random.default_rng(0).integers(0, 255, (240, 320, 3)).astype(np.uint8)
-    assert FaceDetector().detect(np.zeros((240, 320, 3), np.uint8)) == []
-    assert isinstance(FaceDetector().detect(noise), list)
 
 
 def test_square_crops_are_enlarged_and_clamped_to_the_frame():
@@ -68,12 +44,38 @@ def test_decode_and_draw(astronaut_bgr):
     assert drawn.shape == frame.shape and not np.array_equal(drawn, frame)
 
 
-def test_one_detector_is_safe_to_share_between_threads(astronaut_bgr):
-    from concurrent.futures import ThreadPoolExecutor
+def png_header(width: int, height: int) -> bytes:
+    """A PNG signature and IHDR chunk declaring width x height (no pixel data follows)."""
+    import struct
+    import zlib
 
-    detector = FaceDetector()
-    frames = [np.roll(astronaut_bgr, shift, axis=1) for shift in range(0, 160, 20)]
-    alone = [detector.detect(frame) for frame in frames]
-    with ThreadPoolExecutor(8) as pool:
-        together = list(pool.map(detector.detect, frames * 2))
-    assert together == alone * 2
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+
+
+def test_declared_size_is_read_from_the_header(astronaut_bgr):
+    import cv2
+
+    assert declared_size(jpeg(astronaut_bgr)) == (512, 512)
+    assert declared_size(cv2.imencode(".png", astronaut_bgr[:300])[1].tobytes()) == (300, 512)
+    assert declared_size(png_header(30000, 20000)) == (20000, 30000)
+    assert declared_size(b"BM" + b"\x00" * 60) is None
+
+
+def test_a_bomb_is_refused_by_its_header_before_decoding(monkeypatch):
+    import cv2
+
+    def must_not_decode(*args, **kwargs):
+        raise AssertionError("decoded a frame whose header is over the pixel limit")
+
+    monkeypatch.setattr(cv2, "imdecode", must_not_decode)
+    with pytest.raises(RequestImageError, match="30000x30000 pixels exceeds"):
+        decode_frame(png_header(30000, 30000) + b"\x00" * 100)
+
+
+def test_formats_other_than_jpeg_and_png_are_refused(astronaut_bgr):
+    import cv2
+
+    bmp = cv2.imencode(".bmp", astronaut_bgr)[1].tobytes()
+    with pytest.raises(RequestImageError, match="send JPEG or PNG"):
+        decode_frame(bmp)
