@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "faceray needs Python 3.11+")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	@# Older environments had tensorflow-cpu; it and tensorflow share files, so remove both before installing one.
+	@if $(BIN)/python -m pip show -q tensorflow-cpu 2>/dev/null; then \
+		echo "replacing tensorflow-cpu by tensorflow"; $(BIN)/python -m pip uninstall -y -q tensorflow-cpu tensorflow; fi
+	@echo "installing faceray and its dependencies into $(VENV) (about 1.5 GB; several minutes on a fresh machine)"
 	$(BIN)/python -m pip install --progress-bar off -e ".[test]"
 	@touch $(STAMP)
 

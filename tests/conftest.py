@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-# Ray must stay on loopback; this has to be set before any test starts Ray.
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+from faceray.runtime import use_loopback_environment
+
+# Ray must stay on loopback (and TensorFlow off a faulty oneDNN kernel): set before any test starts Ray or TensorFlow.
+use_loopback_environment()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference"
