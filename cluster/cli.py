@@ -38,19 +38,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_submit(arguments: argparse.Namespace) -> int:
     from faceray.config import ConfigError
-    from cluster.jobs import submit
+    from cluster.jobs import ClusterAccessError, submit
 
     stage_arguments = [part for part in arguments.arguments if part != "--"]
     try:
         _, status = submit(arguments.address, arguments.stage, stage_arguments, arguments.python, arguments.follow,
                            arguments.with_requirements, arguments.job_id)
-    except ValueError as problem:
+    except (ValueError, ClusterAccessError) as problem:
         raise ConfigError(str(problem)) from None
     print(f"job {status}", file=sys.stderr)
     return 0 if status in ("SUCCEEDED", "PENDING", "RUNNING") else 1
 
 
 def run_jobs(arguments: argparse.Namespace) -> int:
+    from faceray.config import ConfigError
+    from cluster.jobs import ClusterAccessError
+
+    try:
+        return jobs_action(arguments)
+    except ClusterAccessError as problem:
+        raise ConfigError(str(problem)) from None
+
+
+def jobs_action(arguments: argparse.Namespace) -> int:
     from faceray.config import ConfigError
     from cluster.jobs import job_logs, list_jobs, stop_job
 

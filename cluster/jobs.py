@@ -20,13 +20,33 @@ UPLOAD_EXCLUDES = [".venv", ".git", "runs", "data", "*.parquet", "*.hdf5", "*.ke
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 
 
+class ClusterAccessError(RuntimeError):
+    """The cluster's job API cannot be used: unreachable, or the token is missing or wrong. Says which and how to fix."""
+
+
 def job_client(address: str) -> Any:
-    """A JobSubmissionClient for http://HEAD:8265, with token auth when the cluster uses it."""
-    if not any(os.environ.get(name) for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")):
-        os.environ["RAY_AUTH_MODE"] = "token"
+    """A JobSubmissionClient for http://HEAD:8265 that sends the cluster's token.
+
+    Any of Ray's ways of giving the token works: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token. Ray's
+    client sends none of them unless RAY_AUTH_MODE=token, so that is set here unless the user set a mode.
+    """
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 
-    return JobSubmissionClient(address)
+    try:
+        return JobSubmissionClient(address)
+    except AuthenticationError as problem:
+        given = next((name for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH") if os.environ.get(name)), "")
+        reason = (str(problem.message).strip().splitlines() or ["no reason given"])[0]
+        raise ClusterAccessError(
+            f"the cluster at {address} refused the token ({reason}); "
+            + (f"check {given}" if given else "give the cluster's token in RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or "
+                                             "~/.ray/auth_token")
+        ) from None
+    except ConnectionError as problem:
+        raise ClusterAccessError(f"no Ray cluster answers at {address} ({problem.__class__.__name__}): start one "
+                                 "(ray start --head) or pass --address http://HEAD:8265") from None
 
 
 def is_local_address(address: str) -> bool:

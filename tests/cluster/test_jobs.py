@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -48,3 +51,56 @@ def test_submit_ingest_to_a_two_node_cluster(sample_dir, tmp_path, monkeypatch):
         assert any(job["job_id"] == job_id and job["status"] == "SUCCEEDED" for job in jobs)
     finally:
         cluster.shutdown()
+
+
+def faceray_jobs_list(address: str, environment: dict[str, str]) -> subprocess.CompletedProcess:
+    base = {name: value for name, value in os.environ.items() if not name.startswith("RAY_AUTH")}
+    command = [str(Path(sys.executable).with_name("faceray")), "jobs", "list", "--address", address]
+    return subprocess.run(command, env={**base, **environment}, capture_output=True, text=True, timeout=180)
+
+
+TOKEN_HEAD = """
+import os, sys
+os.environ["RAY_AUTH_MODE"] = "token"  # set before Ray is imported: this head enforces tokens
+from faceray.runtime import free_loopback_port, use_loopback_environment
+use_loopback_environment()
+from ray.cluster_utils import Cluster
+port = free_loopback_port()
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": True, "dashboard_port": port,
+                                                        "dashboard_agent_listen_port": free_loopback_port()})
+print(port, flush=True)
+sys.stdin.read()  # until the test closes stdin
+cluster.shutdown()
+"""
+
+
+def test_every_way_of_giving_the_token_works_and_a_bad_one_is_refused_clearly(tmp_path):
+    """Against a loopback head with token auth (in its own process: Ray reads the auth mode once per process):
+    RAY_AUTH_TOKEN (without RAY_AUTH_MODE), RAY_AUTH_TOKEN_PATH and ~/.ray/auth_token are accepted; a wrong or
+    missing token and an absent cluster get one clear line, no traceback."""
+    head = subprocess.Popen([sys.executable, "-c", TOKEN_HEAD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env={name: value for name, value in os.environ.items() if not name.startswith("RAY_AUTH")})
+    try:
+        address = f"http://127.0.0.1:{int(head.stdout.readline())}"
+        token = (Path.home() / ".ray" / "auth_token").read_text().strip()
+        token_file = tmp_path / "token"
+        token_file.write_text(token)
+        for environment in ({"RAY_AUTH_TOKEN": token}, {"RAY_AUTH_TOKEN_PATH": str(token_file)}, {}):
+            result = faceray_jobs_list(address, environment)
+            assert result.returncode == 0, (environment.keys(), result.stderr[-2000:])
+        empty_home = tmp_path / "home"
+        empty_home.mkdir()
+        refusals = {
+            "wrong": ({"RAY_AUTH_TOKEN": "0" * 32}, "Invalid authentication token"),
+            "missing": ({"RAY_AUTH_TOKEN_PATH": str(tmp_path / "absent"), "HOME": str(empty_home)}, "cannot be opened"),
+        }
+        for name, (environment, words) in refusals.items():
+            result = faceray_jobs_list(address, environment)
+            assert result.returncode == 2, (name, result.stderr[-2000:])
+            assert "refused the token" in result.stderr and words in result.stderr, (name, result.stderr[-2000:])
+            assert "Traceback" not in result.stderr, name
+    finally:
+        head.stdin.close()
+        head.wait(timeout=120)
+    absent = faceray_jobs_list(f"http://127.0.0.1:{free_port()}", {})
+    assert absent.returncode == 2 and "no Ray cluster answers" in absent.stderr and "Traceback" not in absent.stderr
