@@ -126,6 +126,19 @@ class _ChunkCollector:
         return summary
 
 
+def path_inside_root(root: str, relative_path: str) -> str:
+    """`relative_path` joined onto `root`, or Rejection('outside_root') when it resolves elsewhere.
+
+    Resolved with symlinks followed, so `../` parts, absolute paths and links out of the dataset folder are all
+    caught: a metadata file must not make ingest read files outside the dataset.
+    """
+    real_root = os.path.realpath(root)
+    resolved = os.path.realpath(os.path.join(real_root, relative_path))
+    if os.path.commonpath([real_root, resolved]) != real_root:
+        raise Rejection("outside_root", f"{relative_path!r} resolves outside --root")
+    return resolved
+
+
 def read_file_bytes(path: str) -> bytes:
     """The bytes of an input file, or a Rejection ('missing file', 'unreadable file')."""
     try:
@@ -154,7 +167,8 @@ def process_imdb_chunk(chunk_id: int, rows: pd.DataFrame, settings: ChunkSetting
             collector.reject(relative_path, row, reason, columns["detail"][index])
             continue
         try:
-            image = decode_and_resize(read_file_bytes(os.path.join(settings.root, relative_path)), settings.size, settings.color)
+            data = read_file_bytes(path_inside_root(settings.root, relative_path))
+            image = decode_and_resize(data, settings.size, settings.color)
         except Rejection as rejection:
             collector.reject(relative_path, row, rejection.kind, rejection.detail)
             continue

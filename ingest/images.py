@@ -100,7 +100,8 @@ def decode_and_resize(data: bytes, size: int, color: str) -> npt.NDArray[np.uint
     except cv2.error as error:
         raise ImageError("not a decodable image", str(getattr(error, "msg", error)).strip()) from None
     if image is None or image.size == 0:
-        raise ImageError("not a decodable image", f"OpenCV could not decode {len(data)} bytes starting {data[:8]!r}")
+        # The detail never quotes the file's bytes: rejects.csv must not copy the contents of what was read.
+        raise ImageError("not a decodable image", f"OpenCV could not decode these {len(data)} bytes")
     return resize_pixels(image, size, color, input_order="bgr")
 
 
