@@ -71,6 +71,18 @@ class FaceService:
     async def models(self) -> dict[str, Any]:
         return self.description
 
+    async def read_limited_body(self, request: Request) -> bytes | None:
+        """The request body, read as it streams in and abandoned past `max_body_bytes` (None), whatever the
+        framing: a chunked upload without Content-Length is never buffered beyond the limit."""
+        limit = self.config.max_body_bytes
+        parts, size = [], 0
+        async for part in request.stream():
+            size += len(part)
+            if size > limit:
+                return None
+            parts.append(part)
+        return b"".join(parts)
+
     async def read_image_body(self, request: Request) -> bytes | JSONResponse:
         """The image bytes of a request, or the 4xx answer."""
         limit = self.config.max_body_bytes
@@ -78,19 +90,19 @@ class FaceService:
         if declared and declared.isdigit() and int(declared) > limit:
             return error(413, f"body of {declared} bytes exceeds the limit of {limit} bytes")
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type not in IMAGE_TYPES and content_type not in ("", "multipart/form-data"):
+            return error(415, f"content type {content_type!r} is not supported: send image/jpeg, image/png, "
+                              "application/octet-stream or multipart/form-data")
+        body = await self.read_limited_body(request)
+        if body is None:
+            return error(413, f"body exceeds the limit of {limit} bytes")
         if content_type == "multipart/form-data":
+            request._body = body  # parse the bounded bytes already read (Starlette's form parser reads `_body`)
             form = await request.form()
             uploads = [value for value in form.values() if hasattr(value, "read")]
             if len(uploads) != 1:
                 return error(400, f"multipart body must hold exactly one file field, found {len(uploads)}")
             body = await uploads[0].read()
-        elif content_type in IMAGE_TYPES or content_type == "":
-            body = await request.body()
-        else:
-            return error(415, f"content type {content_type!r} is not supported: send image/jpeg, image/png, "
-                              "application/octet-stream or multipart/form-data")
-        if len(body) > limit:
-            return error(413, f"body of {len(body)} bytes exceeds the limit of {limit} bytes")
         return body
 
     def analyze_bytes(self, body: bytes, annotate: bool) -> dict[str, Any] | bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
@@ -88,6 +89,50 @@ def test_bad_inputs_get_a_4xx_and_the_service_stays_up(service, astronaut_bgr, b
     assert response.status_code == status
     assert words in response.json()["error"]
     assert requests.get(f"{service}/healthz", timeout=10).json() == {"status": "ok"}
+
+
+def test_a_chunked_upload_over_the_limit_is_refused_while_it_streams(service, astronaut_bgr):
+    """No Content-Length (chunked transfer): the limit (3 MB here) still holds while the body streams in (the
+    replica's peak memory does not grow by the 40 MB sent), and the service stays up."""
+    replica = service_replica()
+    Path(f"/proc/{replica.pid}/clear_refs").write_text("5")  # reset the replica's peak RSS (VmHWM)
+    before = replica.memory_info().rss
+
+    def chunks():
+        for _ in range(400):  # 40 MB, far past the limit
+            yield b"\xff" * 100_000
+
+    response = requests.post(f"{service}/v1/faces", data=chunks(), headers={"Content-Type": "image/jpeg"}, timeout=60)
+    assert response.status_code == 413 and "exceeds" in response.json()["error"]
+    assert peak_rss(replica.pid) - before < 20_000_000
+    assert requests.get(f"{service}/healthz", timeout=10).json() == {"status": "ok"}
+    good = requests.post(f"{service}/v1/faces", data=iter([jpeg(astronaut_bgr)]), headers={"Content-Type": "image/jpeg"},
+                         timeout=60)
+    assert good.status_code == 200 and len(good.json()["faces"]) == 1  # a chunked upload under the limit is fine
+
+
+def service_replica():
+    """The process of the service's replica (Ray names it after the deployment)."""
+    import psutil
+
+    [replica] = [process for process in psutil.process_iter(["cmdline"])
+                 if "ServeReplica:faceray:FaceService" in " ".join(process.info["cmdline"] or [])]
+    return replica
+
+
+def peak_rss(pid: int) -> int:
+    """VmHWM: the highest resident memory of a process since it started or since clear_refs was reset."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")
+
+
+def test_a_multipart_body_with_two_files_is_refused(service, astronaut_bgr):
+    body = jpeg(astronaut_bgr)
+    response = requests.post(f"{service}/v1/faces", files={"a": ("a.jpg", body, "image/jpeg"), "b": ("b.jpg", body, "image/jpeg")},
+                             timeout=60)
+    assert response.status_code == 400 and "exactly one file" in response.json()["error"]
 
 
 def test_concurrent_requests_match_single_ones(service, astronaut_bgr):
