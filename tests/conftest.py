@@ -42,3 +42,59 @@ def reference_dir() -> Path:
     if not (REFERENCE_DIR / "fer2013_mini_XCEPTION.102-0.66.hdf5").is_file():
         pytest.skip("../shared/reference (published weights) not available")
     return REFERENCE_DIR
+
+
+def is_loopback(address: str) -> bool:
+    """127.0.0.0/8, ::1 and IPv4-mapped 127.x (::ffff:127.0.0.1)."""
+    import ipaddress
+
+    ip = ipaddress.ip_address(address.split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def non_loopback_listeners() -> set[tuple[str, str, int]]:
+    """(process name, address, port) of every socket listening on something other than loopback that belongs to
+    this process or one it started (the test session's Ray: GCS, raylet, workers, Serve's replicas and HAProxy)."""
+    import psutil
+
+    me = psutil.Process()
+    ours = {me.pid, *(child.pid for child in me.children(recursive=True))}
+    found = set()
+    for connection in psutil.net_connections(kind="inet"):
+        if connection.status == psutil.CONN_LISTEN and connection.pid in ours and not is_loopback(connection.laddr.ip):
+            try:
+                name = psutil.Process(connection.pid).name()
+            except psutil.Error:
+                name = "?"
+            found.add((name, connection.laddr.ip, connection.laddr.port))
+    return found
+
+
+class ListenerWatch:
+    """Samples non_loopback_listeners() in a thread while a block runs (servers that live only during a run,
+    such as TensorFlow's collective server in a training worker, are caught too). `found` holds every one seen."""
+
+    def __init__(self, interval_s: float = 0.25) -> None:
+        import threading
+
+        self.interval_s = interval_s
+        self.found: set[tuple[str, str, int]] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            self.found |= non_loopback_listeners()
+            if self._stop.wait(self.interval_s):
+                break
+
+    def __enter__(self) -> "ListenerWatch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.found |= non_loopback_listeners()

@@ -41,11 +41,23 @@ def all_rows(out: Path) -> list[tuple[str, str, int, bytes]]:
     return sorted(rows)
 
 
+LISTENERS: dict[str, set] = {}
+
+
 @pytest.fixture(scope="module")
 def imdb_out(sample_dir, ray_session, tmp_path_factory) -> Path:
+    from tests.conftest import ListenerWatch
+
     out = tmp_path_factory.mktemp("imdb_out")
-    run_ingest(imdb_config(sample_dir, out))
+    with ListenerWatch() as watch:
+        run_ingest(imdb_config(sample_dir, out))
+    LISTENERS["ingest"] = watch.found
     return out
+
+
+def test_ingest_listens_on_loopback_only(imdb_out):
+    """Ray Data's tasks and the local Ray under them bind 127.0.0.1 only (the network rule)."""
+    assert LISTENERS["ingest"] == set()
 
 
 def test_imdb_counts_and_rejects(imdb_out):

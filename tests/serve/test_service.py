@@ -149,6 +149,16 @@ def test_concurrent_requests_match_single_ones(service, astronaut_bgr):
                 assert abs(first[task]["score"] - second[task]["score"]) < 1e-4
 
 
+def test_the_running_service_listens_on_loopback_only(service, astronaut_bgr):
+    """The replica (its HTTP and Serve's internal gRPC port), HAProxy (its stats and metrics ports too), the
+    controller and the rest of the local Ray: nothing binds beyond 127.0.0.1 while the service answers."""
+    from tests.conftest import ListenerWatch
+
+    with ListenerWatch() as watch:
+        assert post(service, jpeg(astronaut_bgr)).status_code == 200
+    assert watch.found == set()
+
+
 def test_models_endpoint_returns_the_cards_and_the_detector(service):
     cards = requests.get(f"{service}/v1/models", timeout=10).json()
     assert cards["emotion"]["labels"][3] == "happy" and cards["gender"]["labels"] == ["woman", "man"]

@@ -26,10 +26,23 @@ def config_for(data: Path, out: Path, **overrides) -> TrainConfig:
     return resolve_config(TrainConfig, settings)
 
 
+LISTENERS: dict[str, set] = {}
+
+
 @pytest.fixture(scope="module")
 def trained(fer_data, tmp_path_factory) -> tuple[Path, dict]:
+    from tests.conftest import ListenerWatch
+
     out = tmp_path_factory.mktemp("model")
-    return out, run_training(config_for(fer_data, out))
+    with ListenerWatch() as watch:
+        summary = run_training(config_for(fer_data, out))
+    LISTENERS["training"] = watch.found
+    return out, summary
+
+
+def test_training_listens_on_loopback_only(trained):
+    """Ray Train's controller and worker and TensorFlow's collective server bind 127.0.0.1 (the network rule)."""
+    assert LISTENERS["training"] == set()
 
 
 def test_short_run_lands_clearly_above_chance(trained):
