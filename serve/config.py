@@ -36,6 +36,9 @@ class ServeConfig:
                                   "checked against it) or tensorflow", choices=RUNTIMES)
     classifier_threads: int = option(0, "ONNX Runtime threads per model; 0 = one per core")
     max_ongoing_requests: int = option(32, "requests a replica accepts at once (HTTP requests and open streams)")
+    request_timeout_s: float = option(5.0, "end-to-end limit of one HTTP request in seconds: a request that finds no "
+                                           "replica (one lost and being replaced) is answered with an error by then "
+                                           "instead of hanging; a frame takes well under a second")
     max_body_bytes: int = option(10_000_000, "largest accepted request body or stream frame in bytes (413 above)")
     replica_cpus: float = option(0.5, "CPUs reserved per replica (fractional values share small machines)")
     address: str = option("", "Ray address: empty = embedded local Ray on loopback; 'auto' or ray://HOST:10001 = a cluster")
@@ -70,6 +73,8 @@ class ServeConfig:
             problems.append(f"--scale-factor: {self.scale_factor} must be > 1")
         if self.crop_margin != -1 and not 0 <= self.crop_margin <= 1:
             problems.append(f"--crop-margin: {self.crop_margin} must be in 0..1 (or -1 for the card's)")
+        if self.request_timeout_s <= 0:
+            problems.append(f"--request-timeout-s: {self.request_timeout_s} must be > 0")
         if self.replica_cpus <= 0:
             problems.append(f"--replica-cpus: {self.replica_cpus} must be > 0")
         return problems

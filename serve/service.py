@@ -16,7 +16,7 @@ def start_service(config: ServeConfig, wait_s: float = 180.0) -> str:
 
     from serve.app import build_app
 
-    serve.start(http_options={"host": config.host, "port": config.port})
+    serve.start(http_options={"host": config.host, "port": config.port, "request_timeout_s": config.request_timeout_s})
     serve.run(build_app(config), name=APP_NAME, route_prefix="/", blocking=False)
     url = f"http://{'127.0.0.1' if config.host in ('0.0.0.0', '') else config.host}:{config.port}"
     deadline = time.monotonic() + wait_s
@@ -28,6 +28,20 @@ def start_service(config: ServeConfig, wait_s: float = 180.0) -> str:
             pass
         time.sleep(0.5)
     raise TimeoutError(f"the service did not answer {url}/healthz within {wait_s:.0f} s")
+
+
+def wait_for_replicas(count: int, wait_s: float = 180.0) -> None:
+    """Wait until the service's deployment has `count` running replicas (after a start or a lost replica)."""
+    from ray import serve
+
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        application = serve.status().applications.get(APP_NAME)
+        deployment = application.deployments.get("FaceService") if application else None
+        if deployment is not None and deployment.replica_states.get("RUNNING", 0) >= count:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"the service did not reach {count} running replicas within {wait_s:.0f} s")
 
 
 def stop_service() -> None:
