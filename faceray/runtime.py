@@ -17,6 +17,9 @@ LOOPBACK_ENVIRONMENT: dict[str, str] = {
     # WebSocket message from ~8 ms to ~0.4 ms (../shared/RAY_NOTES.md); it must be set before Ray starts.
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    # Replicas that take requests directly wait at least 30 s on shutdown by default, for a remote load balancer
+    # to notice; on one machine nothing needs that, and Ctrl-C should stop the service in seconds.
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
     # oneDNN's AVX-512 1x1-convolution weight-gradient kernel corrupts the heap on some AVX-512 CPUs (seen here on
     # an AMD EPYC: training mini-Xception on 64x64 inputs aborts with "malloc(): unaligned tcache chunk" inside
     # jit_avx512_common_1x1_convolution_bwd_weights_t). Capping oneDNN at AVX2 keeps its other kernels.

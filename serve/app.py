@@ -225,4 +225,8 @@ def build_app(args: dict[str, Any] | ServeConfig) -> serve.Application:
     return FaceService.options(
         num_replicas=config.replicas, ray_actor_options={"num_cpus": config.replica_cpus},
         max_ongoing_requests=config.max_ongoing_requests,
+        # Set on purpose: a frame takes well under a second, so a replica that has not answered its health
+        # check for 10 s is wedged and is replaced; a stopping replica finishes its frames within 5 s.
+        health_check_period_s=2.0, health_check_timeout_s=10.0,
+        graceful_shutdown_wait_loop_s=0.5, graceful_shutdown_timeout_s=5.0,
     ).bind(asdict(config))

@@ -29,26 +29,46 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     client.add_argument("--transport", choices=("stream", "http"), default="stream",
                         help="stream: one WebSocket to /v1/stream, faces tracked by the service (default); "
                              "http: one POST /v1/faces per frame")
+    client.add_argument("--give-up-after", dest="give_up_s", type=float, default=30.0,
+                        help="seconds of continuous service outage before the client stops; shorter outages are "
+                             "retried with backoff while the picture stays live (default: 30)")
     client.add_argument("--smoothing", type=float, default=0.6, help="weight of the past in each face's scores, 0..1 (default: 0.6)")
     client.set_defaults(handler=run_client_command)
 
 
 def run_serve(arguments: argparse.Namespace) -> int:
-    from faceray.runtime import init_ray
+    """Start the service and keep it up until Ctrl-C or SIGTERM, then stop it and the local Ray in seconds.
+
+    Both signals are handled here (not left to KeyboardInterrupt), also while the service starts and in
+    shells that start background jobs with SIGINT ignored.
+    """
+    import signal
+    import threading
+
+    from faceray.runtime import init_ray, shutdown_ray
     from serve.service import start_service, stop_service
 
     config = resolve_config(ServeConfig, arguments, arguments.config)
+    stop = threading.Event()
+
+    def request_stop(signal_number: int, frame: object) -> None:
+        stop.set()
+
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signal_number, request_stop)
     init_ray(config.address or None)
-    url = start_service(config)
-    print(f"faceray service at {url} (POST /v1/faces, WebSocket /v1/stream, GET /healthz, GET /v1/models); "
-          "Ctrl-C stops it", flush=True)
     try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        print("stopping the service")
+        url = start_service(config, stop=stop)
+        if url:
+            print(f"faceray service at {url} (POST /v1/faces, WebSocket /v1/stream, GET /healthz, GET /v1/models); "
+                  "Ctrl-C stops it", flush=True)
+            stop.wait()
+        print("stopping the service", flush=True)
     finally:
+        started = time.monotonic()
         stop_service()
+        shutdown_ray()
+        print(f"stopped in {time.monotonic() - started:.1f} s", flush=True)
     return 0
 
 
@@ -61,7 +81,8 @@ def run_client_command(arguments: argparse.Namespace) -> int:
     config = ClientConfig(source=arguments.source, url=arguments.url, output=arguments.output, jsonl=arguments.jsonl,
                           display=arguments.display, max_frames=arguments.max_frames,
                           max_in_flight=arguments.max_in_flight, smoothing=arguments.smoothing,
-                          realtime=arguments.realtime, transport=arguments.transport)
+                          realtime=arguments.realtime, transport=arguments.transport,
+                          give_up_s=arguments.give_up_s)
     try:
         summary = run_client(config)
     except ValueError as problem:

@@ -16,7 +16,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -43,6 +43,7 @@ class ClientConfig:
     smoothing: float = 0.6
     realtime: bool = True  # read video files at their own frame rate, as a camera would deliver them
     transport: str = "stream"  # "stream": one WebSocket (/v1/stream); "http": one POST /v1/faces per frame
+    give_up_s: float = 30.0  # an outage of the service longer than this ends the client; shorter ones are retried
 
 
 @dataclass
@@ -52,6 +53,7 @@ class ClientSummary:
     frames_dropped: int = 0
     responses: int = 0
     exit_reason: str = ""
+    reconnects: int = 0
     mean_latency_ms: float = 0.0
     fps: float = 0.0
 
@@ -198,8 +200,62 @@ class StreamTransport:
         self.reader.join(timeout=2)
 
 
-def run_client(config: ClientConfig, session: Any = None, log=print) -> ClientSummary:
-    """Run the capture -> request -> draw loop until a quit key, Ctrl-C, end of video, max_frames or service loss."""
+class Reconnector:
+    """The client's link to the service: makes a transport, and after a failure tries again with exponential
+    backoff (0.5 s doubling to 5 s) until the service is back or `give_up_s` of continuous outage has passed."""
+
+    def __init__(self, make_transport: Callable[[], Any], give_up_s: float, log: Callable[[str], None]) -> None:
+        self.make_transport, self.give_up_s, self.log = make_transport, give_up_s, log
+        self.transport: Any = None
+        self.outage_since: float | None = time.monotonic()  # not connected yet
+        self.next_attempt = 0.0
+        self.backoff = 0.5
+        self.reconnects = 0
+        self.problem = ""
+
+    def current(self) -> Any:
+        """The transport, (re)connecting when one is due; None while the service is away. Raises ServiceGone once
+        the outage has lasted `give_up_s`."""
+        if self.transport is not None:
+            return self.transport
+        now = time.monotonic()
+        if now >= self.next_attempt:
+            try:
+                self.transport = self.make_transport()
+            except ServiceGone as problem:
+                self.lost(problem)
+                return None
+            if self.reconnects:
+                self.log(f"service back after {now - (self.outage_since or now):.1f} s")
+            self.outage_since, self.backoff = None, 0.5
+        return self.transport
+
+    def lost(self, problem: ServiceGone) -> None:
+        """The transport failed: drop it and schedule the next attempt (ServiceGone when it is time to give up)."""
+        now = time.monotonic()
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+            self.reconnects += 1
+            self.log(f"{problem}; retrying with backoff for up to {self.give_up_s:g} s")
+        if self.outage_since is None:
+            self.outage_since = now
+        self.problem = str(problem)
+        if now - self.outage_since >= self.give_up_s:
+            raise ServiceGone(str(problem))
+        self.next_attempt = now + self.backoff
+        self.backoff = min(self.backoff * 2, 5.0)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+def run_client(config: ClientConfig, session: Any = None, log=print,
+               make_transport: Callable[[], Any] | None = None) -> ClientSummary:
+    """Run the capture -> request -> draw loop until a quit key, Ctrl-C, end of video, max_frames, or an outage of
+    the service longer than `give_up_s` (shorter ones are retried with backoff while the picture stays live).
+    `make_transport` replaces the configured transport (tests)."""
     show = config.display
     if show and not display_available():
         log("no display available (DISPLAY is not set): running headless; pass --no-display to silence this")
@@ -212,12 +268,22 @@ def run_client(config: ClientConfig, session: Any = None, log=print) -> ClientSu
     sent_at: dict[int, float] = {}
     latencies: deque[float] = deque(maxlen=30)
     shown_faces: list[dict[str, Any]] = []
-    transport: HttpTransport | StreamTransport | None = None
+    if make_transport is None:
+        make_transport = (lambda: StreamTransport(config)) if config.transport == "stream" else (lambda: HttpTransport(config, session))
+    link = Reconnector(make_transport, config.give_up_s, log)
     started = time.perf_counter()
 
-    def collect(block: bool) -> None:
+    def collect(transport: Any, block: bool) -> None:
         nonlocal shown_faces
-        for frame_index, result in transport.answers(block):  # raises ServiceGone
+        try:
+            answers = transport.answers(block)
+        except ServiceGone as problem:
+            summary.frames_dropped += len(sent_at)  # the frames in flight are lost with the connection
+            sent_at.clear()
+            shown_faces = []
+            link.lost(problem)  # raises ServiceGone when it is time to give up
+            return
+        for frame_index, result in answers:
             latencies.append((time.perf_counter() - sent_at.pop(frame_index)) * 1000)
             if result.get("dropped"):  # the service dropped it (only when it falls behind)
                 summary.frames_dropped += 1
@@ -235,7 +301,6 @@ def run_client(config: ClientConfig, session: Any = None, log=print) -> ClientSu
     frame_interval = 1.0 / (capture.get(cv2.CAP_PROP_FPS) or 25.0) if is_file and config.realtime else 0.0
     next_frame_at = time.perf_counter()
     try:
-        transport = StreamTransport(config) if config.transport == "stream" else HttpTransport(config, session)
         while True:
             if frame_interval:
                 next_frame_at += frame_interval
@@ -245,17 +310,27 @@ def run_client(config: ClientConfig, session: Any = None, log=print) -> ClientSu
                 summary.exit_reason = "end of video"
                 break
             summary.frames_read += 1
-            if transport.in_flight < config.max_in_flight:
+            transport = link.current()
+            if transport is not None and transport.in_flight < config.max_in_flight:
                 ok, encoded = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, config.jpeg_quality])
                 sent_at[summary.frames_read - 1] = time.perf_counter()
-                transport.send(summary.frames_read - 1, encoded.tobytes())
-                summary.frames_sent += 1
+                try:
+                    transport.send(summary.frames_read - 1, encoded.tobytes())
+                    summary.frames_sent += 1
+                except ServiceGone as problem:
+                    summary.frames_dropped += len(sent_at)
+                    sent_at.clear()
+                    link.lost(problem)
             else:
                 summary.frames_dropped += 1
-            collect(block=False)
+            if link.transport is not None:
+                collect(link.transport, block=False)
             elapsed = time.perf_counter() - started
             latency = float(np.mean(latencies)) if latencies else 0.0
-            overlay = f"{summary.responses / elapsed:.1f} fps  {latency:.0f} ms  faces {len(shown_faces)}"
+            if link.transport is None:
+                overlay = f"service unavailable, reconnecting ({link.problem[:60]})"
+            else:
+                overlay = f"{summary.responses / elapsed:.1f} fps  {latency:.0f} ms  faces {len(shown_faces)}"
             annotated = draw_faces(frame, shown_faces, overlay)
             if config.output:
                 if writer is None:
@@ -270,14 +345,16 @@ def run_client(config: ClientConfig, session: Any = None, log=print) -> ClientSu
             if config.max_frames and summary.frames_read >= config.max_frames:
                 summary.exit_reason = "max frames"
                 break
-        collect(block=True)
+        if link.transport is not None:
+            collect(link.transport, block=True)
+        if link.transport is None and summary.frames_sent == 0 and link.problem:
+            summary.exit_reason = link.problem  # the service never answered while the video lasted
     except KeyboardInterrupt:
         summary.exit_reason = "interrupted (Ctrl-C)"
     except ServiceGone as problem:
         summary.exit_reason = str(problem)
     finally:
-        if transport is not None:
-            transport.close()
+        link.close()
         capture.release()
         if writer is not None:
             writer.release()
@@ -286,6 +363,7 @@ def run_client(config: ClientConfig, session: Any = None, log=print) -> ClientSu
         if show:
             cv2.destroyAllWindows()
             cv2.waitKey(1)
+    summary.reconnects = link.reconnects
     elapsed = time.perf_counter() - started
     summary.fps = summary.responses / elapsed if elapsed > 0 else 0.0
     summary.mean_latency_ms = float(np.mean(latencies)) if latencies else 0.0

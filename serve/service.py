@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 from serve.config import ServeConfig
@@ -9,8 +10,8 @@ from serve.config import ServeConfig
 APP_NAME = "faceray"
 
 
-def start_service(config: ServeConfig, wait_s: float = 180.0) -> str:
-    """Deploy the app on HTTP host:port; returns the base URL once /healthz answers."""
+def start_service(config: ServeConfig, wait_s: float = 180.0, stop: threading.Event | None = None) -> str | None:
+    """Deploy the app on HTTP host:port; returns the base URL once /healthz answers (None if `stop` is set first)."""
     import requests
     from ray import serve
 
@@ -21,6 +22,8 @@ def start_service(config: ServeConfig, wait_s: float = 180.0) -> str:
     url = f"http://{'127.0.0.1' if config.host in ('0.0.0.0', '') else config.host}:{config.port}"
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
+        if stop is not None and stop.is_set():
+            return None
         try:
             if requests.get(url + "/healthz", timeout=2).status_code == 200:
                 return url

@@ -1,0 +1,74 @@
+"""Operator faults: a lost replica never makes requests hang and the service heals itself; Ctrl-C stops
+`faceray serve` and its local Ray in seconds."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from tests.serve.conftest import free_port, jpeg
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_killed_replica_fails_requests_fast_and_is_replaced(service, astronaut_bgr):
+    """One replica (the fixture's), SIGKILLed: no request waits past the service's request timeout (5 s) and
+    answers come back by themselves once Serve has replaced it."""
+    from tests.serve.test_service import service_replica
+
+    body = jpeg(astronaut_bgr)
+    assert requests.post(f"{service}/v1/faces", data=body, timeout=30).status_code == 200
+    os.kill(service_replica().pid, signal.SIGKILL)
+    killed = time.monotonic()
+    statuses = []
+    while time.monotonic() - killed < 120:
+        began = time.monotonic()
+        try:
+            status = requests.post(f"{service}/v1/faces", data=body, headers={"Content-Type": "image/jpeg"},
+                                   timeout=15).status_code
+        except requests.ConnectionError:
+            status = "connection error"
+        assert time.monotonic() - began < 5 + 3, "a request hung while the replica was being replaced"
+        statuses.append(status)
+        if status == 200:
+            break
+        time.sleep(0.5)
+    assert statuses[-1] == 200, statuses  # healed without help
+
+
+def test_ctrl_c_stops_faceray_serve_and_its_ray_in_seconds(model_dirs):
+    port = free_port()
+    command = [str(Path(sys.executable).with_name("faceray")), "serve", "--emotion-model", str(model_dirs["emotion"]),
+               "--gender-model", str(model_dirs["gender"]), "--port", str(port)]
+    # Its own local Ray, as a user's: without the test session's RAY_ADDRESS, which would make it join that one.
+    environment = {name: value for name, value in os.environ.items() if name != "RAY_ADDRESS"}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment)
+    lines = []
+    try:
+        deadline = time.monotonic() + 240
+        for line in process.stdout:
+            lines.append(line)
+            if "Ctrl-C stops it" in line or time.monotonic() > deadline:
+                break
+        assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10).json() == {"status": "ok"}
+        tree = psutil.Process(process.pid).children(recursive=True)
+        assert any(child.name() == "haproxy" for child in tree) and len(tree) > 3
+        process.send_signal(signal.SIGINT)
+        stopped = time.monotonic()
+        process.wait(timeout=30)
+        assert time.monotonic() - stopped < 15, "faceray serve took too long to stop"
+        assert process.returncode == 0, "".join(lines[-20:])
+        time.sleep(1)
+        left = [child for child in tree if child.is_running() and child.status() != psutil.STATUS_ZOMBIE]
+        assert left == [], [child.name() for child in left]
+    finally:
+        if process.poll() is None:
+            process.kill()
