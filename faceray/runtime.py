@@ -40,7 +40,8 @@ HAPROXY_WRAPPER = Path(__file__).with_name("haproxy_loopback.sh")
 def use_loopback_haproxy() -> None:
     """Have Serve's HAProxy bind its stats and metrics ports on 127.0.0.1 instead of all interfaces (Ray's
     template fixes those addresses): its binary becomes faceray/haproxy_loopback.sh, which rewrites the two
-    binds and runs the real one. For the embedded local Ray only; values already set win."""
+    binds and runs the real one, and both get free ports. For the embedded local Ray only; values already set
+    win."""
     if os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH"):
         return
     try:
@@ -49,6 +50,9 @@ def use_loopback_haproxy() -> None:
         return
     os.environ.setdefault("FACERAY_HAPROXY_BINARY", get_haproxy_binary())
     os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"] = str(HAPROXY_WRAPPER)
+    # Free ports instead of the fixed 8404 and 9101, so two local services on one machine do not collide.
+    os.environ.setdefault("RAY_SERVE_HAPROXY_STATS_PORT", str(free_loopback_port()))
+    os.environ.setdefault("RAY_SERVE_HAPROXY_METRICS_PORT", str(free_loopback_port()))
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard: bool = True) -> None:

@@ -347,7 +347,7 @@ def run_client(config: ClientConfig, session: Any = None, log=print,
                 break
         if link.transport is not None:
             collect(link.transport, block=True)
-        if link.transport is None and summary.frames_sent == 0 and link.problem:
+        if link.transport is None and summary.responses == 0 and link.problem:
             summary.exit_reason = link.problem  # the service never answered while the video lasted
     except KeyboardInterrupt:
         summary.exit_reason = "interrupted (Ctrl-C)"

@@ -71,7 +71,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     config = TrainConfig(**loop_config["config"])
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    # One worker needs no collective server: TensorFlow's binds every interface (its address is fixed), so a
+    # single worker uses the same strategy API in-process and nothing listens beyond Ray's own loopback ports.
+    strategy = tf.distribute.MultiWorkerMirroredStrategy() if world > 1 else tf.distribute.MirroredStrategy()
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
         model = build_model(config.model, loop_config["input_shape"], loop_config["num_classes"], config.bn_momentum)

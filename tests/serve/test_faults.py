@@ -33,10 +33,12 @@ def test_a_killed_replica_fails_requests_fast_and_is_replaced(service, astronaut
         began = time.monotonic()
         try:
             status = requests.post(f"{service}/v1/faces", data=body, headers={"Content-Type": "image/jpeg"},
-                                   timeout=15).status_code
+                                   timeout=30).status_code
         except requests.ConnectionError:
             status = "connection error"
-        assert time.monotonic() - began < 5 + 3, "a request hung while the replica was being replaced"
+        # Answered by the 5 s request timeout at the latest (plus slack for a loaded machine), where the first
+        # design left requests hanging for ~57 s.
+        assert time.monotonic() - began < 15, "a request hung while the replica was being replaced"
         statuses.append(status)
         if status == 200:
             break
@@ -44,12 +46,14 @@ def test_a_killed_replica_fails_requests_fast_and_is_replaced(service, astronaut
     assert statuses[-1] == 200, statuses  # healed without help
 
 
-def test_ctrl_c_stops_faceray_serve_and_its_ray_in_seconds(model_dirs):
+def test_ctrl_c_stops_faceray_serve_and_its_ray_in_seconds(model_dirs, ray_session):
     port = free_port()
     command = [str(Path(sys.executable).with_name("faceray")), "serve", "--emotion-model", str(model_dirs["emotion"]),
                "--gender-model", str(model_dirs["gender"]), "--port", str(port)]
     # Its own local Ray, as a user's: without the test session's RAY_ADDRESS, which would make it join that one.
-    environment = {name: value for name, value in os.environ.items() if name != "RAY_ADDRESS"}
+    # (and without its HAProxy ports, which the test session's own service holds).
+    inherited = ("RAY_ADDRESS", "RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT")
+    environment = {name: value for name, value in os.environ.items() if name not in inherited}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment)
     lines = []
     try:
@@ -58,6 +62,7 @@ def test_ctrl_c_stops_faceray_serve_and_its_ray_in_seconds(model_dirs):
             lines.append(line)
             if "Ctrl-C stops it" in line or time.monotonic() > deadline:
                 break
+        assert lines and "Ctrl-C stops it" in lines[-1], "".join(lines[-30:])
         assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10).json() == {"status": "ok"}
         tree = psutil.Process(process.pid).children(recursive=True)
         assert any(child.name() == "haproxy" for child in tree) and len(tree) > 3
