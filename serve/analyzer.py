@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from serve.detect import DETECTORS, Box, Detector, DetectorSettings, make_detector
+from serve.detect import Box, Detector, DetectorSettings, make_detector
 from serve.tracking import FaceTracker, follow_faces
 from serve.vision import crop_faces
 
@@ -43,17 +43,15 @@ class FaceAnalyzer:
                  runtime: str = "onnx", threads: int = 0) -> None:
         from serve.classify import FaceClassifier
 
-        settings = detector if isinstance(detector, DetectorSettings) else DetectorSettings(name=detector)
-        if settings.name not in DETECTORS:
-            raise ValueError(f"unknown detector {settings.name!r}: expected one of {', '.join(DETECTORS)}")
         models = {task: folder for task, folder in zip(TASKS, (emotion_model, gender_model)) if folder}
         if not models:
             raise ValueError("give at least one model directory (emotion_model or gender_model)")
-        self.detector_settings = settings
+        self.detector_settings = detector if isinstance(detector, DetectorSettings) else DetectorSettings(name=detector)
         self.crop_margin = crop_margin
-        self.classifiers = {task: FaceClassifier(folder, runtime, threads) for task, folder in models.items()}
         self._local = threading.local()
-        self.detector  # noqa: B018 - load this thread's detector now, not on the first frame
+        # This thread's detector now (make_detector refuses an unknown name), before the slower model loading.
+        self.detector  # noqa: B018
+        self.classifiers = {task: FaceClassifier(folder, runtime, threads) for task, folder in models.items()}
 
     @property
     def cards(self) -> dict[str, dict[str, Any]]:
@@ -118,7 +116,6 @@ class StreamSession:
     analyzer: FaceAnalyzer
     detect_every: int = 3
     smoothing: float = 0.6
-    frames: int = 0
     tracker: FaceTracker = field(init=False)
     _previous_grey: npt.NDArray[np.uint8] | None = field(default=None, init=False, repr=False)
     _boxes: list[Box] = field(default_factory=list, init=False, repr=False)
@@ -149,7 +146,6 @@ class StreamSession:
         faces = self.analyzer.classify(image_bgr, boxes)
         classified = time.perf_counter()
         self._boxes, self._previous_grey = list(boxes), grey
-        self.frames += 1
         return {
             "faces": [track.as_face() for track in self.tracker.update(faces)],
             "detected": detected,

@@ -273,15 +273,19 @@ def run_client(config: ClientConfig, session: Any = None, log=print,
     link = Reconnector(make_transport, config.give_up_s, log)
     started = time.perf_counter()
 
+    def lose_connection(problem: ServiceGone) -> None:
+        nonlocal shown_faces
+        summary.frames_dropped += len(sent_at)  # the frames in flight are lost with the connection
+        sent_at.clear()
+        shown_faces = []
+        link.lost(problem)  # raises ServiceGone when it is time to give up
+
     def collect(transport: Any, block: bool) -> None:
         nonlocal shown_faces
         try:
             answers = transport.answers(block)
         except ServiceGone as problem:
-            summary.frames_dropped += len(sent_at)  # the frames in flight are lost with the connection
-            sent_at.clear()
-            shown_faces = []
-            link.lost(problem)  # raises ServiceGone when it is time to give up
+            lose_connection(problem)
             return
         for frame_index, result in answers:
             latencies.append((time.perf_counter() - sent_at.pop(frame_index)) * 1000)
@@ -318,9 +322,7 @@ def run_client(config: ClientConfig, session: Any = None, log=print,
                     transport.send(summary.frames_read - 1, encoded.tobytes())
                     summary.frames_sent += 1
                 except ServiceGone as problem:
-                    summary.frames_dropped += len(sent_at)
-                    sent_at.clear()
-                    link.lost(problem)
+                    lose_connection(problem)
             else:
                 summary.frames_dropped += 1
             if link.transport is not None:
