@@ -136,10 +136,10 @@ def run_demo(out: str | Path = "runs/demo", size: str = "full", address: str | N
         space = out / "sweep_space.yaml"
         rates = ", ".join(f"{rate:.1e}" for rate in plan.sweep_learning_rates)
         space.write_text(f"lr: [{rates}]\naugment: 'off'\nbn_momentum: 0.9\n")
-        # Both trials at once, half a CPU each: their start-up (worker processes, TensorFlow) overlaps.
+        # Trials side by side, as many as the machine holds (faceray.resources.plan_sweep), each training in its trial.
         sweep = run_sweep(resolve_config(SweepConfig, dict(data=str(out / "data" / "fer48"), space=str(space),
-                                                           epochs=plan.sweep_epochs, scheduler="fifo", max_concurrent=2,
-                                                           trial_cpus=0.5, out=str(out / "sweep"))))
+                                                           epochs=plan.sweep_epochs, scheduler="fifo",
+                                                           out=str(out / "sweep"))))
         sweep_table = format_table(sweep["rows"], sweep["space_keys"])
         print(sweep_table)
 

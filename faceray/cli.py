@@ -1,11 +1,53 @@
-"""`faceray`: one command, a subcommand per job. Parses arguments and calls one function per stage."""
+"""`faceray`: one command, a subcommand per job. Parses arguments and calls one function per stage.
+
+A user's mistake (a bad flag, a missing file, no cluster at an address, a request the cluster cannot hold) is one
+clear message and exit status 2, never a traceback; an unexpected failure is one line with its cause (exit 1),
+its traceback written to a log file whose path is printed (`--verbose` prints it instead).
+"""
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
+import traceback
+from pathlib import Path
 
 from faceray.config import ConfigError
+
+
+class FacerayParser(argparse.ArgumentParser):
+    """argparse with a "did you mean" for a mistyped flag or choice, reported by the subcommand it belongs to."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        hint = self.suggestion(message)
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}{hint}\n")
+
+    def suggestion(self, message: str) -> str:
+        words: list[str] = []
+        if "unrecognized arguments:" in message:
+            words = [word.split("=")[0] for word in message.split(":", 1)[1].split() if word.startswith("-")]
+            known = [option for action in self._actions for option in action.option_strings]
+        elif "invalid choice:" in message:
+            words = [message.split("invalid choice:", 1)[1].split("'")[1]] if "'" in message else []
+            known = [choice for action in self._actions if action.choices for choice in action.choices]
+        hints = []
+        for word in words:
+            close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+            if close:
+                hints.append(f"did you mean {close[0]}?")
+        return ("\n" + " ".join(hints)) if hints else ""
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as package_version
+
+    try:
+        return package_version("faceray")
+    except PackageNotFoundError:  # running from a checkout that was not installed
+        return "0+unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,16 +56,32 @@ def build_parser() -> argparse.ArgumentParser:
     from serve import cli as serve_cli
     from train import cli as train_cli
 
-    parser = argparse.ArgumentParser(
+    parser = FacerayParser(
         prog="faceray",
         description="Distributed data prep, training and serving for face emotion and gender classification on Ray.",
     )
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"faceray {version()}")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show Ray's and TensorFlow's own log lines and full tracebacks (default: written to a log file)")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=FacerayParser)
     ingest_cli.register(subparsers)
     train_cli.register(subparsers)
     serve_cli.register(subparsers)
     cluster_cli.register(subparsers)
+    _mark_leaves(parser)
     return parser
+
+
+def _mark_leaves(parser: argparse.ArgumentParser) -> None:
+    """Each subcommand's parser records itself, so an error in its arguments is reported with its own usage."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in set(action.choices.values()):
+                child.set_defaults(leaf_parser=child)
+                if not any(isinstance(inner, argparse._SubParsersAction) for inner in child._actions):
+                    child.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                                       help="show Ray's and TensorFlow's log lines and full tracebacks")
+                _mark_leaves(child)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +90,10 @@ def main(argv: list[str] | None = None) -> int:
 
     use_loopback_environment()
     parser = build_parser()
-    arguments = parser.parse_args(argv)
+    arguments, extras = parser.parse_known_args(argv)
+    leaf = getattr(arguments, "leaf_parser", parser)
+    if extras:
+        leaf.error(f"unrecognized arguments: {' '.join(extras)}")
     try:
         return int(arguments.handler(arguments) or 0)
     except ConfigError as error:
@@ -40,6 +101,24 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # noqa: BLE001 - the last line of defence: a cause and a log, not a traceback
+        if arguments.verbose:
+            raise
+        log = write_error_log(error)
+        print(f"faceray {arguments.command}: failed: {type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}\n"
+              f"  the traceback is in {log}; run with --verbose to see it here", file=sys.stderr)
+        return 1
+
+
+def write_error_log(error: BaseException) -> Path:
+    """The traceback of `error` in FACERAY_LOG_DIR (default ~/.cache/faceray)/last-error.log; returns the path."""
+    import os
+
+    folder = Path(os.environ.get("FACERAY_LOG_DIR") or Path.home() / ".cache" / "faceray")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "last-error.log"
+    path.write_text("".join(traceback.format_exception(type(error), error, error.__traceback__)))
+    return path
 
 
 if __name__ == "__main__":

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from faceray.resources import ClusterResources
 
 LOOPBACK_ENVIRONMENT: dict[str, str] = {
     # Without this Ray on Linux swaps 127.0.0.1 for the host's routable address.
@@ -24,6 +28,10 @@ LOOPBACK_ENVIRONMENT: dict[str, str] = {
     # an AMD EPYC: training mini-Xception on 64x64 inputs aborts with "malloc(): unaligned tcache chunk" inside
     # jit_avx512_common_1x1_convolution_bwd_weights_t). Capping oneDNN at AVX2 keeps its other kernels.
     "ONEDNN_MAX_CPU_ISA": "AVX2",
+    # Ray Train's wait for its worker group, set on purpose: faceray plans workers that fit before it starts them
+    # (faceray.resources), so a group that has not started in 60 s will not; the run then fails with that error
+    # (FailureConfig(controller_failure_limit=0)) instead of retrying. Read by the Train controller's process.
+    "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "60",
 }
 
 
@@ -85,6 +93,31 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard:
         )
     else:
         ray.init(address=address, logging_level="WARNING")
+
+
+def read_cluster() -> "ClusterResources":
+    """The live nodes of the Ray this process is connected to (for the resource planners in faceray.resources)."""
+    import ray
+
+    from faceray.resources import ClusterResources, NodeResources
+
+    nodes = tuple(
+        NodeResources(float(node["Resources"].get("CPU", 0)), float(node["Resources"].get("GPU", 0)),
+                      str(node.get("NodeManagerAddress", "")))
+        for node in ray.nodes() if node.get("Alive")
+    )
+    return ClusterResources(nodes, autoscaling=_autoscales(sum(node.cpus for node in nodes), sum(node.gpus for node in nodes)))
+
+
+def _autoscales(cpus: float, gpus: float) -> bool:
+    """Whether the autoscaler's config allows more CPUs or GPUs than the live nodes have (Ray Train asks the same)."""
+    try:
+        from ray._private.state import state
+
+        limits = state.get_max_resources_from_cluster_config() or {}
+    except Exception:  # an older or client-mode Ray without the autoscaler state: treat the cluster as fixed
+        return False
+    return float(limits.get("CPU", 0) or 0) > cpus or float(limits.get("GPU", 0) or 0) > gpus
 
 
 def shutdown_ray() -> None:

@@ -55,7 +55,7 @@ def run_ingest_command(arguments: argparse.Namespace) -> int:
 
     config = resolve_config(IngestConfig, arguments, arguments.config, dataset=arguments.dataset)
     init_ray(config.address or None, dashboard=False)
-    manifest = run_ingest(config)
+    manifest = run_ingest(config, log=print)
     print(summary_line(manifest))
     print(f"manifest: {config.out}/manifest.json  rejects: {config.out}/rejects.csv", file=sys.stderr)
     return 0

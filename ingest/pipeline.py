@@ -246,8 +246,15 @@ def build_manifest(
     }
 
 
-def run_ingest(config: IngestConfig, parallelism: int | None = None) -> dict[str, Any]:
-    """Ingest one dataset into OUT (resumable). Ray must be initialised. Returns the manifest."""
+def run_ingest(config: IngestConfig, parallelism: int | None = None, log: Any = None) -> dict[str, Any]:
+    """Ingest one dataset into OUT (resumable). Ray must be initialised. Returns the manifest (with the resource
+    plan); `log` gets the plan's line."""
+    from faceray.resources import plan_ingest
+    from faceray.runtime import read_cluster
+
+    plan = plan_ingest(read_cluster(), parallelism or 0)
+    if log is not None:
+        log(plan.line())
     out = Path(config.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     prepare_output(config, out)
@@ -265,6 +272,7 @@ def run_ingest(config: IngestConfig, parallelism: int | None = None) -> dict[str
     elapsed = time.perf_counter() - started
     summaries = collect_summaries(out, specs)
     manifest = build_manifest(config, settings, summaries, {spec["chunk"] for spec in pending}, elapsed)
+    manifest["resource_plan"] = plan.to_dict()
     if pending or not (out / REJECTS).exists():
         write_rejects_csv(out, specs)
     write_json(out / MANIFEST, manifest)

@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from serve.config import ServeConfig
 
 APP_NAME = "faceray"
 
 
-def start_service(config: ServeConfig, wait_s: float = 180.0, stop: threading.Event | None = None) -> str | None:
-    """Deploy the app on HTTP host:port; returns the base URL once /healthz answers (None if `stop` is set first)."""
+def start_service(config: ServeConfig, wait_s: float = 180.0, stop: threading.Event | None = None,
+                  log: Callable[[str], None] | None = print) -> str | None:
+    """Deploy the app on HTTP host:port; returns the base URL once /healthz answers (None if `stop` is set first).
+
+    Replicas the cluster cannot hold are refused first (faceray.resources.plan_serve), not waited for."""
     import requests
     from ray import serve
 
+    from faceray.resources import plan_serve
+    from faceray.runtime import read_cluster
     from serve.app import build_app
+
+    plan = plan_serve(read_cluster(), config.replicas, config.replica_cpus)
+    if log is not None:
+        log(plan.line())
 
     serve.start(http_options={"host": config.host, "port": config.port, "request_timeout_s": config.request_timeout_s})
     serve.run(build_app(config), name=APP_NAME, route_prefix="/", blocking=False)

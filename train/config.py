@@ -39,7 +39,8 @@ class TrainConfig:
     final: int = option(0, "if > 0: retrain on train+val for this many epochs and evaluate the test split once")
     out: str = option("runs/train", "output model directory")
     seed: int = option(0, "random seed (weights, shuffling, augmentation)")
-    cpus_per_worker: float = option(0.0, "CPUs reserved per worker; 0 = leave one CPU for Ray Data, split the rest")
+    cpus_per_worker: float = option(0.0, "CPUs reserved per worker; 0 = the most that fits beside one CPU kept for Ray Data")
+    gpus_per_worker: float = option(0.0, "GPUs per worker (0 = train on CPUs); refused at once on a cluster without GPUs")
     max_failures: int = option(1, "worker failures to recover from (restart from the last checkpoint)")
     crop_margin: float = option(0.1, "face-box margin (fraction of the box per side) the model expects; goes in the card")
     evaluate_split: str = option("test", "split evaluated at the end (evaluation.json)", choices=("test", "val"))
@@ -55,6 +56,8 @@ class TrainConfig:
                 problems.append(f"--{name.replace('_', '-')}: {getattr(self, name)} must be at least 1")
         if not 0 < self.lr < 1:
             problems.append(f"--lr: {self.lr} must be in (0, 1)")
+        if self.cpus_per_worker < 0 or self.gpus_per_worker < 0:
+            problems.append("--cpus-per-worker and --gpus-per-worker must be >= 0")
         if self.final < 0:
             problems.append(f"--final: {self.final} must be >= 0")
         if not 0 < self.bn_momentum < 1:

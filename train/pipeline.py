@@ -122,40 +122,28 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     )
 
 
-def cpus_per_worker(config: TrainConfig) -> float:
-    """Leave one CPU for Ray Data's read tasks and split the rest (avoids the 2-core starvation hang)."""
-    if config.cpus_per_worker > 0:
-        return config.cpus_per_worker
-    import ray
+@dataclasses.dataclass(frozen=True)
+class RunSetup:
+    """What both training paths (Ray Train, in a Tune trial) read from the data before the first step."""
 
-    total = float(ray.cluster_resources().get("CPU", 1))
-    return max(0.25, min(1.0, (total - 1) / config.workers)) if total > 1 else 0.5 / config.workers
+    data: Path
+    out: Path
+    meta: dict[str, Any]
+    labels: list[str]
+    counts: np.ndarray  # images per class in what is trained on
+    train_splits: tuple[str, ...]
+    use_val: bool
+    final: bool
 
-
-def check_output(config: TrainConfig, out: Path) -> None:
-    """Refuse to resume a run in `out` that was made with other settings."""
-    saved = out / "train_config.json"
-    if not saved.exists():
-        return
-    previous = json.loads(saved.read_text())
-    current = config_to_dict(config)
-    ignored = {"address", "out", "fail_at_epoch", "max_failures", "cpus_per_worker"}
-    differing = sorted(key for key in current if key not in ignored and previous.get(key) != current[key])
-    if differing:
-        raise ConfigError(f"--out: {out} holds a run with other settings ({', '.join(differing)}); use another --out")
+    def keep_fractions(self) -> list[float]:
+        """Per class, the fraction of rows `--balance downsample` keeps each epoch (the rarest class's count)."""
+        present = self.counts[self.counts > 0]
+        return [float(present.min() / count) if count else 0.0 for count in self.counts]
 
 
-def run_training(config: TrainConfig, callbacks: list[Any] | None = None) -> dict[str, Any]:
-    """Train with Ray Train, write the model directory, evaluate; returns a summary. Ray must be initialised."""
-    import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.tensorflow import TensorflowTrainer
-
-    from ingest.dataset import read_split_dataset
-
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
-    context.print_on_execution_start = False
+def prepare_run(config: TrainConfig, resource_plan: dict[str, Any] | None = None) -> RunSetup:
+    """Check the data and the output folder, write train_config.json (with the resource plan); raises ConfigError
+    naming the flag."""
     data = Path(config.data)
     try:
         meta = read_shard_metadata(data, "train")
@@ -166,76 +154,196 @@ def run_training(config: TrainConfig, callbacks: list[Any] | None = None) -> dic
     out = Path(config.out).resolve()
     check_output(config, out)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "train_config.json", config_to_dict(config))
+    write_json(out / "train_config.json", {**config_to_dict(config), "resource_plan": resource_plan})
     labels = list(meta["labels"])
-    num_classes = len(labels)
-
     final = config.final > 0
-    train_dataset = read_split_dataset(data, "train")
-    counts = label_counts(data, "train", num_classes)
+    counts = label_counts(data, "train", len(labels))
     has_val = bool(shard_files(data, "val"))
-    val_dataset = read_split_dataset(data, "val") if has_val else None
+    splits: tuple[str, ...] = ("train",)
     if final and has_val:
+        counts = counts + label_counts(data, "val", len(labels))
+        splits = ("train", "val")
+    return RunSetup(data, out, meta, labels, counts, splits, has_val and not final, final)
+
+
+def loop_settings(config: TrainConfig, setup: RunSetup) -> dict[str, Any]:
+    """The plain settings a training loop needs besides the config (JSON-able: they travel to Ray Train workers)."""
+    return {
+        "config": dataclasses.asdict(config),
+        "input_shape": list(setup.meta["image_shape"]),
+        "num_classes": len(setup.labels),
+        "class_weights": class_weights_for(setup.counts).tolist() if config.balance == "class-weight" else None,
+        "has_val": setup.use_val,
+        "epochs": config.final if setup.final else config.epochs,
+    }
+
+
+def check_output(config: TrainConfig, out: Path) -> None:
+    """Refuse to resume a run in `out` that was made with other settings."""
+    saved = out / "train_config.json"
+    if not saved.exists():
+        return
+    previous = json.loads(saved.read_text())
+    current = config_to_dict(config)
+    ignored = {"address", "out", "fail_at_epoch", "max_failures", "cpus_per_worker", "gpus_per_worker"}
+    differing = sorted(key for key in current if key not in ignored and previous.get(key) != current[key])
+    if differing:
+        raise ConfigError(f"--out: {out} holds a run with other settings ({', '.join(differing)}); use another --out")
+
+
+def run_training(config: TrainConfig, callbacks: list[Any] | None = None, log: Any = print) -> dict[str, Any]:
+    """Train with Ray Train, write the model directory, evaluate; returns a summary. Ray must be initialised.
+
+    The resource plan (faceray.resources.plan_training) is made first: a request the cluster cannot hold fails
+    here, in seconds, and the plan goes into train_config.json and, through `log`, to the console."""
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.tensorflow import TensorflowTrainer
+
+    from faceray.resources import plan_training
+    from faceray.runtime import read_cluster
+    from ingest.dataset import read_split_dataset
+
+    plan = plan_training(read_cluster(), config.workers, config.cpus_per_worker, config.gpus_per_worker)
+    if log is not None:
+        log(plan.line())
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    setup = prepare_run(config, plan.to_dict())
+
+    train_dataset = read_split_dataset(setup.data, "train")
+    val_dataset = read_split_dataset(setup.data, "val") if "val" in setup.train_splits or setup.use_val else None
+    if "val" in setup.train_splits:
         train_dataset = train_dataset.union(val_dataset)
-        counts = counts + label_counts(data, "val", num_classes)
-    use_val = has_val and not final
-    image_bytes = int(np.prod(meta["image_shape"]))
-    if counts.sum() * image_bytes < MATERIALIZE_LIMIT_BYTES:
+    image_bytes = int(np.prod(setup.meta["image_shape"]))
+    if setup.counts.sum() * image_bytes < MATERIALIZE_LIMIT_BYTES:
         train_dataset = train_dataset.materialize()
-        if use_val:
+        if setup.use_val:
             val_dataset = val_dataset.materialize()
     train_dataset = train_dataset.randomize_block_order()
     if config.balance == "downsample":
-        present = counts[counts > 0]
-        keep = [float(present.min() / count) if count else 0.0 for count in counts]
-        train_dataset = train_dataset.map_batches(_downsample_batch, fn_kwargs={"keep": keep}, batch_format="numpy")
+        train_dataset = train_dataset.map_batches(_downsample_batch, fn_kwargs={"keep": setup.keep_fractions()},
+                                                  batch_format="numpy")
     datasets = {"train": train_dataset}
-    if use_val:
+    if setup.use_val:
         datasets["val"] = val_dataset
 
-    loop_config = {
-        "config": dataclasses.asdict(config),
-        "input_shape": list(meta["image_shape"]),
-        "num_classes": num_classes,
-        "class_weights": class_weights_for(counts).tolist() if config.balance == "class-weight" else None,
-        "has_val": use_val,
-        "epochs": config.final if final else config.epochs,
-    }
-    monitored = "val_loss" if use_val else "loss"
+    monitored = "val_loss" if setup.use_val else "loss"
     trainer = TensorflowTrainer(
         train_loop_per_worker,
-        train_loop_config=loop_config,
-        scaling_config=ScalingConfig(num_workers=config.workers, resources_per_worker={"CPU": cpus_per_worker(config)}),
+        train_loop_config=loop_settings(config, setup),
+        scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=config.gpus_per_worker > 0,
+                                     resources_per_worker={"CPU": plan.chosen["cpus_per_worker"],
+                                                           **({"GPU": config.gpus_per_worker} if config.gpus_per_worker else {})}),
         datasets=datasets,
         run_config=RunConfig(
             name=RUN_NAME,
-            storage_path=str(out / RAY_RESULTS),
-            failure_config=FailureConfig(max_failures=config.max_failures),
+            storage_path=str(setup.out / RAY_RESULTS),
+            # controller_failure_limit 0: a worker group that cannot start (its start-up timeout,
+            # RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S) ends the run with an error instead of retrying forever.
+            failure_config=FailureConfig(max_failures=config.max_failures, controller_failure_limit=0),
             checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=monitored, checkpoint_score_order="min"),
             callbacks=callbacks,
         ),
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except Exception as error:
+        raise _explain_start_timeout(error, plan) from error
     if result.error is not None:
-        raise result.error
+        raise _explain_start_timeout(result.error, plan)
     if result.checkpoint is None:
         raise RuntimeError("training finished without a checkpoint")
-    return write_outputs(config, out, result.checkpoint, meta, labels, counts, final)
+    with result.checkpoint.as_directory() as folder:
+        state, best_weights = read_checkpoint(Path(folder))
+    return write_outputs(config, setup, state, best_weights)
 
 
-def write_outputs(config: TrainConfig, out: Path, checkpoint: Any, meta: dict[str, Any], labels: list[str],
-                  counts: np.ndarray, final: bool) -> dict[str, Any]:
-    """From the latest checkpoint: the best weights into model.keras, history, evaluation, card, plots."""
-    from train.evaluate import evaluate_model, plot_confusion_matrix, plot_learning_curves
+def _explain_start_timeout(error: BaseException, plan: Any) -> BaseException:
+    """Ray Train's worker-group start timeout, said in the plan's words (other errors pass unchanged)."""
+    text = f"{type(error).__name__}: {error}"
+    if "WorkerGroupStartupTimeout" not in text and "worker group startup timed out" not in text.lower():
+        return error
+    return RuntimeError(f"Ray Train's workers did not start in time (RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S): "
+                        f"the plan was {plan.line()}; the cluster's free CPUs may be held by another job")
+
+
+def train_in_process(config: TrainConfig, report: Any, restore_from: Path | None = None, log: Any = None,
+                     cpus: float = 0.0, resource_plan: dict[str, Any] | None = None,
+                     finished: Any = None) -> dict[str, Any]:
+    """One worker, in this process, without Ray Train or Ray Data: the same `run_epochs` core, checkpoint format and
+    outputs as `run_training`. A single-worker sweep trial runs this inside its Tune trial (no Train controller or
+    worker process to start, one TensorFlow import per trial). `report(metrics, folder)` is called after every epoch
+    with a folder holding the checkpoint; `restore_from` resumes from one; `cpus` caps TensorFlow's thread pool;
+    `finished(summary)` runs once the model directory is written, before the last report (a Tune scheduler may end
+    the trial at that report)."""
+    import keras
+    import tensorflow as tf
+
+    from train.augment import build_augmenter
+    from train.feed import shuffled_batches, split_batches
+    from train.loop import PlateauState, StepRunner, TrainingState, restore_training_state, run_epochs, save_training_state
+    from train.models import build_model
+
+    if cpus >= 1:
+        tf.config.threading.set_intra_op_parallelism_threads(int(cpus))
+    setup = prepare_run(config, resource_plan)
+    settings = loop_settings(config, setup)
+    strategy = tf.distribute.get_strategy()
+    keras.utils.set_random_seed(config.seed)
+    model = build_model(config.model, settings["input_shape"], settings["num_classes"], config.bn_momentum)
+    optimizer = keras.optimizers.Adam(learning_rate=config.lr)
+    augmenter = build_augmenter(config.augmentation(), seed=config.seed)
+    class_weights = np.asarray(settings["class_weights"], np.float32) if settings["class_weights"] else None
+    runner = StepRunner(model, optimizer, strategy, config.batch_size, augmenter, class_weights)
+    state, best = TrainingState(plateau=PlateauState(lr=config.lr)), None
+    if restore_from is not None:
+        state, best = restore_training_state(restore_from, model, optimizer)
+    keep = setup.keep_fractions() if config.balance == "downsample" else None
+
+    def before_epoch(epoch: int) -> None:
+        if restore_from is None and epoch == config.fail_at_epoch:
+            raise RuntimeError(f"injected failure at epoch {epoch + 1} (fail_at_epoch, for tests)")
+
+    summary: dict[str, Any] = {}
+
+    def on_epoch_end(metrics: dict[str, float], state: TrainingState, best_weights: list[np.ndarray] | None) -> None:
+        if state.epoch >= settings["epochs"] or state.plateau.stopped_early:
+            summary.update(write_outputs(config, setup, state, best_weights))
+            if finished is not None:
+                finished(summary)
+        with tempfile.TemporaryDirectory() as folder:
+            save_training_state(Path(folder), model, optimizer, state, best_weights)
+            report({key: float(value) for key, value in metrics.items()}, folder)
+
+    best = run_epochs(
+        runner, state, settings["epochs"],
+        lambda epoch: shuffled_batches(setup.data, setup.train_splits, config.batch_size, config.seed, epoch, keep),
+        (lambda: split_batches(setup.data, "val")) if setup.use_val else None,
+        config.patience, config.lr_patience, on_epoch_end, best_weights=best, before_epoch=before_epoch, log=log,
+        extra_metrics={"workers": 1.0},
+    )
+    return summary or write_outputs(config, setup, state, best)
+
+
+def read_checkpoint(folder: Path) -> tuple[Any, list[np.ndarray]]:
+    """The training state and best weights of a checkpoint folder written by `save_training_state`."""
     from train.loop import TrainingState
+
+    state = TrainingState.from_json((folder / "state.json").read_text())
+    with np.load(folder / "best_weights.npz") as arrays:
+        best_weights = [arrays[f"arr_{index}"] for index in range(len(arrays.files))]
+    return state, best_weights
+
+
+def write_outputs(config: TrainConfig, setup: RunSetup, state: Any, best_weights: list[np.ndarray]) -> dict[str, Any]:
+    """The best weights into model.keras, history, evaluation, card and plots."""
+    from train.evaluate import evaluate_model, plot_confusion_matrix, plot_learning_curves
     from train.model_dir import make_card, save_model_dir
     from train.models import build_model
 
-    with checkpoint.as_directory() as folder:
-        folder = Path(folder)
-        state = TrainingState.from_json((folder / "state.json").read_text())
-        with np.load(folder / "best_weights.npz") as arrays:
-            best_weights = [arrays[f"arr_{index}"] for index in range(len(arrays.files))]
+    meta, labels, counts, out, final = setup.meta, setup.labels, setup.counts, setup.out, setup.final
     model = build_model(config.model, meta["image_shape"], len(labels), config.bn_momentum)
     model.set_weights(best_weights)
 

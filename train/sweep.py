@@ -1,4 +1,4 @@
-"""`faceray sweep`: Ray Tune over the training code. Every trial calls `train.pipeline.run_training`.
+"""`faceray sweep`: Ray Tune over the training code: every trial runs `faceray train`'s loop (train.pipeline).
 
 Output folder:
   results.csv     one row per trial: its config, best validation accuracy and loss, best epoch, status, time
@@ -26,21 +26,86 @@ METRIC, MODE = "val_accuracy", "max"
 TUNE_DIR, EXPERIMENT = "tune", "sweep"
 
 
-def run_trial(params: dict[str, Any]) -> None:
-    """One Tune trial: the sweep's base settings plus this trial's sampled values, through run_training."""
+def run_trial(params: dict[str, Any], base: dict[str, Any]) -> None:
+    """One Tune trial: the sweep's base settings plus this trial's sampled values.
+
+    One worker trains right here, in the trial's process (`train_in_process`: no Train controller, no worker process,
+    no Ray Data tasks); more workers run `run_training` (Ray Train) from the trial. Same loop, metrics and outputs."""
     from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
 
-    from train.pipeline import run_training
+    from train.pipeline import run_training, train_in_process
 
-    base = dict(params["_base"])
-    sampled = {key: value for key, value in params.items() if not key.startswith("_")}
+    base = dict(base)
+    plan, in_ray_train = base.pop("_plan"), base.pop("_in_ray_train")
+    sampled = dict(params)
     trial_id = tune.get_context().get_trial_id()
     config = resolve_config(TrainConfig, {**base, **sampled, "out": str(Path(base["out"]) / "trials" / trial_id)})
     started = time.perf_counter()
-    summary = run_training(config, callbacks=[TuneReportCallback()])
-    write_json(Path(config.out) / "trial.json", {"trial_id": trial_id, "sampled": sampled, "seconds": time.perf_counter() - started,
-                                                  "summary": summary})
+
+    def finished(summary: dict[str, Any]) -> None:
+        write_json(Path(config.out) / "trial.json", {"trial_id": trial_id, "sampled": sampled,
+                                                      "seconds": time.perf_counter() - started, "summary": summary})
+
+    if config.workers == 1 and not in_ray_train:
+        def report(metrics: dict[str, float], folder: str) -> None:
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+        checkpoint = tune.get_checkpoint()
+        cpus = float(plan["chosen"]["cpus_per_trial_worker"])
+        if checkpoint is None:
+            train_in_process(config, report, cpus=cpus, resource_plan=plan, finished=finished)
+        else:
+            with checkpoint.as_directory() as folder:
+                train_in_process(config, report, restore_from=Path(folder), cpus=cpus, resource_plan=plan, finished=finished)
+    else:
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        finished(run_training(config, callbacks=[TuneReportCallback()], log=None))
+
+
+def trial_progress(log: Any, epochs: int, keys: list[str]) -> Any:
+    """A Tune callback that gives `log` one line per trial epoch and one when a trial ends (instead of Tune's tables)."""
+    from ray.tune import Callback
+
+    class TrialProgress(Callback):
+        def __init__(self, log: Any, epochs: int, keys: list[str]) -> None:
+            self.log, self.epochs, self.keys = log, epochs, keys
+
+        def __getstate__(self) -> dict[str, Any]:  # Tune saves its callbacks with the experiment: not the console
+            return {"epochs": self.epochs, "keys": self.keys}
+
+        def __setstate__(self, state: dict[str, Any]) -> None:
+            self.log, self.epochs, self.keys = (lambda line: None), state["epochs"], state["keys"]
+
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+            line = f"{_trial_name(trial, self.keys)} epoch {int(result.get('epoch', 0))}/{self.epochs}"
+            if METRIC in result:
+                line += f"  val_acc {result[METRIC]:.3f}  val_loss {result.get('val_loss', math.nan):.4f}"
+            self.log(line + f"  {result.get('images_per_s', 0):.0f} img/s")
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.log(f"{_trial_name(trial, self.keys)} ended")
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.log(f"{_trial_name(trial, self.keys)} failed (see results.csv)")
+
+    return TrialProgress(log, epochs, keys)
+
+
+def _trial_name(trial: Any, keys: list[str]) -> str:
+    sampled = " ".join(f"{key}={value}" for key, value in (trial.config or {}).items() if key in keys)
+    return f"trial {trial.trial_id} ({sampled})"
+
+
+def trials_and_workers(space: dict[str, Any], samples: int) -> tuple[int, int, float]:
+    """How many trials a space makes (grid points x samples), the most workers and GPUs per worker any trial asks."""
+    from train.sweep_space import grid_size
+
+    def largest(name: str, default: float) -> float:
+        value = space.get(name, default)
+        return max(value) if isinstance(value, list) else value if isinstance(value, (int, float)) else default
+
+    return grid_size(space) * samples, int(largest("workers", 1)), float(largest("gpus_per_worker", 0.0))
 
 
 def trial_rows(result_grid: Any, space_keys: list[str]) -> list[dict[str, Any]]:
@@ -119,8 +184,10 @@ def format_table(rows: list[dict[str, Any]], space_keys: list[str]) -> str:
     return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)) for line in lines)
 
 
-def run_sweep(config: SweepConfig) -> dict[str, Any]:
-    """Run (or resume) the sweep; returns {"rows", "best", "final"}. Ray must be initialised."""
+def run_sweep(config: SweepConfig, log: Any = print, verbose: int = 0) -> dict[str, Any]:
+    """Run (or resume) the sweep; returns {"rows", "best", "final"}. Ray must be initialised.
+
+    The resource plan (faceray.resources.plan_sweep) comes first: a sweep the cluster cannot hold fails at once."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -132,17 +199,31 @@ def run_sweep(config: SweepConfig) -> dict[str, Any]:
         raise ConfigError(f"--data: {error}") from None
     if config.task and config.task != meta["task"]:
         raise ConfigError(f"--task: {config.task!r} but {config.data} holds {meta['task']!r} data")
+    from faceray.resources import plan_sweep
+    from faceray.runtime import read_cluster
+
+    trials, workers, gpus = trials_and_workers(space, config.trials)
+    plan = plan_sweep(read_cluster(), trials, config.max_concurrent, workers, config.trial_cpus, gpus)
+    log(plan.line())
+    share = float(plan.chosen["cpus_per_trial_worker"])
     out = Path(config.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "sweep_config.json", {**config_to_dict(config), "space_file": space})
+    write_json(out / "sweep_config.json", {**config_to_dict(config), "space_file": space, "resource_plan": plan.to_dict()})
     base = {"data": str(Path(config.data).resolve()), "task": meta["task"], "out": str(out),
-            "cpus_per_worker": config.trial_cpus, "max_failures": 0}
-    param_space = {**to_tune_space(space), "_base": base}
+            "cpus_per_worker": share, "max_failures": 0, "_plan": plan.to_dict()}
+    in_trial = workers == 1 and not config.trials_in_ray_train
+    base["_in_ray_train"] = not in_trial
+    param_space = to_tune_space(space)
     max_epochs = space["epochs"] if isinstance(space["epochs"], int) else config.epochs
+    space_keys = [key for key in space if key != "epochs" or isinstance(space["epochs"], (list, dict))]
+    varying = [key for key in space if isinstance(space[key], (list, dict))]
     scheduler = (ASHAScheduler(time_attr="epoch", max_t=max_epochs, grace_period=min(config.grace_period, max_epochs),
                                reduction_factor=2)
                  if config.scheduler == "asha" else FIFOScheduler())
-    trainable = tune.with_resources(run_trial, {"CPU": 0.1})
+    # A one-worker trial trains in its own process and holds its CPUs; a Ray Train trial only waits on its
+    # workers (which hold theirs), so it takes a token share.
+    trainable = tune.with_resources(tune.with_parameters(run_trial, base=base),
+                                    {"CPU": share if in_trial else 0.01, **({"GPU": gpus} if in_trial and gpus else {})})
     experiment = out / TUNE_DIR / EXPERIMENT
     if tune.Tuner.can_restore(str(experiment)):
         tuner = tune.Tuner.restore(str(experiment), trainable=trainable, param_space=param_space,
@@ -152,11 +233,12 @@ def run_sweep(config: SweepConfig) -> dict[str, Any]:
             trainable,
             param_space=param_space,
             tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, num_samples=config.trials, scheduler=scheduler,
-                                        max_concurrent_trials=config.max_concurrent),
-            run_config=tune.RunConfig(name=EXPERIMENT, storage_path=str(out / TUNE_DIR), verbose=1),
+                                        max_concurrent_trials=int(plan.chosen["concurrent_trials"])),
+            run_config=tune.RunConfig(name=EXPERIMENT, storage_path=str(out / TUNE_DIR), verbose=verbose,
+                                      callbacks=[trial_progress(log, max_epochs, varying)] if log is not None else None,
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
         )
     result_grid = tuner.fit()
-    space_keys = [key for key in space if key != "epochs" or isinstance(space["epochs"], (list, dict))]
     rows = trial_rows(result_grid, space_keys)
     best = write_results(out, rows, space_keys)
     summary: dict[str, Any] = {"rows": rows, "best": best, "final": None, "space_keys": space_keys}
@@ -164,8 +246,9 @@ def run_sweep(config: SweepConfig) -> dict[str, Any]:
         from train.pipeline import run_training
 
         chosen = {key: best[key] for key in space_keys}
-        final_config = resolve_config(TrainConfig, {**base, **chosen, "final": max(1, int(best["best_epoch"])),
-                                                     "out": str(out / "final"), "max_failures": 1})
+        settings = {key: value for key, value in base.items() if not key.startswith("_")}
+        final_config = resolve_config(TrainConfig, {**settings, **chosen, "final": max(1, int(best["best_epoch"])),
+                                                     "out": str(out / "final"), "max_failures": 1, "cpus_per_worker": 0})
         summary["final"] = run_training(final_config)
         write_json(out / "best.json", {**{k: v for k, v in best.items() if not k.startswith("_")}, "final": summary["final"]})
     return summary

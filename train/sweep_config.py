@@ -15,13 +15,14 @@ class SweepConfig:
     task: str = option("", "emotion or gender; empty = the task recorded in the data", choices=("", "emotion", "gender"))
     space: str = option("", "search-space YAML (see train/spaces/report.yaml)")
     trials: int = option(1, "samples of the space (each grid point is tried this many times, with fresh random values)")
-    max_concurrent: int = option(1, "trials running at once (each runs its own Ray Train workers)")
+    max_concurrent: int = option(0, "trials running at once; 0 = as many as the cluster holds at 1 CPU per worker")
     scheduler: str = option("asha", "asha stops hopeless trials early; fifo runs every trial to the end", choices=("asha", "fifo"))
     epochs: int = option(10, "maximum epochs per trial (unless the space sets epochs)")
     grace_period: int = option(2, "ASHA: epochs every trial runs before it can be stopped")
     final: bool = option(False, "retrain the best config on train+val for its best epoch count and evaluate test once")
     out: str = option("runs/sweep", "output folder: results.csv, best.json, curves.png, trials/, final/")
-    trial_cpus: float = option(0.0, "CPUs each trial's workers reserve; 0 = what faceray train chooses")
+    trial_cpus: float = option(0.0, "CPUs each trial worker reserves; 0 = the cluster split between the concurrent trials")
+    trials_in_ray_train: bool = option(False, "benchmarks only: one-worker trials run Ray Train too", cli=False)
     address: str = option("", "Ray address: empty = embedded local Ray on loopback; 'auto' or ray://HOST:10001 = a cluster")
 
     def validate(self) -> list[str]:
@@ -30,7 +31,9 @@ class SweepConfig:
             problems.append("--data: an ingest output folder is required")
         if not self.space:
             problems.append("--space: a search-space YAML file is required")
-        for name in ("trials", "max_concurrent", "epochs", "grace_period"):
+        for name in ("trials", "epochs", "grace_period"):
             if getattr(self, name) < 1:
                 problems.append(f"--{name.replace('_', '-')}: must be at least 1")
+        if self.max_concurrent < 0 or self.trial_cpus < 0:
+            problems.append("--max-concurrent and --trial-cpus must be >= 0 (0 = fit the cluster)")
         return problems
