@@ -77,8 +77,15 @@ def jobs_action(arguments: argparse.Namespace) -> int:
 
 
 def run_demo(arguments: argparse.Namespace) -> int:
+    from cluster.demo import DemoFailed
     from cluster.demo import run_demo as demo
+    from faceray.console import log_path
 
-    report = demo(arguments.out, arguments.size, arguments.address or None)
-    print(f"report: {report}")
+    try:
+        demo(arguments.out, arguments.size, arguments.address or None)
+    except DemoFailed as failure:
+        log = log_path()
+        print(f"faceray demo: FAILED at step \"{failure.step}\": {failure}\n"
+              f"  report: {arguments.out}/report.md" + (f"; log: {log}" if log else ""), file=sys.stderr)
+        return 1
     return 0

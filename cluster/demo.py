@@ -39,28 +39,50 @@ SIZES = {
 }
 
 
-class Progress:
-    """Step headers with elapsed time, so a 10-minute run is never silent."""
+class DemoFailed(RuntimeError):
+    """A demo step that failed or whose result was wrong; the report names the step and the reason."""
 
-    def __init__(self, steps: int) -> None:
-        self.steps, self.step, self.started = steps, 0, time.perf_counter()
+    def __init__(self, reason: str, step: str = "") -> None:
+        super().__init__(reason)
+        self.step = step
+
+
+class Progress:
+    """Step headers with elapsed time, so a long run is never silent; remembers the step in progress."""
+
+    def __init__(self, steps: int, log: Any = print) -> None:
+        self.steps, self.step, self.started, self.log = steps, 0, time.perf_counter(), log
         self.timings: dict[str, float] = {}
-        self._current: tuple[str, float] | None = None
+        self.current: str = ""
+        self._started_step = 0.0
 
     def __call__(self, title: str) -> None:
         self._close()
         self.step += 1
-        print(f"\n[demo {self.step}/{self.steps} | {time.perf_counter() - self.started:5.0f}s] {title}", flush=True)
-        self._current = (title, time.perf_counter())
+        self.log(f"[demo {self.step}/{self.steps} | {time.perf_counter() - self.started:4.0f}s] {title}")
+        self.current, self._started_step = title, time.perf_counter()
 
     def _close(self) -> None:
-        if self._current:
-            self.timings[self._current[0]] = round(time.perf_counter() - self._current[1], 1)
-            self._current = None
+        if self.current and self.current not in self.timings:
+            self.timings[self.current] = round(time.perf_counter() - self._started_step, 1)
 
     def finish(self) -> float:
         self._close()
         return time.perf_counter() - self.started
+
+
+def check_client(summary: Any, frames_with_faces: int) -> None:
+    """The serving step's check: the client read the whole video, most frames were answered, faces were found."""
+    check(summary.exit_reason == "end of video", f"client: stopped before the end of the video ({summary.exit_reason})")
+    check(summary.responses >= max(1, summary.frames_read // 2),
+          f"client: only {summary.responses} of {summary.frames_read} frames were answered")
+    check(frames_with_faces > 0, "client: no face was found in any answered frame")
+
+
+def check(condition: bool, reason: str) -> None:
+    """A step's own check of its result: a wrong result fails the demo like an exception does."""
+    if not condition:
+        raise DemoFailed(reason)
 
 
 def demo_video(path: Path, frames: int) -> Path:
@@ -80,12 +102,50 @@ def demo_video(path: Path, frames: int) -> Path:
     return write_test_video(path, pictures, fps=10.0)
 
 
-def run_demo(out: str | Path = "runs/demo", size: str = "full", address: str | None = None) -> Path:
-    """Run every stage; returns the path of report.md."""
+def run_demo(out: str | Path = "runs/demo", size: str = "full", address: str | None = None, log: Any = print) -> Path:
+    """Run every stage, each checking its own result; returns the path of report.md. A failed step raises
+    DemoFailed after writing a report that names the step and the reason."""
+    plan = SIZES[size]
+    out = Path(out).resolve()
+    clear_output(out)
+    progress = Progress(8, log)
+    facts: dict[str, Any] = {"size": size, "plan": asdict(plan), "failed": None}
+    try:
+        run_steps(out, plan, address, progress, facts, log)
+    except BaseException as error:
+        reason = str(error) if isinstance(error, DemoFailed) else f"{type(error).__name__}: {error}".strip()
+        facts["failed"] = {"step": progress.current, "reason": reason}
+        facts["timings_s"] = progress.timings
+        facts["total_s"] = round(progress.finish(), 1)
+        write_report(out, facts)
+        if isinstance(error, KeyboardInterrupt):
+            raise
+        raise DemoFailed(reason, progress.current) from error
+    facts["timings_s"] = progress.timings
+    facts["total_s"] = round(progress.finish(), 1)
+    report = write_report(out, facts)
+    log(f"demo finished in {facts['total_s']:.0f} s: {report}")
+    log("the demo's models learned synthetic faces; to try the paper's published models on your own face (webcam):")
+    for command in TRY_REAL_FACES:
+        log(f"  {command}")
+    return report
+
+
+def clear_output(out: Path) -> None:
+    """Empty `out` for a fresh run, keeping the run log the CLI already writes there."""
+    out.mkdir(parents=True, exist_ok=True)
+    for entry in out.iterdir():
+        if entry.name == "faceray.log":
+            continue
+        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+
+
+def run_steps(out: Path, plan: DemoSize, address: str | None, progress: Progress, facts: dict[str, Any], log: Any) -> None:
+    """The demo's steps; each records its facts and checks its own result."""
     from faceray.runtime import free_loopback_port, init_ray, shutdown_ray
     from ingest.config import IngestConfig
     from ingest.inspect import inspect_output
-    from ingest.pipeline import run_ingest
+    from ingest.pipeline import run_ingest, summary_line
     from ingest.sample import write_sample
     from serve.client import ClientConfig, run_client
     from serve.config import ServeConfig
@@ -94,14 +154,6 @@ def run_demo(out: str | Path = "runs/demo", size: str = "full", address: str | N
     from train.pipeline import run_training
     from train.sweep import format_table, run_sweep
     from train.sweep_config import SweepConfig
-
-    plan = SIZES[size]
-    out = Path(out).resolve()
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    progress = Progress(8)
-    facts: dict[str, Any] = {"size": size, "plan": asdict(plan)}
 
     progress("starting a local Ray on 127.0.0.1")
     init_ray(address)
@@ -115,22 +167,30 @@ def run_demo(out: str | Path = "runs/demo", size: str = "full", address: str | N
             ("imdb", dict(dataset="imdb", root=str(sample.imdb_root), out=str(out / "data" / "imdb64"))),
             ("fer", dict(dataset="fer", csv=str(sample.fer_csv), out=str(out / "data" / "fer48"))),
         ):
-            manifests[name] = run_ingest(resolve_config(IngestConfig, {**settings, "shard_rows": 500}))
-            table, _ = inspect_output(settings["out"])
-            print(table)
+            manifest = run_ingest(resolve_config(IngestConfig, {**settings, "shard_rows": 500, "progress": False}),
+                                  log=log if name == "imdb" else None)
+            inputs = manifest["inputs"]
+            check(inputs["accepted"] > 0 and inputs["accepted"] + inputs["rejected"] == inputs["total"],
+                  f"ingest {name}: {inputs['accepted']} accepted + {inputs['rejected']} rejected of {inputs['total']} inputs")
+            inspect_output(settings["out"])
+            manifests[name] = manifest
+            log("  " + summary_line(manifest))
         facts["ingest"] = {name: {"inputs": manifest["inputs"], "rejects": manifest["rejects"], "throughput": manifest["this_run"]}
                            for name, manifest in manifests.items()}
 
         progress("train the residual model (mini-Xception) for emotion and for gender with Ray Train")
-        trained = {}
+        facts["train"] = {}
         for task, data, epochs in (("emotion", "fer48", plan.emotion_epochs), ("gender", "imdb64", plan.gender_epochs)):
             # bn_momentum 0.9: the sample gives a few hundred steps, too few for the paper's 0.99.
             config = resolve_config(TrainConfig, dict(data=str(out / "data" / data), task=task, model="residual",
                                                       epochs=epochs, bn_momentum=0.9, augment="off",
                                                       out=str(out / "models" / task)))
-            trained[task] = run_training(config)
-            print(f"{task}: {trained[task]['evaluation']}")
-        facts["train"] = {task: summary["evaluation"] | {"metrics": summary["metrics"]} for task, summary in trained.items()}
+            summary = run_training(config, log=lambda line: log("  " + line))
+            evaluation = summary["evaluation"]
+            check((out / "models" / task / "model.keras").is_file(), f"train {task}: no model.keras was written")
+            log(f"  {task}: {evaluation['split']} accuracy {evaluation['accuracy']:.3f} (majority-class chance "
+                f"{evaluation['chance_accuracy']:.3f}), macro-F1 {evaluation['macro_f1']:.3f}")
+            facts["train"][task] = evaluation | {"metrics": summary["metrics"]}
 
         progress(f"a small sweep of the learning rate with Ray Tune ({len(plan.sweep_learning_rates)} trials)")
         space = out / "sweep_space.yaml"
@@ -139,40 +199,41 @@ def run_demo(out: str | Path = "runs/demo", size: str = "full", address: str | N
         # Trials side by side, as many as the machine holds (faceray.resources.plan_sweep), each training in its trial.
         sweep = run_sweep(resolve_config(SweepConfig, dict(data=str(out / "data" / "fer48"), space=str(space),
                                                            epochs=plan.sweep_epochs, scheduler="fifo",
-                                                           out=str(out / "sweep"))))
-        sweep_table = format_table(sweep["rows"], sweep["space_keys"])
-        print(sweep_table)
+                                                           out=str(out / "sweep"))), log=lambda line: log("  " + line))
+        failed_trials = [row["trial_id"] for row in sweep["rows"] if row["status"].startswith("failed")]
+        check(not failed_trials and sweep["best"] is not None, f"sweep: trials failed: {', '.join(failed_trials) or 'all'}")
+        facts["sweep_table"] = format_table(sweep["rows"], sweep["space_keys"])
+        log("\n".join("  " + line for line in facts["sweep_table"].splitlines()))
 
         progress("start the face-classification service on Ray Serve")
         port = free_loopback_port()
         url = start_service(resolve_config(ServeConfig, dict(emotion_model=str(out / "models" / "emotion"),
-                                                             gender_model=str(out / "models" / "gender"), port=port)))
+                                                             gender_model=str(out / "models" / "gender"), port=port)),
+                            log=lambda line: log("  " + line))
         try:
             progress("run the client headless over a generated video")
             video = demo_video(out / "input.mp4", plan.video_frames)
             summary = run_client(ClientConfig(source=str(video), url=url, output=str(out / "annotated.mp4"),
-                                              jsonl=str(out / "client.jsonl"), display=False))
-            print(f"client: {summary}")
+                                              jsonl=str(out / "client.jsonl"), display=False), log=lambda line: log("  " + line))
         finally:
             stop_service()
     finally:
         shutdown_ray()
 
-    progress("write the report")
-    results = [json.loads(line) for line in (out / "client.jsonl").read_text().splitlines()]
+    progress("check the client's answers and write the report")
+    results = [json.loads(line) for line in (out / "client.jsonl").read_text().splitlines()] if (out / "client.jsonl").exists() else []
     totals = [result["timings_ms"]["total"] for result in results if result.get("timings_ms")]
     facts["serve"] = {
         "responses": summary.responses, "frames_read": summary.frames_read, "frames_dropped": summary.frames_dropped,
         "client_fps": round(summary.fps, 2), "client_mean_latency_ms": round(summary.mean_latency_ms, 1),
         "server_p50_ms": round(float(np.percentile(totals, 50)), 1) if totals else None,
-        "frames_with_faces": sum(1 for result in results if result["faces"]),
+        "frames_with_faces": sum(1 for result in results if result["faces"]), "exit_reason": summary.exit_reason,
     }
+    log(f"  client: {summary.responses} of {summary.frames_read} frames answered ({summary.frames_dropped} dropped, never "
+        f"queued), {facts['serve']['frames_with_faces']} with a face; {summary.fps:.1f} frames/s, mean round trip "
+        f"{summary.mean_latency_ms:.0f} ms; ended: {summary.exit_reason}")
+    check_client(summary, facts["serve"]["frames_with_faces"])
     snapshot_frame(out / "annotated.mp4", out / "annotated_frame.png")
-    facts["timings_s"] = progress.timings
-    facts["total_s"] = round(progress.finish(), 1)
-    report = write_report(out, facts, sweep_table)
-    print(f"\ndemo finished in {facts['total_s']:.0f} s: {report}")
-    return report
 
 
 def snapshot_frame(video: Path, png: Path) -> None:
@@ -186,47 +247,63 @@ def snapshot_frame(video: Path, png: Path) -> None:
         cv2.imwrite(str(png), frame)
 
 
-def write_report(out: Path, facts: dict[str, Any], sweep_table: str) -> Path:
-    """report.md with the numbers and links to every PNG the stages wrote."""
-    ingest, train, serve = facts["ingest"], facts["train"], facts["serve"]
-    lines = [
-        "# faceray demo report",
-        "",
+TRY_REAL_FACES = (
+    "faceray fetch-weights paper --out models",
+    "faceray serve --emotion-model models/emotion-paper --gender-model models/gender-paper",
+    "faceray client --source 0",
+)
+
+
+def write_report(out: Path, facts: dict[str, Any]) -> Path:
+    """report.md (and report.json) with the numbers and links to every PNG the stages wrote; a failed step is named
+    at the top with its reason, and only the steps that finished have sections."""
+    lines = ["# faceray demo report", ""]
+    failed = facts.get("failed")
+    if failed:
+        lines += [f"> **FAILED at step \"{failed['step']}\"**: {failed['reason']}", ">",
+                  "> The sections below are the steps that finished. The run log (Ray's and TensorFlow's lines) is",
+                  "> `faceray.log` in this folder.", ""]
+    lines += [
         "> **The data here is synthetic**: drawn faces generated by `faceray sample` in the real IMDB-WIKI and",
         "> FER-2013 layouts, with a few broken inputs on purpose. Accuracy on it says nothing about real faces;",
-        "> it shows that every stage runs end to end. The commands for the real datasets are at the end.",
+        "> it shows that every stage runs end to end. For models that work on real faces, see the end.",
         "",
-        f"Size: `{facts['size']}`; total {facts['total_s']} s on a local Ray (127.0.0.1).",
-        "",
-        "## Ingest (Ray Data → Parquet)",
-        "",
-        "| dataset | inputs | accepted | rejected | img/s | rejects by reason |",
-        "|---|---|---|---|---|---|",
+        f"Size: `{facts['size']}`; total {facts.get('total_s', '?')} s on a local Ray (127.0.0.1).",
     ]
-    for name, item in ingest.items():
-        reasons = ", ".join(f"{reason}: {count}" for reason, count in item["rejects"].items())
-        lines.append(f"| {name} | {item['inputs']['total']} | {item['inputs']['accepted']} | {item['inputs']['rejected']} | "
-                     f"{item['throughput']['images_per_s']} | {reasons} |")
-    lines += ["", "![IMDB samples](data/imdb64/inspect/samples.png) ![FER samples](data/fer48/inspect/samples.png)", "",
-              "![IMDB classes](data/imdb64/inspect/class_distribution.png) ![FER classes](data/fer48/inspect/class_distribution.png)", "",
-              "## Training (Ray Train, residual mini-Xception)", "",
-              "| task | split | accuracy | chance (majority) | macro-F1 | epochs | median img/s |", "|---|---|---|---|---|---|---|"]
-    for task, item in train.items():
-        lines.append(f"| {task} | {item['split']} | {item['accuracy']:.3f} | {item['chance_accuracy']:.3f} | {item['macro_f1']:.3f} | "
-                     f"{item['metrics']['epochs_run']} | {item['metrics']['train_images_per_s']:.0f} |")
-    for task in train:
-        lines += ["", f"![{task} learning curves](models/{task}/learning_curves.png) ![{task} confusion matrix](models/{task}/confusion_matrix.png)"]
-    lines += ["", "## Sweep (Ray Tune)", "", "```", sweep_table, "```", "", "![validation curves](sweep/curves.png)", "",
-              "## Serving (Ray Serve) and the client", "",
-              f"- {serve['responses']} frames answered of {serve['frames_read']} read ({serve['frames_dropped']} dropped, "
-              f"never queued); {serve['frames_with_faces']} with a face found",
-              f"- client: {serve['client_fps']} frames/s, mean round trip {serve['client_mean_latency_ms']} ms; "
-              f"server p50 {serve['server_p50_ms']} ms (2 cores shared by every stage)",
-              "- annotated video: [annotated.mp4](annotated.mp4), one frame below; per-frame results: `client.jsonl`", "",
-              "![annotated frame](annotated_frame.png)", "",
-              "## Time per step (s)", "", "| step | seconds |", "|---|---|"]
-    lines += [f"| {step} | {seconds} |" for step, seconds in facts["timings_s"].items()]
-    lines += ["", "## On the real datasets, and on a cluster", "", "```bash",
+    if "ingest" in facts:
+        lines += ["", "## Ingest (Ray Data → Parquet)", "",
+                  "| dataset | inputs | accepted | rejected | img/s | rejects by reason |", "|---|---|---|---|---|---|"]
+        for name, item in facts["ingest"].items():
+            reasons = ", ".join(f"{reason}: {count}" for reason, count in item["rejects"].items())
+            lines.append(f"| {name} | {item['inputs']['total']} | {item['inputs']['accepted']} | {item['inputs']['rejected']} | "
+                         f"{item['throughput']['images_per_s']} | {reasons} |")
+        lines += ["", "![IMDB samples](data/imdb64/inspect/samples.png) ![FER samples](data/fer48/inspect/samples.png)", "",
+                  "![IMDB classes](data/imdb64/inspect/class_distribution.png) ![FER classes](data/fer48/inspect/class_distribution.png)"]
+    if facts.get("train"):
+        lines += ["", "## Training (Ray Train, residual mini-Xception)", "",
+                  "| task | split | accuracy | chance (majority) | macro-F1 | epochs | median img/s |", "|---|---|---|---|---|---|---|"]
+        for task, item in facts["train"].items():
+            lines.append(f"| {task} | {item['split']} | {item['accuracy']:.3f} | {item['chance_accuracy']:.3f} | "
+                         f"{item['macro_f1']:.3f} | {item['metrics']['epochs_run']} | {item['metrics']['train_images_per_s']:.0f} |")
+        for task in facts["train"]:
+            lines += ["", f"![{task} learning curves](models/{task}/learning_curves.png) "
+                          f"![{task} confusion matrix](models/{task}/confusion_matrix.png)"]
+    if "sweep_table" in facts:
+        lines += ["", "## Sweep (Ray Tune)", "", "```", facts["sweep_table"], "```", "", "![validation curves](sweep/curves.png)"]
+    if "serve" in facts:
+        serve = facts["serve"]
+        lines += ["", "## Serving (Ray Serve) and the client", "",
+                  f"- {serve['responses']} frames answered of {serve['frames_read']} read ({serve['frames_dropped']} dropped, "
+                  f"never queued); {serve['frames_with_faces']} with a face found; the client ended at: {serve['exit_reason']}",
+                  f"- client: {serve['client_fps']} frames/s, mean round trip {serve['client_mean_latency_ms']} ms; "
+                  f"server p50 {serve['server_p50_ms']} ms (2 cores shared by every stage)",
+                  "- annotated video: [annotated.mp4](annotated.mp4), one frame below; per-frame results: `client.jsonl`", "",
+                  "![annotated frame](annotated_frame.png)"]
+    lines += ["", "## Time per step (s)", "", "| step | seconds |", "|---|---|"]
+    lines += [f"| {step} | {seconds} |" for step, seconds in facts.get("timings_s", {}).items()]
+    lines += ["", "## On real faces: the paper's published models", "",
+              "Downloaded only when you run the first command (MIT licence, SHA-256 checked):", "", "```bash", *TRY_REAL_FACES, "```",
+              "", "## On the real datasets, and on a cluster", "", "```bash",
               "# IMDB-WIKI crops (imdb_crop/ with imdb.mat) and FER-2013 (fer2013.csv), downloaded by you",
               "faceray ingest imdb --root data/imdb_crop --out data/imdb64 --by-identity",
               "faceray ingest fer --csv data/fer2013.csv --out data/fer64 --size 64",

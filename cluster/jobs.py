@@ -56,7 +56,11 @@ def is_local_address(address: str) -> bool:
 def entrypoint(stage: str, arguments: list[str], python: str) -> str:
     """The job's command line: faceray's module entry point under the chosen interpreter."""
     if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}: expected one of {', '.join(STAGES)}")
+        import difflib
+
+        close = difflib.get_close_matches(stage, STAGES, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ValueError(f"unknown stage {stage!r}{hint}: expected one of {', '.join(STAGES)}")
     return " ".join(shlex.quote(part) for part in [python, "-m", "faceray.cli", stage, *arguments])
 
 
@@ -79,11 +83,12 @@ def submit(address: str, stage: str, arguments: list[str], python: str = "auto",
            with_requirements: bool = False, submission_id: str | None = None, out=sys.stdout) -> tuple[str, str]:
     """Submit a stage as a Ray Job; with `follow`, stream its logs until it ends. Returns (job id, status)."""
     interpreter = sys.executable if python == "auto" and is_local_address(address) else ("python" if python == "auto" else python)
+    command = entrypoint(stage, arguments, interpreter)  # an unknown stage is refused before connecting
     client = job_client(address)
     deadline = time.monotonic() + 60
     while True:
         try:
-            job_id = client.submit_job(entrypoint=entrypoint(stage, arguments, interpreter),
+            job_id = client.submit_job(entrypoint=command,
                                        runtime_env=runtime_env(with_requirements), submission_id=submission_id)
             break
         except RuntimeError as problem:

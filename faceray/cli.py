@@ -94,30 +94,45 @@ def main(argv: list[str] | None = None) -> int:
     leaf = getattr(arguments, "leaf_parser", parser)
     if extras:
         leaf.error(f"unrecognized arguments: {' '.join(extras)}")
+    verbose = bool(getattr(arguments, "verbose", False))
     try:
-        return int(arguments.handler(arguments) or 0)
+        if verbose:
+            return int(arguments.handler(arguments) or 0)
+        from faceray.console import quiet_console
+
+        with quiet_console(run_log_path(arguments)):
+            return int(arguments.handler(arguments) or 0)
     except ConfigError as error:
         parser.exit(2, f"faceray {arguments.command}: {error}\n")
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as error:  # noqa: BLE001 - the last line of defence: a cause and a log, not a traceback
-        if arguments.verbose:
+        if verbose:
             raise
-        log = write_error_log(error)
-        print(f"faceray {arguments.command}: failed: {type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}\n"
-              f"  the traceback is in {log}; run with --verbose to see it here", file=sys.stderr)
+        log = write_error_log(error, run_log_path(arguments))
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        print(f"faceray {arguments.command}: failed: {type(error).__name__}: {first_line}\n"
+              f"  the traceback and Ray's and TensorFlow's lines are in {log}; --verbose shows them here", file=sys.stderr)
         return 1
 
 
-def write_error_log(error: BaseException) -> Path:
-    """The traceback of `error` in FACERAY_LOG_DIR (default ~/.cache/faceray)/last-error.log; returns the path."""
+def run_log_path(arguments: argparse.Namespace) -> Path:
+    """OUT/faceray.log for a run with an output folder, else ~/.cache/faceray/logs/<command>.log."""
     import os
 
-    folder = Path(os.environ.get("FACERAY_LOG_DIR") or Path.home() / ".cache" / "faceray")
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "last-error.log"
-    path.write_text("".join(traceback.format_exception(type(error), error, error.__traceback__)))
+    out = getattr(arguments, "out", None)
+    if out and arguments.command not in ("sample", "import-model", "fetch-weights"):  # those write data, not a run
+        return Path(out) / "faceray.log"
+    folder = Path(os.environ.get("FACERAY_LOG_DIR") or Path.home() / ".cache" / "faceray" / "logs")
+    return folder / f"{arguments.command}.log"
+
+
+def write_error_log(error: BaseException, path: Path) -> Path:
+    """Append the traceback of `error` to the run log `path`; returns the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        handle.write("".join(traceback.format_exception(type(error), error, error.__traceback__)))
     return path
 
 

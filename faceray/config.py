@@ -21,9 +21,11 @@ class ConfigError(ValueError):
     """One or more invalid settings; the message names each flag."""
 
 
-def option(default: Any, help: str, *, choices: typing.Sequence[Any] | None = None, cli: bool = True) -> Any:
-    """A dataclass field with its help text (and optional choices) for the command line."""
-    metadata = {"help": help, "choices": choices, "cli": cli}
+def option(default: Any, help: str, *, choices: typing.Sequence[Any] | None = None, cli: bool = True,
+           required: bool = False) -> Any:
+    """A dataclass field with its help text (and optional choices) for the command line. `required` marks it so in
+    `--help` (it may still come from `--config`; `validate()` says when it is missing)."""
+    metadata = {"help": help, "choices": choices, "cli": cli, "required": required}
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -80,12 +82,15 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_class: type, sk
     """Add one flag per dataclass field; unset flags stay absent so YAML values are not overridden."""
     skipped = set(skip)
     hints = typing.get_type_hints(config_class)
+    required_group: argparse._ArgumentGroup | None = None
     for field in dataclasses.fields(config_class):
         if field.name in skipped or not field.metadata.get("cli", True):
             continue
         default = field.default if field.default is not dataclasses.MISSING else field.default_factory()  # type: ignore[misc]
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        help_text = field.metadata.get("help", "") + ("" if shown in ("", None) else f" (default: {shown})")
+        help_text = field.metadata.get("help", "")
+        if not field.metadata.get("required") and shown not in ("", None):
+            help_text += f" (default: {shown})"
         target = _base_type(hints[field.name])
         kwargs: dict[str, Any] = {"dest": field.name, "default": argparse.SUPPRESS, "help": help_text}
         if target is bool:
@@ -95,7 +100,12 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_class: type, sk
             if field.metadata.get("choices"):
                 kwargs["choices"] = list(field.metadata["choices"])
                 kwargs.pop("metavar")
-        parser.add_argument(flag_name(field.name), **kwargs)
+        target_group = parser
+        if field.metadata.get("required"):
+            if required_group is None:
+                required_group = parser.add_argument_group("required (as a flag or in --config)")
+            target_group = required_group
+        target_group.add_argument(flag_name(field.name), **kwargs)
 
 
 def resolve_config(

@@ -72,27 +72,49 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard:
     """
     import ray
 
+    from faceray.console import forward_worker_output, route_library_logs
+
     if ray.is_initialized():
         return
     # Ray Data otherwise prints its progress as a flood of log lines when stdout is not a terminal.
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     if address in (None, "") and os.environ.get("RAY_ADDRESS"):
         # Inside a Ray Job (faceray submit) the job supervisor points RAY_ADDRESS at the cluster.
-        ray.init(logging_level="WARNING")
+        ray.init(logging_level="WARNING", log_to_driver=forward_worker_output())
     elif address in (None, "", "local"):
         use_loopback_environment()
         use_loopback_haproxy()
-        ray.init(
-            num_cpus=num_cpus,
-            # The dashboard (on 127.0.0.1) serves the state API that Ray Train's controller polls.
-            include_dashboard=dashboard,
-            dashboard_host="127.0.0.1",
-            log_to_driver=True,
-            configure_logging=True,
-            logging_level="WARNING",
-        )
+        # Pin every process of this Ray to it: the GCS gets a port chosen here, and the job's workers get it as
+        # RAY_ADDRESS. Ray's helpers that look for "the" local Ray (Ray Train's placement-group cleaner, the state
+        # API) otherwise find several on a shared machine and fail ("Found multiple active Ray instances").
+        gcs_port = free_loopback_port()
+        os.environ["RAY_GCS_SERVER_PORT"] = str(gcs_port)
+        try:
+            start_local_ray(num_cpus, dashboard, {"RAY_ADDRESS": f"127.0.0.1:{gcs_port}"})
+        finally:
+            os.environ.pop("RAY_GCS_SERVER_PORT", None)  # a Ray started later by a child process picks its own
     else:
-        ray.init(address=address, logging_level="WARNING")
+        ray.init(address=address, logging_level="WARNING", log_to_driver=forward_worker_output())
+    route_library_logs()
+
+
+def start_local_ray(num_cpus: int | None, dashboard: bool, worker_environment: dict[str, str]) -> None:
+    """ray.init for the embedded local Ray on 127.0.0.1, quiet unless faceray.console says otherwise."""
+    import ray
+
+    from faceray.console import forward_worker_output
+
+    ray.init(
+        num_cpus=num_cpus,
+        runtime_env={"env_vars": worker_environment},
+        # The dashboard (on 127.0.0.1) serves the state API that Ray Train's controller polls.
+        include_dashboard=dashboard,
+        dashboard_host="127.0.0.1",
+        # Quiet by default (faceray.console): workers' lines stay in Ray's session logs; --verbose shows them.
+        log_to_driver=forward_worker_output(),
+        configure_logging=True,
+        logging_level="WARNING",
+    )
 
 
 def read_cluster() -> "ClusterResources":

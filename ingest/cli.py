@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from faceray.config import add_config_arguments, resolve_config
 from ingest.config import IngestConfig
@@ -62,8 +63,11 @@ def run_ingest_command(arguments: argparse.Namespace) -> int:
 
 
 def run_inspect(arguments: argparse.Namespace) -> int:
+    from faceray.config import ConfigError
     from ingest.inspect import inspect_output
 
+    if not (Path(arguments.data) / "manifest.json").is_file():
+        raise ConfigError(f"{arguments.data} is not a finished `faceray ingest` output (no manifest.json)")
     table, written = inspect_output(arguments.data, arguments.per_class)
     print(table)
     for path in written:

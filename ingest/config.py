@@ -14,7 +14,7 @@ class IngestConfig:
     """Settings of one ingest run (IMDB-WIKI or FER-2013 into Parquet shards)."""
 
     dataset: str = option("imdb", "which dataset: imdb (IMDB-WIKI crops + .mat) or fer (FER-2013 CSV)", choices=("imdb", "fer"), cli=False)
-    out: str = option("", "output directory for OUT/<split>/*.parquet, manifest.json and rejects.csv")
+    out: str = option("", "output directory for OUT/<split>/*.parquet, manifest.json and rejects.csv", required=True)
     root: str = option("", "IMDB-WIKI: the crop folder holding imdb.mat (or wiki.mat) and the NN/ image folders")
     mat: str = option("", "IMDB-WIKI: the .mat metadata file (default: ROOT/imdb.mat, else ROOT/wiki.mat)")
     csv: str = option("", "FER-2013: the fer2013.csv file (emotion,pixels,Usage)")

@@ -62,3 +62,42 @@ def test_pure_cores_do_not_import_ray():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_version_and_did_you_mean(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0 and capsys.readouterr().out.startswith("faceray ")
+    with pytest.raises(SystemExit) as exited:
+        main(["train", "--data", "x", "--epocs", "3"])
+    error = capsys.readouterr().err
+    assert exited.value.code == 2 and "usage: faceray train" in error and "did you mean --epochs?" in error
+    with pytest.raises(SystemExit):
+        main(["trian"])
+    assert "did you mean train?" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["ingest", "fr"])
+    assert "did you mean fer?" in capsys.readouterr().err
+
+
+def test_required_settings_are_shown_as_required(capsys):
+    with pytest.raises(SystemExit):
+        main(["sweep", "--help"])
+    shown = capsys.readouterr().out
+    required = shown.split("required (as a flag or in --config):", 1)[1]
+    assert "--data" in required and "--space" in required and "--epochs" not in required
+
+
+def test_an_unexpected_failure_is_one_line_and_a_log(tmp_path, monkeypatch, capsys):
+    """Not a user's mistake: exit 1, the cause in one line, the traceback in the run log (not on the console)."""
+    from ingest import cli as ingest_cli
+
+    def broken(arguments):
+        raise RuntimeError("disk on fire\nsecond line")
+
+    monkeypatch.setattr(ingest_cli, "run_sample", broken)
+    monkeypatch.setenv("FACERAY_LOG_DIR", str(tmp_path))
+    assert main(["sample", "--out", str(tmp_path / "s")]) == 1
+    error = capsys.readouterr().err
+    assert "failed: RuntimeError: disk on fire" in error and "second line" not in error and "Traceback" not in error
+    assert "Traceback" in (tmp_path / "sample.log").read_text()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+from pathlib import Path
 
 from faceray.config import add_config_arguments, resolve_config
 from train.config import TrainConfig
@@ -37,6 +37,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     importer.add_argument("--color", default="gray", choices=("gray", "rgb"), help="colour mode (default: gray)")
     importer.add_argument("--crop-margin", type=float, default=0.1, help="face-box margin per side (default: 0.1)")
     importer.set_defaults(handler=run_import)
+
+    fetch = subparsers.add_parser("fetch-weights", help="download the paper's published models (checked) as model directories",
+                                  description="Downloads on purpose only: each file's SHA-256 is pinned in train/weights.py. "
+                                              "Writes OUT/emotion-paper/ and OUT/gender-paper/.")
+    fetch.add_argument("name", choices=("paper",), help="paper: the paper's mini-Xception emotion and gender models (MIT)")
+    fetch.add_argument("--out", default="models", help="folder for the model directories (default: models)")
+    fetch.add_argument("--base-url", default=None, help="a mirror with the repository's trained_models/ layout "
+                       "(default: github oarriaga/face_classification)")
+    fetch.set_defaults(handler=run_fetch_weights)
 
 
 def run_train(arguments: argparse.Namespace) -> int:
@@ -76,9 +85,28 @@ def run_sweep_command(arguments: argparse.Namespace) -> int:
 def run_evaluate(arguments: argparse.Namespace) -> int:
     from train.pipeline import run_evaluation
 
+    from faceray.config import ConfigError
+    from train.model_dir import CARD_FILE
+
+    if not (Path(arguments.model_dir) / CARD_FILE).is_file():
+        raise ConfigError(f"{arguments.model_dir} is not a model directory (no {CARD_FILE})")
+    if not (Path(arguments.data) / "manifest.json").is_file():
+        raise ConfigError(f"--data: {arguments.data} is not an ingest output (no manifest.json)")
     report = run_evaluation(arguments.model_dir, arguments.data, arguments.split)
-    print(json.dumps({key: report[key] for key in ("split", "count", "accuracy", "macro_f1", "chance_accuracy")}))
+    print(format_evaluation(report))
+    print(f"written: {Path(arguments.model_dir) / f'evaluation_{arguments.split}.json'} and confusion_matrix_{arguments.split}.png")
     return 0
+
+
+def format_evaluation(report: dict) -> str:
+    """Per-class precision, recall, F1 and support as a table, then accuracy against chance."""
+    rows = [("class", "precision", "recall", "F1", "images")]
+    rows += [(name, f"{item['precision']:.3f}", f"{item['recall']:.3f}", f"{item['f1']:.3f}", str(item["support"]))
+             for name, item in report["per_class"].items()]
+    widths = [max(len(row[index]) for row in rows) for index in range(5)]
+    table = "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows)
+    return (f"{table}\n{report['split']}: accuracy {report['accuracy']:.3f} (majority-class chance "
+            f"{report['chance_accuracy']:.3f}), macro-F1 {report['macro_f1']:.3f} on {report['count']} images")
 
 
 def run_import(arguments: argparse.Namespace) -> int:
@@ -96,4 +124,18 @@ def run_import(arguments: argparse.Namespace) -> int:
     except ValueError as error:
         raise ConfigError(str(error)) from None
     print(f"wrote model directory {folder}")
+    return 0
+
+
+def run_fetch_weights(arguments: argparse.Namespace) -> int:
+    from faceray.config import ConfigError
+    from train.weights import PAPER_BASE_URL, DownloadError, fetch_weights
+
+    try:
+        folders = fetch_weights(arguments.name, arguments.out, arguments.base_url or PAPER_BASE_URL)
+    except DownloadError as error:
+        raise ConfigError(str(error)) from None
+    print("try them on your own face (webcam), in two terminals:\n"
+          f"  faceray serve --emotion-model {folders['emotion']} --gender-model {folders['gender']}\n"
+          "  faceray client --source 0")
     return 0

@@ -17,7 +17,7 @@ AUGMENT_PRESETS: dict[str, dict[str, float]] = {
 class TrainConfig:
     """Settings of one training run."""
 
-    data: str = option("", "an ingest output folder (OUT of `faceray ingest`)")
+    data: str = option("", "an ingest output folder (OUT of `faceray ingest`)", required=True)
     task: str = option("", "emotion or gender; empty = the task recorded in the data", choices=("", "emotion", "gender"))
     model: str = option("residual", "residual (mini-Xception) or basic (sequential CNN)", choices=("residual", "basic"))
     workers: int = option(1, "data-parallel Ray Train workers")

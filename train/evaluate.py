@@ -50,45 +50,63 @@ def evaluate_model(model: keras.Model, images: npt.NDArray[np.uint8], labels: np
 
 
 def plot_confusion_matrix(report: dict[str, Any], path: Path, title: str) -> None:
-    """A row-normalised confusion matrix with counts, as PNG."""
+    """Two panels as PNG: the counts, and the matrix normalised by row (the recall of each true class)."""
     from matplotlib.figure import Figure  # not pyplot: no global figure registry to close or share between threads
 
     matrix = np.array(report["confusion_matrix"], dtype=float)
     normalised = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     names = report["labels"]
-    figure = Figure(figsize=(1.0 + 0.8 * len(names), 0.8 + 0.7 * len(names)))
-    axis = figure.subplots()
-    axis.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
-    for row in range(len(names)):
-        for column in range(len(names)):
-            colour = "white" if normalised[row, column] > 0.5 else "black"
-            axis.text(column, row, int(matrix[row, column]), ha="center", va="center", color=colour, fontsize=8)
-    axis.set_xticks(range(len(names)), names, rotation=45, ha="right")
-    axis.set_yticks(range(len(names)), names)
-    axis.set_xlabel("predicted")
-    axis.set_ylabel("true")
-    axis.set_title(f"{title}\naccuracy {report['accuracy']:.3f}, macro-F1 {report['macro_f1']:.3f}")
+    side = max(3.2, 0.55 * len(names) + 1.6)  # readable at 2 classes as at 7
+    figure = Figure(figsize=(2 * side + 0.6, side + 0.9))
+    count_axis, share_axis = figure.subplots(1, 2)
+    for axis, values, caption, text in (
+        (count_axis, matrix, "images", lambda value: f"{int(value)}"),
+        (share_axis, normalised, "share of each true class", lambda value: f"{value:.2f}"),
+    ):
+        scaled = values / max(values.max(), 1e-9)
+        axis.imshow(scaled, cmap="Blues", vmin=0, vmax=1)
+        for row in range(len(names)):
+            for column in range(len(names)):
+                colour = "white" if scaled[row, column] > 0.5 else "black"
+                axis.text(column, row, text(values[row, column]), ha="center", va="center", color=colour, fontsize=9)
+        axis.set_xticks(range(len(names)), names, rotation=45, ha="right")
+        axis.set_yticks(range(len(names)), names)
+        axis.set_xlabel("predicted")
+        axis.set_ylabel("true")
+        axis.set_title(caption, fontsize=10)
+    figure.suptitle(f"{title}: accuracy {report['accuracy']:.3f}, macro-F1 {report['macro_f1']:.3f} "
+                    f"({report['count']} images)", fontsize=11)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    figure.savefig(path, dpi=110)
 
 
 def plot_learning_curves(history: Sequence[dict[str, float]], path: Path, title: str) -> None:
-    """Loss and accuracy per epoch (train and validation) as PNG."""
+    """Loss and accuracy per epoch (train and validation) as PNG; integer epoch ticks; the best epoch (lowest
+    validation loss, else training loss) marked on both panels."""
     from matplotlib.figure import Figure  # not pyplot: no global figure registry to close or share between threads
+    from matplotlib.ticker import MaxNLocator
 
-    epochs = [row["epoch"] for row in history]
-    figure = Figure(figsize=(9, 3.5))
+    epochs = [int(row["epoch"]) for row in history]
+    figure = Figure(figsize=(10, 4))
     loss_axis, accuracy_axis = figure.subplots(1, 2)
-    loss_axis.plot(epochs, [row["loss"] for row in history], label="train")
-    accuracy_axis.plot(epochs, [row["accuracy"] for row in history], label="train")
+    loss_axis.plot(epochs, [row["loss"] for row in history], marker="o", label="train")
+    accuracy_axis.plot(epochs, [row["accuracy"] for row in history], marker="o", label="train")
+    monitored = "loss"
     if history and "val_loss" in history[0]:
-        loss_axis.plot(epochs, [row["val_loss"] for row in history], label="validation")
-        accuracy_axis.plot(epochs, [row["val_accuracy"] for row in history], label="validation")
+        monitored = "val_loss"
+        loss_axis.plot(epochs, [row["val_loss"] for row in history], marker="o", label="validation")
+        accuracy_axis.plot(epochs, [row["val_accuracy"] for row in history], marker="o", label="validation")
+    if history:
+        best = min(history, key=lambda row: row[monitored])
+        for axis in (loss_axis, accuracy_axis):
+            axis.axvline(int(best["epoch"]), color="grey", linestyle="--", linewidth=1,
+                         label=f"best epoch {int(best['epoch'])} ({monitored})")
     loss_axis.set_title("loss")
     accuracy_axis.set_title("accuracy")
     for axis in (loss_axis, accuracy_axis):
         axis.set_xlabel("epoch")
-        axis.legend()
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.legend(fontsize=8)
     figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path, dpi=100)

@@ -19,6 +19,34 @@ from train.models import NORMALIZATION, with_normalization
 MODEL_FILE = "model.keras"
 CARD_FILE = "model_card.json"
 
+INTENDED_USE = ("Research, teaching and demos of real-time face analysis: how a small CNN classifies face crops, "
+                "measured on public benchmarks. Not for decisions about people (hiring, admission, policing, credit, "
+                "health, surveillance of individuals).")
+LIMITATIONS = {
+    "emotion": [
+        "It predicts which of 7 FER-2013 labels a face's expression resembles. An expression is not a person's inner "
+        "emotional state: people feel without showing and show without feeling, and expressions differ across cultures.",
+        "FER-2013's 48x48 grey web images were labelled once by annotators; about a third of human raters disagree with "
+        "its labels, and 'disgust' has few examples.",
+        "Accuracy drops for faces unlike the training photos: pose, occlusion, lighting, age, skin tone.",
+    ],
+    "gender": [
+        "It predicts a binary woman/man label taken from IMDB and Wikipedia celebrity metadata. It knows nothing of a "
+        "person's gender identity and is wrong by construction for people outside the binary.",
+        "Celebrity photos over-represent some ages, ethnicities, make-up and hairstyles; accuracy is lower for faces "
+        "unlike them, and for children.",
+    ],
+}
+PATH_SETTINGS = ("data", "out", "root", "mat", "csv", "space", "emotion_model", "gender_model")
+
+
+def without_machine_paths(settings: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Settings with every path reduced to its last part (a card travels; the trainer's folders do not)."""
+    if settings is None:
+        return None
+    return {key: (Path(value).name if key in PATH_SETTINGS and isinstance(value, str) and value else value)
+            for key, value in settings.items()}
+
 
 def make_card(task: str, input_shape: tuple[int, int, int], color: str, architecture: str, crop_margin: float,
               **extra: Any) -> dict[str, Any]:
@@ -34,6 +62,8 @@ def make_card(task: str, input_shape: tuple[int, int, int], color: str, architec
         "normalization": NORMALIZATION,
         "crop_margin": crop_margin,
         "architecture": architecture,
+        "intended_use": INTENDED_USE,
+        "limitations": LIMITATIONS.get(task, []),
         **extra,
     }
 

@@ -58,6 +58,54 @@ def _downsample_batch(batch: dict[str, np.ndarray], keep: list[float]) -> dict[s
     return {name: values[mask] for name, values in batch.items()}
 
 
+class EpochLog:
+    """Rank 0's epoch lines, appended to a file in the run's folder; the driver tails it onto the console
+    (`follow_lines`), so each line shows once, and the workers' own output can stay in Ray's logs."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __call__(self, line: str) -> None:
+        with open(self.path, "a") as handle:
+            handle.write(line + "\n")
+
+
+class follow_lines:
+    """Context manager: a thread that gives `log` each new line appended to `path` while the block runs."""
+
+    def __init__(self, path: Path, log: Any, interval_s: float = 0.5) -> None:
+        import threading
+
+        self.path, self.log, self.interval_s = path, log, interval_s
+        self.offset = path.stat().st_size if path.exists() else 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True, name="faceray-epoch-lines")
+
+    def _read_new(self) -> None:
+        if not self.path.exists():
+            return
+        with open(self.path) as handle:
+            handle.seek(self.offset)
+            text = handle.read()
+        complete = text[: text.rfind("\n") + 1]
+        self.offset += len(complete.encode())
+        for line in complete.splitlines():
+            self.log(line)
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.interval_s):
+            self._read_new()
+
+    def __enter__(self) -> "follow_lines":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+        self._read_new()
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train worker: build the model under MultiWorkerMirroredStrategy, restore, train, report each epoch."""
     import keras
@@ -118,7 +166,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     run_epochs(
         runner, state, loop_config["epochs"], train_batches, val_batches if val_shard is not None else None,
         config.patience, config.lr_patience, on_epoch_end, best_weights=best, before_epoch=before_epoch,
-        log=print if rank == 0 else None, extra_metrics={"workers": float(world)},
+        log=EpochLog(loop_config["progress_file"]) if rank == 0 and loop_config.get("progress_file") else None,
+        extra_metrics={"workers": float(world)},
     )
 
 
@@ -230,9 +279,10 @@ def run_training(config: TrainConfig, callbacks: list[Any] | None = None, log: A
         datasets["val"] = val_dataset
 
     monitored = "val_loss" if setup.use_val else "loss"
+    progress_file = setup.out / "epochs.log"
     trainer = TensorflowTrainer(
         train_loop_per_worker,
-        train_loop_config=loop_settings(config, setup),
+        train_loop_config={**loop_settings(config, setup), "progress_file": str(progress_file) if log is not None else ""},
         scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=config.gpus_per_worker > 0,
                                      resources_per_worker={"CPU": plan.chosen["cpus_per_worker"],
                                                            **({"GPU": config.gpus_per_worker} if config.gpus_per_worker else {})}),
@@ -248,7 +298,11 @@ def run_training(config: TrainConfig, callbacks: list[Any] | None = None, log: A
         ),
     )
     try:
-        result = trainer.fit()
+        if log is not None:
+            with follow_lines(progress_file, log):
+                result = trainer.fit()
+        else:
+            result = trainer.fit()
     except Exception as error:
         raise _explain_start_timeout(error, plan) from error
     if result.error is not None:
@@ -340,7 +394,7 @@ def read_checkpoint(folder: Path) -> tuple[Any, list[np.ndarray]]:
 def write_outputs(config: TrainConfig, setup: RunSetup, state: Any, best_weights: list[np.ndarray]) -> dict[str, Any]:
     """The best weights into model.keras, history, evaluation, card and plots."""
     from train.evaluate import evaluate_model, plot_confusion_matrix, plot_learning_curves
-    from train.model_dir import make_card, save_model_dir
+    from train.model_dir import make_card, save_model_dir, without_machine_paths
     from train.models import build_model
 
     meta, labels, counts, out, final = setup.meta, setup.labels, setup.counts, setup.out, setup.final
@@ -376,11 +430,12 @@ def write_outputs(config: TrainConfig, setup: RunSetup, state: Any, best_weights
         f"{split}_macro_f1": report["macro_f1"],
         "train_images_per_s": float(np.median([row["images_per_s"] for row in history])),
     }
+    manifest = json.loads(manifest_path.read_text()).get("config") if manifest_path.exists() else None
     card = make_card(
         meta["task"], tuple(meta["image_shape"]), meta["color"], architecture=config.model, crop_margin=config.crop_margin,
-        trained_on={"data": str(Path(config.data).resolve()), "train_label_counts": dict(zip(labels, counts.tolist())),
-                    "manifest": json.loads(manifest_path.read_text()).get("config") if manifest_path.exists() else None},
-        config=config_to_dict(config), metrics=metrics,
+        trained_on={"data": Path(config.data).resolve().name, "train_label_counts": dict(zip(labels, counts.tolist())),
+                    "manifest": without_machine_paths(manifest)},
+        config=without_machine_paths(config_to_dict(config)), metrics=metrics,
     )
     save_model_dir(out, model, card)
     return {"out": str(out), "metrics": metrics, "evaluation": {k: report[k] for k in ("split", "accuracy", "macro_f1", "chance_accuracy")}}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -238,7 +239,18 @@ def run_sweep(config: SweepConfig, log: Any = print, verbose: int = 0) -> dict[s
                                       callbacks=[trial_progress(log, max_epochs, varying)] if log is not None else None,
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
         )
-    result_grid = tuner.fit()
+    # Tune's own console output: none at verbose 0 (its newer output engine prints an experiment table even then);
+    # faceray's TrialProgress gives one line per trial epoch instead.
+    saved_output = os.environ.get("RAY_AIR_NEW_OUTPUT")
+    if verbose == 0:
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    try:
+        result_grid = tuner.fit()
+    finally:
+        if saved_output is None:
+            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+        else:
+            os.environ["RAY_AIR_NEW_OUTPUT"] = saved_output
     rows = trial_rows(result_grid, space_keys)
     best = write_results(out, rows, space_keys)
     summary: dict[str, Any] = {"rows": rows, "best": best, "final": None, "space_keys": space_keys}

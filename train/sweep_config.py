@@ -11,9 +11,9 @@ from faceray.config import option
 class SweepConfig:
     """Settings of a learning-rate / augmentation sweep."""
 
-    data: str = option("", "an ingest output folder")
+    data: str = option("", "an ingest output folder", required=True)
     task: str = option("", "emotion or gender; empty = the task recorded in the data", choices=("", "emotion", "gender"))
-    space: str = option("", "search-space YAML (see train/spaces/report.yaml)")
+    space: str = option("", "search-space YAML (see train/spaces/report.yaml)", required=True)
     trials: int = option(1, "samples of the space (each grid point is tried this many times, with fresh random values)")
     max_concurrent: int = option(0, "trials running at once; 0 = as many as the cluster holds at 1 CPU per worker")
     scheduler: str = option("asha", "asha stops hopeless trials early; fifo runs every trial to the end", choices=("asha", "fifo"))

@@ -8,9 +8,8 @@ import pytest
 
 from faceray.cli import main
 
-pytestmark = pytest.mark.slow
 
-
+@pytest.mark.slow
 def test_demo_small_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--size", "small"]) == 0
@@ -26,4 +25,43 @@ def test_demo_small_end_to_end(tmp_path, capsys):
         assert (out / path).is_file(), path
     with open(out / "sweep" / "results.csv") as handle:
         assert len(handle.read().strip().splitlines()) == 2  # header + the small size's one trial
-    assert "[demo 8/8" in capsys.readouterr().out
+    console = capsys.readouterr().out
+    assert "[demo 8/8" in console and "faceray fetch-weights paper" in console and "resources: sweep:" in console
+    assert len(console.splitlines()) <= 100, len(console.splitlines())
+
+
+def test_a_failed_step_fails_the_demo_and_the_report_says_which(tmp_path, monkeypatch, capsys):
+    """A step that raises (here: the client's answers, as on the busy machine of issue 13) makes `faceray demo` exit
+    non-zero, and report.md names the step and the reason; the finished steps keep their sections."""
+    from cluster import demo
+    from serve.client import ClientSummary
+
+    def broken_steps(out, plan, address, progress, facts, log):
+        progress("ingest both datasets into Parquet shards with Ray Data")
+        facts["ingest"] = {}
+        progress("run the client headless over a generated video")
+        demo.check_client(ClientSummary(frames_read=7, responses=1, exit_reason="HTTP 500 from the service"), 1)
+
+    monkeypatch.setattr(demo, "run_steps", broken_steps)
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--size", "small"]) == 1
+    error = capsys.readouterr().err
+    assert 'FAILED at step "run the client headless over a generated video"' in error and "HTTP 500" in error
+    report = (out / "report.md").read_text()
+    assert "FAILED at step" in report and "HTTP 500 from the service" in report and "## Ingest" in report
+    assert json.loads((out / "report.json").read_text())["failed"]["step"].startswith("run the client")
+
+
+@pytest.mark.parametrize(("read", "answered", "faces", "reason", "passes"), [
+    (60, 58, 40, "end of video", True), (60, 20, 10, "end of video", False), (60, 58, 0, "end of video", False),
+    (7, 7, 7, "service gone", False)])
+def test_the_client_check(read, answered, faces, reason, passes):
+    from cluster.demo import DemoFailed, check_client
+    from serve.client import ClientSummary
+
+    summary = ClientSummary(frames_read=read, responses=answered, exit_reason=reason)
+    if passes:
+        check_client(summary, faces)
+    else:
+        with pytest.raises(DemoFailed):
+            check_client(summary, faces)

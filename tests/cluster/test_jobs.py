@@ -49,8 +49,30 @@ def test_submit_ingest_to_a_two_node_cluster(sample_dir, tmp_path, monkeypatch):
         assert "accepted" in logs.read_text()
         jobs = list_jobs(address)
         assert any(job["job_id"] == job_id and job["status"] == "SUCCEEDED" for job in jobs)
+        assert manifest["resource_plan"]["cluster"].startswith("2 CPUs, 0 GPUs on 2 nodes")
+        # The resource planner, run against this live cluster from a client, places work on both nodes.
+        environment = {**{name: value for name, value in os.environ.items() if not name.startswith("RAY_ADDRESS")},
+                       "RAY_AUTH_MODE": "token"}
+        probe = subprocess.run([sys.executable, "-c", PLAN_PROBE, cluster.address], env=environment,
+                               capture_output=True, text=True, timeout=180)
+        assert probe.returncode == 0, probe.stderr[-3000:]
+        planned = json.loads(probe.stdout.strip().splitlines()[-1])
+        assert planned["nodes"] == 2 and planned["sweep_nodes"] == [0, 1] and "across 2 nodes" in planned["line"]
     finally:
         cluster.shutdown()
+
+
+PLAN_PROBE = """
+import json, sys
+from faceray.runtime import read_cluster, use_loopback_environment
+use_loopback_environment()
+import ray
+ray.init(address=sys.argv[1], logging_level="ERROR")
+from faceray.resources import plan_sweep
+cluster = read_cluster()
+sweep = plan_sweep(cluster, trials=2, max_concurrent=2)
+print(json.dumps({"nodes": len(cluster.nodes), "sweep_nodes": sorted(sweep.placement), "line": sweep.line()}))
+"""
 
 
 def faceray_jobs_list(address: str, environment: dict[str, str]) -> subprocess.CompletedProcess:

@@ -67,6 +67,11 @@ def test_model_directory_and_card(trained):
     assert card["color"] == "gray" and card["crop_margin"] == 0.1 and card["config"]["lr"] == 1e-3
     assert card["trained_on"]["manifest"]["dataset"] == "fer"
     assert card["metrics"]["best_epoch"] >= 1
+    assert "inner" in " ".join(card["limitations"]) and "Not for decisions about people" in card["intended_use"]
+    home, temporary = str(Path.home()), str(out.parent)
+    assert home not in json.dumps(card) and temporary not in json.dumps(card)  # no path of the training machine
+    plan = json.loads((out / "train_config.json").read_text())["resource_plan"]
+    assert plan["stage"] == "train" and plan["chosen"]["workers"] == 1
     with open(out / "history.csv") as handle:
         history = list(csv.DictReader(handle))
     assert len(history) == card["metrics"]["epochs_run"] and {"loss", "val_loss", "val_accuracy", "images_per_s"} <= set(history[0])
@@ -75,9 +80,18 @@ def test_model_directory_and_card(trained):
 def test_evaluate_command(trained, fer_data, capsys):
     out, _ = trained
     assert main(["evaluate", str(out), "--data", str(fer_data), "--split", "val"]) == 0
-    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert printed["split"] == "val" and 0 <= printed["accuracy"] <= 1
-    assert (out / "evaluation_val.json").is_file()
+    printed = capsys.readouterr().out
+    saved = json.loads((out / "evaluation_val.json").read_text())
+    assert saved["split"] == "val" and 0 <= saved["accuracy"] <= 1
+    assert f"val: accuracy {saved['accuracy']:.3f}" in printed and "happy" in printed and "{" not in printed
+    # A user's mistake is one line and exit status 2, never a traceback.
+    for arguments in (["evaluate", str(out / "nowhere"), "--data", str(fer_data)], ["evaluate", str(out), "--data", str(out)],
+                      ["inspect", str(out / "nowhere")]):
+        with pytest.raises(SystemExit) as exited:
+            main(arguments)
+        assert exited.value.code == 2
+        error = capsys.readouterr().err
+        assert "Traceback" not in error and ("not a model directory" in error or "not" in error)
 
 
 def test_rerun_with_other_settings_is_refused(trained, fer_data):
