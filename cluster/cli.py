@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
+
+from faceray.console import terminal_stderr
 
 DEFAULT_DASHBOARD = "http://127.0.0.1:8265"
 
@@ -46,7 +47,7 @@ def run_submit(arguments: argparse.Namespace) -> int:
                            arguments.with_requirements, arguments.job_id)
     except (ValueError, ClusterAccessError) as problem:
         raise ConfigError(str(problem)) from None
-    print(f"job {status}", file=sys.stderr)
+    print(f"job {status}", file=terminal_stderr())
     return 0 if status in ("SUCCEEDED", "PENDING", "RUNNING") else 1
 
 
@@ -86,6 +87,6 @@ def run_demo(arguments: argparse.Namespace) -> int:
     except DemoFailed as failure:
         log = log_path()
         print(f"faceray demo: FAILED at step \"{failure.step}\": {failure}\n"
-              f"  report: {arguments.out}/report.md" + (f"; log: {log}" if log else ""), file=sys.stderr)
+              f"  report: {arguments.out}/report.md" + (f"; log: {log}" if log else ""), file=terminal_stderr())
         return 1
     return 0

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from faceray.console import terminal_stderr
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("sample", "ingest", "inspect", "train", "evaluate", "sweep", "import-model", "demo")
 UPLOAD_EXCLUDES = [".venv", ".git", "runs", "data", "*.parquet", "*.hdf5", "*.keras", "*.mp4", "__pycache__", "*.egg-info"]
@@ -96,7 +98,7 @@ def submit(address: str, stage: str, arguments: list[str], python: str = "auto",
             if "No available agent" not in str(problem) or time.monotonic() > deadline:
                 raise
             time.sleep(1.0)
-    print(f"submitted {job_id}: faceray {stage} {' '.join(arguments)}", file=sys.stderr)
+    print(f"submitted {job_id}: faceray {stage} {' '.join(arguments)}", file=terminal_stderr())
     if not follow:
         return job_id, str(client.get_job_status(job_id))
     return job_id, follow_job(client, job_id, out)

@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             return int(arguments.handler(arguments) or 0)
         from faceray.console import quiet_console
 
-        with quiet_console(run_log_path(arguments)):
+        with quiet_console(*run_log_paths(arguments)):
             return int(arguments.handler(arguments) or 0)
     except ConfigError as error:
         parser.exit(2, f"faceray {arguments.command}: {error}\n")
@@ -110,22 +110,24 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # noqa: BLE001 - the last line of defence: a cause and a log, not a traceback
         if verbose:
             raise
-        log = write_error_log(error, run_log_path(arguments))
+        from faceray.console import last_log_path
+
+        log = write_error_log(error, last_log_path() or run_log_paths(arguments)[0])
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         print(f"faceray {arguments.command}: failed: {type(error).__name__}: {first_line}\n"
               f"  the traceback and Ray's and TensorFlow's lines are in {log}; --verbose shows them here", file=sys.stderr)
         return 1
 
 
-def run_log_path(arguments: argparse.Namespace) -> Path:
-    """OUT/faceray.log for a run with an output folder, else ~/.cache/faceray/logs/<command>.log."""
+def run_log_paths(arguments: argparse.Namespace) -> tuple[Path, Path | None]:
+    """(where the log is written while the command runs, where it moves at the end): ~/.cache/faceray/logs/
+    <command>-<pid>.log, then OUT/faceray.log for a run with an output folder (FACERAY_LOG_DIR overrides the first)."""
     import os
 
-    out = getattr(arguments, "out", None)
-    if out and arguments.command not in ("sample", "import-model", "fetch-weights"):  # those write data, not a run
-        return Path(out) / "faceray.log"
     folder = Path(os.environ.get("FACERAY_LOG_DIR") or Path.home() / ".cache" / "faceray" / "logs")
-    return folder / f"{arguments.command}.log"
+    out = getattr(arguments, "out", None)
+    run_folder = Path(out) / "faceray.log" if out and arguments.command not in ("sample", "import-model", "fetch-weights") else None
+    return folder / f"{arguments.command}-{os.getpid()}.log", run_folder
 
 
 def write_error_log(error: BaseException, path: Path) -> Path:

@@ -1,9 +1,9 @@
 """A quiet console: faceray's own progress on the terminal, Ray's and TensorFlow's log lines in a run log.
 
 `quiet_console(log_path)` (used by the CLI around every command unless `--verbose`):
-- file descriptor 2 goes to the log, so C++ lines (TensorFlow/absl start-up, oneDNN notes) land there;
-- `sys.stderr` is a new stream on the terminal's stderr, so faceray's own messages, progress bars and errors show;
-- Python logging (Ray, Ray Data, Tune, TensorFlow, absl) and warnings go to the log, not the terminal;
+- file descriptor 2 goes to the log, so C++ lines (TensorFlow/absl start-up, oneDNN notes) land there, and so does
+  everything written to `sys.stderr`: Python logging (Ray, Ray Data, Serve, TensorFlow, absl) and warnings;
+- faceray's own messages and progress bars go to `terminal_stderr()` (and its progress lines to stdout);
 - the Ray this process starts does not forward its workers' output (`forward_worker_output()` is False): the
   workers' lines stay in Ray's session logs, and faceray relays its own progress (epochs, trials) itself.
 Nothing here runs at import.
@@ -14,12 +14,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 QUIET_ENVIRONMENT = {"TF_CPP_MIN_LOG_LEVEL": "2"}  # TensorFlow's own C++ INFO/WARNING lines, in every process
-LIBRARY_LOGGERS = ("ray", "tensorflow", "absl", "keras", "py.warnings", "urllib3", "filelock", "matplotlib")
 _state: dict[str, object] = {"quiet": False, "log_path": None}
 
 
@@ -28,28 +29,30 @@ def forward_worker_output() -> bool:
     return not _state["quiet"]
 
 
+def terminal_stderr() -> TextIO:
+    """Where faceray's own messages and progress bars go: the terminal's stderr (sys.stderr is the log while quiet)."""
+    return _state.get("terminal") or sys.stderr  # type: ignore[return-value]
+
+
 def log_path() -> Path | None:
     """The run log of the command in progress (None when verbose or outside the CLI)."""
     value = _state["log_path"]
     return Path(str(value)) if value else None
 
 
-def route_library_logs() -> None:
-    """Point every library logger's terminal handler at the run log (call after importing Ray: it adds its own)."""
-    if not _state["quiet"]:
-        return
-    stream = _state.get("log_stream")
-    for name in LIBRARY_LOGGERS:
-        logger = logging.getLogger(name)
-        for handler in logger.handlers:
-            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
-                handler.setStream(stream)  # type: ignore[arg-type]
+def last_log_path() -> Path | None:
+    """Where the last quiet command's log ended up."""
+    value = _state.get("last_log")
+    return Path(str(value)) if value else None
 
 
 @contextlib.contextmanager
-def quiet_console(path: str | Path) -> Iterator[Path]:
-    """Send library output to `path` for the duration (see the module docstring); yields the log's path."""
+def quiet_console(path: str | Path, move_to: str | Path | None = None) -> Iterator[Path]:
+    """Send library output to `path` for the duration (see the module docstring); yields the log's path. With
+    `move_to` (a run's OUT/faceray.log), the log is appended there at the end if that folder exists by then: a
+    command never creates its output folder just for a log (a mistyped --out stays uncreated)."""
     path = Path(path).resolve()
+    final = Path(move_to).resolve() if move_to else path
     path.parent.mkdir(parents=True, exist_ok=True)
     for name, value in QUIET_ENVIRONMENT.items():
         os.environ.setdefault(name, value)
@@ -59,34 +62,35 @@ def quiet_console(path: str | Path) -> Iterator[Path]:
     terminal_fd = os.dup(2)
     original_stderr = sys.stderr
     os.dup2(log_stream.fileno(), 2)
-    terminal = os.fdopen(os.dup(terminal_fd), "w", buffering=1, encoding="utf-8", errors="replace")
     try:
         python_stderr_on_fd2 = sys.stderr.fileno() == 2
-    except (AttributeError, OSError, ValueError):  # replaced (a test's capture): it is not fd 2, leave it
+    except (AttributeError, OSError, ValueError):  # replaced (a test's capture): it is not fd 2
         python_stderr_on_fd2 = False
-    if python_stderr_on_fd2:
-        sys.stderr = terminal
+    # sys.stderr stays on fd 2, now the log: every library handler bound to it, whenever it was made, writes there.
+    # faceray's own messages use terminal_stderr().
+    terminal = os.fdopen(os.dup(terminal_fd), "w", buffering=1, encoding="utf-8", errors="replace") \
+        if python_stderr_on_fd2 else original_stderr
     file_handler = logging.StreamHandler(log_stream)
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(file_handler)
     logging.captureWarnings(True)
-    _state.update(quiet=True, log_path=str(path), log_stream=log_stream)
-    route_library_logs()
+    _state.update(quiet=True, log_path=str(final), log_stream=log_stream, terminal=terminal)
     try:
         yield path
     finally:
-        _state.update(quiet=False, log_path=None, log_stream=None)
+        _state.update(quiet=False, log_path=None, log_stream=None, terminal=None)
         logging.captureWarnings(False)
         root.removeHandler(file_handler)
-        with contextlib.suppress(Exception):
-            for name in LIBRARY_LOGGERS:
-                for handler in logging.getLogger(name).handlers:
-                    if isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) is log_stream:
-                        handler.setStream(original_stderr)
         sys.stderr.flush()
-        sys.stderr = original_stderr
         os.dup2(terminal_fd, 2)
         os.close(terminal_fd)
-        terminal.close()
+        if terminal is not original_stderr:
+            terminal.close()
         log_stream.close()
+        _state["last_log"] = str(path)
+        if final != path and final.parent.is_dir():
+            with open(final, "a", encoding="utf-8") as target, open(path, encoding="utf-8", errors="replace") as source:
+                shutil.copyfileobj(source, target)
+            path.unlink()
+            _state["last_log"] = str(final)

@@ -72,7 +72,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard:
     """
     import ray
 
-    from faceray.console import forward_worker_output, route_library_logs
+    from faceray.console import forward_worker_output
 
     if ray.is_initialized():
         return
@@ -95,7 +95,6 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard:
             os.environ.pop("RAY_GCS_SERVER_PORT", None)  # a Ray started later by a child process picks its own
     else:
         ray.init(address=address, logging_level="WARNING", log_to_driver=forward_worker_output())
-    route_library_logs()
 
 
 def start_local_ray(num_cpus: int | None, dashboard: bool, worker_environment: dict[str, str]) -> None:

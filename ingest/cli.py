@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from faceray.console import terminal_stderr
 from faceray.config import add_config_arguments, resolve_config
 from ingest.config import IngestConfig
 
@@ -58,7 +58,7 @@ def run_ingest_command(arguments: argparse.Namespace) -> int:
     init_ray(config.address or None, dashboard=False)
     manifest = run_ingest(config, log=print)
     print(summary_line(manifest))
-    print(f"manifest: {config.out}/manifest.json  rejects: {config.out}/rejects.csv", file=sys.stderr)
+    print(f"manifest: {config.out}/manifest.json  rejects: {config.out}/rejects.csv", file=terminal_stderr())
     return 0
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from faceray.console import terminal_stderr
 from faceray.config import ConfigError, config_to_dict, write_json
 from faceray.labels import EMOTION_LABELS, GENDER_LABELS, SPLITS
 from ingest.chunks import (
@@ -170,7 +171,7 @@ def process_chunks(
             compute=ray.data.TaskPoolStrategy(size=parallelism) if parallelism else None,
         )
         total = sum(spec["rows"] for spec in pending)
-        with tqdm(total=total, unit="img", disable=not progress, desc=f"ingest {settings.dataset}", dynamic_ncols=True) as bar:
+        with tqdm(total=total, unit="img", disable=not progress, desc=f"ingest {settings.dataset}", dynamic_ncols=True, file=terminal_stderr()) as bar:
             for row in dataset.iter_rows():
                 bar.update(json.loads(row["summary"])["total"])
     finally:

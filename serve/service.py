@@ -13,7 +13,8 @@ APP_NAME = "faceray"
 
 def start_service(config: ServeConfig, wait_s: float = 180.0, stop: threading.Event | None = None,
                   log: Callable[[str], None] | None = print) -> str | None:
-    """Deploy the app on HTTP host:port; returns the base URL once /healthz answers (None if `stop` is set first).
+    """Deploy the app on HTTP host:port; returns the base URL once /healthz and the stream answer (None if `stop` is
+    set first).
 
     Replicas the cluster cannot hold are refused first (faceray.resources.plan_serve), not waited for."""
     import requests
@@ -35,12 +36,27 @@ def start_service(config: ServeConfig, wait_s: float = 180.0, stop: threading.Ev
         if stop is not None and stop.is_set():
             return None
         try:
-            if requests.get(url + "/healthz", timeout=2).status_code == 200:
+            if requests.get(url + "/healthz", timeout=2).status_code == 200 and stream_answers(url):
                 return url
         except requests.RequestException:
             pass
         time.sleep(0.5)
-    raise TimeoutError(f"the service did not answer {url}/healthz within {wait_s:.0f} s")
+    raise TimeoutError(f"the service did not answer {url}/healthz and /v1/stream within {wait_s:.0f} s")
+
+
+def stream_answers(url: str, timeout_s: float = 5.0) -> bool:
+    """Whether /v1/stream answers a message end to end (it can lag /healthz by a moment after a start: the first
+    stream of the demo's client was closed once). The probe is not an image, so it costs no analysis."""
+    import json
+
+    from websockets.sync.client import connect
+
+    try:
+        with connect(url.replace("http", "ws", 1) + "/v1/stream", open_timeout=timeout_s, close_timeout=1) as socket:
+            socket.send(b"not an image")
+            return "error" in json.loads(socket.recv(timeout=timeout_s))
+    except Exception:  # noqa: BLE001 - any failure means "not yet"; start_service retries until its deadline
+        return False
 
 
 def wait_for_replicas(count: int, wait_s: float = 180.0) -> None:

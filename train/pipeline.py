@@ -341,7 +341,10 @@ def train_in_process(config: TrainConfig, report: Any, restore_from: Path | None
     from train.models import build_model
 
     if cpus >= 1:
-        tf.config.threading.set_intra_op_parallelism_threads(int(cpus))
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(int(cpus))
+        except RuntimeError:  # TensorFlow already running in this process (a reused trial actor): keep its pool
+            pass
     setup = prepare_run(config, resource_plan)
     settings = loop_settings(config, setup)
     strategy = tf.distribute.get_strategy()

@@ -10,7 +10,6 @@ Output folder:
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import time
