@@ -36,6 +36,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/train.py
+	$(BIN)/python bench/sweep.py
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/serve_faults.py
 

@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     demo = subparsers.add_parser("demo", help="the main job on a local Ray: sample -> ingest -> train -> sweep -> serve -> client -> report")
     demo.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
-    demo.add_argument("--size", choices=("full", "small"), default="full", help="full (about 10 minutes on 2 cores) or small (for tests)")
+    demo.add_argument("--size", choices=("full", "small"), default="full", help="full (about 3-4 minutes on 2 cores) or small (for tests)")
     demo.add_argument("--address", default="", help="Ray address (default: an embedded local Ray on loopback)")
     demo.set_defaults(handler=run_demo)
 

@@ -46,6 +46,7 @@ class ClusterResources:
 
     nodes: tuple[NodeResources, ...]
     autoscaling: bool = False
+    available_cpus: float | None = None  # free right now (other jobs may hold the rest); None = unknown
 
     @classmethod
     def single_node(cls, cpus: float, gpus: float = 0.0) -> "ClusterResources":
@@ -153,7 +154,7 @@ def plan_training(cluster: ClusterResources, workers: int, cpus_per_worker: floa
                 {"workers": workers, "cpus_per_worker": MIN_SHARE, "gpus_per_worker": gpus_per_worker})
         share, placement = fitted
     chosen = {"workers": workers, "cpus_per_worker": share, "gpus_per_worker": gpus_per_worker, "data_cpus": reserve}
-    return ResourcePlan("train", requested, cluster.describe(), chosen, placement)
+    return ResourcePlan("train", requested, cluster.describe(), chosen, placement, _busy(cluster, workers * share + reserve))
 
 
 def plan_sweep(cluster: ClusterResources, trials: int, max_concurrent: int = 0, workers: int = 1,
@@ -198,7 +199,7 @@ def plan_sweep(cluster: ClusterResources, trials: int, max_concurrent: int = 0, 
               "gpus_per_worker": gpus_per_worker, "trial_runs": "in the Tune trial" if workers == 1 else "Ray Train"}
     if reserve:
         chosen["data_cpus"] = reserve
-    return ResourcePlan("sweep", requested, cluster.describe(), chosen, placement)
+    return ResourcePlan("sweep", requested, cluster.describe(), chosen, placement, _busy(cluster, count * share + reserve))
 
 
 def plan_serve(cluster: ClusterResources, replicas: int, replica_cpus: float) -> ResourcePlan:
@@ -211,7 +212,7 @@ def plan_serve(cluster: ClusterResources, replicas: int, replica_cpus: float) ->
             "serve", requested, cluster, f"--replicas {replicas} with --replica-cpus {_number(replica_cpus)} needs "
             f"{_number(replicas * replica_cpus)} CPUs; this cluster has {cluster.describe()}: use --replicas {fits} or fewer, "
             "or a smaller --replica-cpus", replicas * replica_cpus, dict(requested))
-    return ResourcePlan("serve", requested, cluster.describe(), dict(requested), placement)
+    return ResourcePlan("serve", requested, cluster.describe(), dict(requested), placement, _busy(cluster, replicas * replica_cpus))
 
 
 def plan_ingest(cluster: ClusterResources, parallelism: int = 0) -> ResourcePlan:
@@ -223,6 +224,14 @@ def plan_ingest(cluster: ClusterResources, parallelism: int = 0) -> ResourcePlan
     notes = (f"--parallelism {parallelism} is more than the {slots} CPUs: {slots} tasks run at once",) if parallelism > slots else ()
     return ResourcePlan("ingest", {"parallelism": parallelism or "auto"}, cluster.describe(),
                         {"decode_tasks_at_once": concurrent, "cpus_per_task": 1}, notes=notes)
+
+
+def _busy(cluster: ClusterResources, cpus_needed: float) -> tuple[str, ...]:
+    """A note when other work holds CPUs this plan needs: it fits the cluster, so it waits for them."""
+    if cluster.available_cpus is None or cpus_needed <= cluster.available_cpus + 1e-9:
+        return ()
+    return (f"only {_number(cluster.available_cpus)} of {_number(cluster.cpus)} CPUs are free now (other work holds the "
+            f"rest): this waits for {_number(cpus_needed)}",)
 
 
 def _check_gpus(cluster: ClusterResources, flag: str, gpus_per_bundle: float, bundles: int, what: str) -> None:

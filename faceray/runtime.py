@@ -127,7 +127,8 @@ def read_cluster() -> "ClusterResources":
                       str(node.get("NodeManagerAddress", "")))
         for node in ray.nodes() if node.get("Alive")
     )
-    return ClusterResources(nodes, autoscaling=_autoscales(sum(node.cpus for node in nodes), sum(node.gpus for node in nodes)))
+    return ClusterResources(nodes, autoscaling=_autoscales(sum(node.cpus for node in nodes), sum(node.gpus for node in nodes)),
+                            available_cpus=float(ray.available_resources().get("CPU", 0.0)))
 
 
 def _autoscales(cpus: float, gpus: float) -> bool:

@@ -90,3 +90,10 @@ def test_ingest_plan_and_the_saved_form():
     saved = plan_training(TWO, 1).to_dict()
     assert saved["requested"]["workers"] == 1 and saved["cluster"] == "2 CPUs, 0 GPUs on 1 node"
     assert saved["chosen"]["cpus_per_worker"] == 1.0
+
+
+def test_a_plan_that_fits_but_waits_for_busy_cpus_says_so():
+    busy = ClusterResources(TWO.nodes, available_cpus=0.5)
+    plan = plan_training(busy, 1)
+    assert plan.chosen["cpus_per_worker"] == 1.0 and "only 0.5 of 2 CPUs are free now" in plan.line()
+    assert not plan_training(ClusterResources(TWO.nodes, available_cpus=2.0), 1).notes

@@ -245,17 +245,18 @@ def run_training(config: TrainConfig, callbacks: list[Any] | None = None, log: A
 
     The resource plan (faceray.resources.plan_training) is made first: a request the cluster cannot hold fails
     here, in seconds, and the plan goes into train_config.json and, through `log`, to the console."""
-    import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.tensorflow import TensorflowTrainer
-
     from faceray.resources import plan_training
     from faceray.runtime import read_cluster
-    from ingest.dataset import read_split_dataset
 
     plan = plan_training(read_cluster(), config.workers, config.cpus_per_worker, config.gpus_per_worker)
     if log is not None:
         log(plan.line())
+
+    import ray  # Ray Train and TensorFlow are imported only once the plan fits
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.tensorflow import TensorflowTrainer
+
+    from ingest.dataset import read_split_dataset
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False

@@ -80,3 +80,14 @@ def test_sweep_fits_the_machine_with_a_failing_trial_resume_and_final(fer_data, 
     resumed = run_sweep(resolve_config(SweepConfig, dict(data=str(fer_data), space=str(space), epochs=2, scheduler="asha",
                                                          out=str(out))))
     assert len(resumed["rows"]) == 4 and trial_file.stat().st_mtime_ns == before  # finished trials kept, not re-run
+
+
+def test_a_sweep_the_cluster_cannot_hold_is_refused_before_anything_starts(fer_data, tmp_path):
+    from faceray.resources import ResourceError
+
+    space = tmp_path / "space.yaml"
+    space.write_text("lr: [1.0e-4, 3.0e-4, 1.0e-3, 3.0e-3, 1.0e-2, 3.0e-2, 1.0e-1, 3.0e-1]\n")
+    config = resolve_config(SweepConfig, dict(data=str(fer_data), space=str(space), max_concurrent=8, out=str(tmp_path / "sweep")))
+    with pytest.raises(ResourceError, match="--max-concurrent 8 needs .* this cluster has 2 CPUs.* --max-concurrent 4 or fewer"):
+        run_sweep(config)
+    assert not (tmp_path / "sweep").exists()
