@@ -34,7 +34,7 @@ SIZES = {
     "full": DemoSize(imdb_images=1500, fer_rows=1500, emotion_epochs=8, gender_epochs=5, sweep_epochs=2, video_frames=60),
     # small (the test suite's run): one sweep trial; each trial starts a Tune trial, a Train controller and a
     # worker, each importing TensorFlow (~11 s of CPU apiece on 2 cores). Sweeps proper are tested on their own.
-    "small": DemoSize(imdb_images=300, fer_rows=400, emotion_epochs=2, gender_epochs=1, sweep_epochs=1, video_frames=12,
+    "small": DemoSize(imdb_images=300, fer_rows=400, emotion_epochs=2, gender_epochs=1, sweep_epochs=1, video_frames=30,
                       sweep_learning_rates=(1e-3,)),
 }
 

@@ -60,7 +60,26 @@ class FaceService:
                                      crop_margin=None if self.config.crop_margin < 0 else self.config.crop_margin,
                                      threads=self.config.classifier_threads)
         self.pool = ThreadPoolExecutor(self.config.workers, thread_name_prefix="faceray-analyze")
+        self.warm_up()
         self.description = self.analyzer.describe()
+
+    def warm_up(self) -> None:
+        """Make every pool thread's detector and run both models at a realistic batch now, so the first frames of
+        the first client are not the slow ones (the demo's first frames took ~350 ms and were dropped without it)."""
+        import threading
+
+        import numpy as np
+
+        blank = np.full((480, 640, 3), 90, np.uint8)
+        together = threading.Barrier(self.config.workers)
+
+        def one_thread() -> None:
+            self.analyzer.detect(blank)
+            together.wait(timeout=60)  # every worker thread takes one, so each makes its detector
+
+        for future in [self.pool.submit(one_thread) for _ in range(self.config.workers)]:
+            future.result()
+        self.analyzer.classify(blank, [(200, 120, 160, 160)] * 4)
 
     async def run(self, function: Any, *args: Any) -> Any:
         """Run CPU work on the replica's thread pool (the event loop keeps serving other requests)."""

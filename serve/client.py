@@ -308,7 +308,12 @@ def run_client(config: ClientConfig, session: Any = None, log=print,
         while True:
             if frame_interval:
                 next_frame_at += frame_interval
-                time.sleep(max(0.0, next_frame_at - time.perf_counter()))
+                # Wait for the video's next frame while taking answers as they come (the round trip is then
+                # measured when the answer arrives, not at the next frame).
+                while (remaining := next_frame_at - time.perf_counter()) > 0:
+                    if link.transport is not None and link.transport.in_flight:
+                        collect(link.transport, block=False)
+                    time.sleep(min(remaining, 0.002))
             ok, frame = capture.read()
             if not ok:
                 summary.exit_reason = "end of video"
