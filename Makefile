@@ -39,6 +39,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/sweep.py
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/serve_faults.py
+	@# needs Debian's chromium and chromium-driver (.ci/run installs them); skipped with a message otherwise
+	-$(BIN)/python bench/browser.py
 
 clean:
 	rm -rf runs .pytest_cache

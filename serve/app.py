@@ -11,6 +11,9 @@ API:
      or {"frame": n, "dropped": true, "reason"} when more than `stream_queue` frames wait (the oldest is dropped),
      or {"frame": n, "error"} for a frame that is not an image. Frames are numbered from 0 in arrival order.
   GET /healthz -> {"status": "ok"};  GET /v1/models -> the model cards and the detector settings
+  GET /                        the live page (serve/web/: camera or a picked file -> /v1/stream -> faces drawn)
+Browsers: same origin only. A stream opened by a page of another origin is closed (1008) and a cross-origin
+POST gets no CORS header, unless that origin is in `allowed_origins`.
 Errors are 4xx with {"error": "..."}; no face is "faces": [].
 CPU work runs on the replica's thread pool, never on its event loop, so /healthz answers while frames are analysed.
 """
@@ -19,18 +22,22 @@ CPU work runs on the replica's thread pool, never on its event loop, so /healthz
 import asyncio
 import time
 from collections import deque
+from pathlib import Path
+from urllib.parse import urlparse
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any
 
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from ray import serve
 
 from faceray.config import resolve_config
 from serve.config import ServeConfig
 
 IMAGE_TYPES = {"image/jpeg", "image/jpg", "image/png", "application/octet-stream"}
+WEB_DIR = Path(__file__).with_name("web")
+WEB_FILES = {"index.html": "text/html", "page.js": "text/javascript", "page.css": "text/css"}
 
 api = FastAPI(title="faceray", description="Face detection with emotion and gender classification.")
 
@@ -88,6 +95,38 @@ class FaceService:
     @api.get("/healthz")
     async def healthz(self) -> dict[str, str]:
         return {"status": "ok"}
+
+    @api.get("/")
+    async def page(self) -> Response:
+        return self.web_file("index.html")
+
+    @api.get("/web/{name}")
+    async def web(self, name: str) -> Response:
+        return self.web_file(name) if name in WEB_FILES else error(404, f"no such file: {name}")
+
+    def web_file(self, name: str) -> Response:
+        """One file of the page (package data; nothing else on disk is served)."""
+        return FileResponse(WEB_DIR / name, media_type=WEB_FILES[name], headers={"Cache-Control": "no-cache"})
+
+    def origin_allowed(self, origin: str | None, host: str) -> bool:
+        """A browser's Origin may call this service: none (not a browser), this service's own, or a configured one."""
+        if not origin:
+            return True
+        return urlparse(origin).netloc == host or origin in self.config.allowed_origins
+
+    def cors_headers(self, request: Request) -> dict[str, str]:
+        origin = request.headers.get("origin")
+        if origin and origin in self.config.allowed_origins:
+            return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+        return {}
+
+    @api.options("/v1/faces")
+    async def preflight(self, request: Request) -> Response:
+        headers = self.cors_headers(request)
+        if not headers:
+            return Response(status_code=403)
+        return Response(status_code=204, headers={**headers, "Access-Control-Allow-Methods": "POST",
+                                                  "Access-Control-Allow-Headers": "Content-Type"})
 
     @api.get("/v1/models")
     async def models(self) -> dict[str, Any]:
@@ -162,12 +201,15 @@ class FaceService:
         except RequestImageError as problem:
             return error(400, str(problem))
         if isinstance(result, bytes):
-            return Response(result, media_type="image/jpeg")
-        return JSONResponse(result)
+            return Response(result, media_type="image/jpeg", headers=self.cors_headers(request))
+        return JSONResponse(result, headers=self.cors_headers(request))
 
     @api.websocket("/v1/stream")
     async def stream(self, websocket: WebSocket) -> None:
         """One stream: frames in, answers out in order; at most `stream_queue` frames wait, the oldest is dropped."""
+        if not self.origin_allowed(websocket.headers.get("origin"), websocket.headers.get("host", "")):
+            await websocket.close(code=1008, reason="this origin may not use the stream (see --allowed-origins)")
+            return
         await websocket.accept()
         session = self.analyzer.stream(detect_every=self.config.detect_every, smoothing=self.config.smoothing)
         waiting: deque[tuple[int, bytes]] = deque()

@@ -41,6 +41,8 @@ class ServeConfig:
                                            "instead of hanging; a frame takes well under a second")
     max_body_bytes: int = option(10_000_000, "largest accepted request body or stream frame in bytes (413 above)")
     replica_cpus: float = option(0.5, "CPUs reserved per replica (fractional values share small machines)")
+    allowed_origins: tuple[str, ...] = option((), "other web origins (https://host:port) whose pages may call this "
+                                                  "service from a browser; empty = this service's own page only")
     address: str = option("", "Ray address: empty = embedded local Ray on loopback; 'auto' or ray://HOST:10001 = a cluster")
 
     def detector_settings(self) -> DetectorSettings:

@@ -300,3 +300,19 @@ def test_socket_helper_gives_a_closed_port():
     port = free_port()
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_the_page_and_only_its_files_are_served(service, astronaut_bgr):
+    page = requests.get(service + "/", timeout=10)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html") and "/web/page.js" in page.text
+    script = requests.get(service + "/web/page.js", timeout=10)
+    assert script.status_code == 200 and "window.faceray" in script.text
+    for text in (page.text, script.text):  # nothing from another site: the only scheme is the stream's own
+        assert "://" not in text.replace('"wss://"', "").replace('"ws://"', "")
+    for path in ("/web/app.py", "/web/..%2Fapp.py", "/web/%2e%2e/config.py"):
+        assert requests.get(service + path, timeout=10).status_code == 404, path
+    # No CORS for other origins: a cross-origin POST gets its answer without an Access-Control-Allow-Origin header.
+    answer = requests.post(service + "/v1/faces", data=jpeg(astronaut_bgr), timeout=30,
+                           headers={"Content-Type": "image/jpeg", "Origin": "https://elsewhere.example"})
+    assert answer.status_code == 200 and "access-control-allow-origin" not in {key.lower() for key in answer.headers}
+    assert requests.options(service + "/v1/faces", headers={"Origin": "https://elsewhere.example"}, timeout=10).status_code == 403

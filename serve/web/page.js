@@ -1,0 +1,271 @@
+// faceray's live page: camera (or a picked image or video) -> WebSocket /v1/stream -> faces drawn on a canvas.
+// No build step, no dependency, nothing from another origin. State for automated checks: window.faceray.
+"use strict";
+
+(() => {
+  const params = new URLSearchParams(location.search);
+  const MAX_IN_FLIGHT = Math.max(1, Number(params.get("inflight") || 2)); // frames sent and not answered yet
+  const MAX_SIDE = 640; // frames are sent at most this wide or high (the detector works at 640)
+  const state = (window.faceray = {
+    status: "starting", // starting | ready | streaming | camera-denied | no-camera | reconnecting | error
+    framesSent: 0,
+    framesAnswered: 0,
+    lastResult: null,
+    source: null, // camera | video | image
+    message: "",
+  });
+
+  const view = document.getElementById("view");
+  const context = view.getContext("2d");
+  const video = document.getElementById("video");
+  const grab = document.createElement("canvas");
+  const grabContext = grab.getContext("2d");
+  const elements = {
+    status: document.getElementById("status"), message: document.getElementById("message"),
+    fps: document.getElementById("fps"), latency: document.getElementById("latency"), bars: document.getElementById("bars"),
+  };
+
+  let socket = null;
+  let backoff = 500;
+  let sentAt = []; // send times of the frames in flight, oldest first (answers come back in order)
+  let faces = [];
+  let still = null; // the picked image, redrawn with its faces
+  let answeredAt = [];
+  let latencies = [];
+  let stream = null;
+
+  function setStatus(status, message = "") {
+    state.status = status;
+    state.message = message;
+    elements.status.textContent = status;
+    elements.status.className = ["camera-denied", "no-camera", "reconnecting", "error"].includes(status) ? "problem" : "";
+    elements.message.textContent = message;
+  }
+
+  // --- the connection -------------------------------------------------------------------------------------------
+  function connect() {
+    const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    socket = new WebSocket(scheme + location.host + "/v1/stream");
+    socket.binaryType = "arraybuffer";
+    socket.onopen = () => {
+      backoff = 500;
+      sentAt = [];
+      if (state.status === "reconnecting" || state.status === "starting") {
+        setStatus(state.source ? "streaming" : "ready", state.source ? "" : state.message);
+      }
+      if (still) sendStill();
+    };
+    socket.onmessage = (event) => answer(JSON.parse(event.data));
+    socket.onclose = () => {
+      sentAt = [];
+      if (!["camera-denied", "no-camera"].includes(state.status) || state.source) {
+        setStatus("reconnecting", `The service went away: reconnecting in ${(backoff / 1000).toFixed(1)} s…`);
+      }
+      setTimeout(connect, backoff);
+      backoff = Math.min(backoff * 2, 5000);
+    };
+  }
+
+  function answer(result) {
+    const sent = sentAt.shift();
+    if (sent !== undefined) latencies.push(performance.now() - sent);
+    if (latencies.length > 30) latencies.shift();
+    if (result.dropped) return;
+    if (result.error) {
+      setStatus("error", `The service could not read a frame: ${result.error}`);
+      return;
+    }
+    state.framesAnswered += 1;
+    state.lastResult = result;
+    faces = result.faces || [];
+    answeredAt.push(performance.now());
+    while (answeredAt.length && answeredAt[0] < performance.now() - 2000) answeredAt.shift();
+    if (state.status === "error") setStatus("streaming");
+    if (still) drawPicture(still, still.naturalWidth, still.naturalHeight);
+    showBars();
+    showStats();
+  }
+
+  // --- sending frames -------------------------------------------------------------------------------------------
+  function fit(width, height) {
+    const scale = Math.min(1, MAX_SIDE / Math.max(width, height));
+    return [Math.round(width * scale), Math.round(height * scale)];
+  }
+
+  function send(picture, width, height) {
+    if (!socket || socket.readyState !== WebSocket.OPEN || sentAt.length >= MAX_IN_FLIGHT) return false; // drop, never queue
+    [grab.width, grab.height] = fit(width, height);
+    grabContext.drawImage(picture, 0, 0, grab.width, grab.height);
+    sentAt.push(performance.now());
+    grab.toBlob((blob) => {
+      if (!blob || socket.readyState !== WebSocket.OPEN) return;
+      blob.arrayBuffer().then((bytes) => {
+        socket.send(bytes);
+        state.framesSent += 1;
+      });
+    }, "image/jpeg", 0.85);
+    return true;
+  }
+
+  function sendStill() {
+    sentAt = [];
+    send(still, still.naturalWidth, still.naturalHeight);
+  }
+
+  // --- drawing --------------------------------------------------------------------------------------------------
+  function drawPicture(picture, width, height) {
+    const [drawWidth, drawHeight] = fit(width, height);
+    if (view.width !== drawWidth || view.height !== drawHeight) [view.width, view.height] = [drawWidth, drawHeight];
+    context.drawImage(picture, 0, 0, drawWidth, drawHeight);
+    drawFaces();
+  }
+
+  function label(face) {
+    const parts = [];
+    if (face.emotion) parts.push(`${face.emotion.label} ${face.emotion.score.toFixed(2)}`);
+    if (face.gender) parts.push(`${face.gender.label} ${face.gender.score.toFixed(2)}`);
+    return parts.join(" · ");
+  }
+
+  function drawFaces() {
+    context.lineWidth = Math.max(2, view.width / 240);
+    context.font = `${Math.max(12, Math.round(view.width / 40))}px system-ui, sans-serif`;
+    faces.forEach((face, index) => {
+      const [x, y, w, h] = face.box; // in the pixels of the frame sent, which are the canvas's
+      context.strokeStyle = index === 0 ? "#4fa3ff" : "#3ddc97";
+      context.strokeRect(x, y, w, h);
+      const text = label(face);
+      const textWidth = context.measureText(text).width + 8;
+      const size = parseInt(context.font, 10) + 6;
+      const top = y >= size ? y - size : y + h;
+      context.fillStyle = "rgba(0, 0, 0, 0.65)";
+      context.fillRect(x, top, textWidth, size);
+      context.fillStyle = "#fff";
+      context.fillText(text, x + 4, top + size - 6);
+    });
+  }
+
+  function showBars() {
+    const face = faces[0]; // the service answers the largest face first
+    if (!face) {
+      elements.bars.innerHTML = '<p class="hint">No face in the last answer.</p>';
+      return;
+    }
+    const rows = [];
+    for (const task of ["emotion", "gender"]) {
+      if (!face[task]) continue;
+      for (const [name, score] of Object.entries(face[task].scores)) {
+        const top = name === face[task].label ? " top" : "";
+        rows.push(`<div class="bar${top}"><span>${name}</span><div class="track"><div class="fill" ` +
+                  `style="width:${(100 * score).toFixed(1)}%"></div></div><span>${score.toFixed(2)}</span></div>`);
+      }
+    }
+    elements.bars.innerHTML = rows.join("");
+  }
+
+  function showStats() {
+    const seconds = answeredAt.length > 1 ? (answeredAt[answeredAt.length - 1] - answeredAt[0]) / 1000 : 0;
+    elements.fps.textContent = seconds > 0 ? `${((answeredAt.length - 1) / seconds).toFixed(1)} frames/s` : "– frames/s";
+    const mean = latencies.length ? latencies.reduce((a, b) => a + b, 0) / latencies.length : 0;
+    elements.latency.textContent = latencies.length ? `${mean.toFixed(0)} ms` : "– ms";
+  }
+
+  // --- sources --------------------------------------------------------------------------------------------------
+  function onVideoFrame() {
+    if (state.source !== "camera" && state.source !== "video") return;
+    if (video.readyState >= 2 && video.videoWidth) {
+      drawPicture(video, video.videoWidth, video.videoHeight);
+      send(video, video.videoWidth, video.videoHeight);
+    }
+    if (video.requestVideoFrameCallback) video.requestVideoFrameCallback(onVideoFrame); // the camera's pace
+    else requestAnimationFrame(onVideoFrame);
+  }
+
+  function stopSources() {
+    if (stream) stream.getTracks().forEach((track) => track.stop());
+    stream = null;
+    still = null;
+    faces = [];
+    video.pause();
+    video.removeAttribute("src");
+    video.srcObject = null;
+  }
+
+  async function useCamera() {
+    stopSources();
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+      state.source = null;
+      setStatus("no-camera", "This page has no camera access: browsers give the camera only to https:// or " +
+                "localhost pages. Pick an image or a video file instead.");
+      return;
+    }
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 640 }, height: { ideal: 480 } }, audio: false });
+    } catch (problem) {
+      state.source = null;
+      if (problem.name === "NotAllowedError" || problem.name === "SecurityError") {
+        setStatus("camera-denied", "The camera was refused. Allow it for this page in the browser's site settings, " +
+                  "or pick an image or a video file.");
+      } else {
+        setStatus("no-camera", `No camera could be opened (${problem.name}). Pick an image or a video file instead.`);
+      }
+      return;
+    }
+    video.srcObject = stream;
+    await video.play();
+    state.source = "camera";
+    setStatus(socket && socket.readyState === WebSocket.OPEN ? "streaming" : "reconnecting");
+    onVideoFrame();
+  }
+
+  function useFile(file) {
+    if (!file) return;
+    stopSources();
+    const url = URL.createObjectURL(file);
+    if (file.type.startsWith("video/")) {
+      video.src = url;
+      video.loop = true;
+      video.play().then(() => {
+        state.source = "video";
+        setStatus("streaming");
+        onVideoFrame();
+      }, () => setStatus("error", `The browser cannot play ${file.name}.`));
+    } else {
+      const picture = new Image();
+      picture.onload = () => {
+        state.source = "image";
+        still = picture;
+        setStatus("streaming");
+        drawPicture(picture, picture.naturalWidth, picture.naturalHeight);
+        sendStill();
+      };
+      picture.onerror = () => setStatus("error", `${file.name} is not an image the browser can read.`);
+      picture.src = url;
+    }
+  }
+
+  function snapshot() {
+    view.toBlob((blob) => {
+      const link = document.createElement("a");
+      link.href = URL.createObjectURL(blob);
+      link.download = `faceray-${new Date().toISOString().replace(/[:.]/g, "-")}.png`;
+      link.click();
+    }, "image/png");
+  }
+
+  document.getElementById("camera").addEventListener("click", useCamera);
+  document.getElementById("file").addEventListener("change", (event) => useFile(event.target.files[0]));
+  document.getElementById("snapshot").addEventListener("click", snapshot);
+  const stage = document.getElementById("stage");
+  stage.addEventListener("dragover", (event) => { event.preventDefault(); stage.classList.add("dragging"); });
+  stage.addEventListener("dragleave", () => stage.classList.remove("dragging"));
+  stage.addEventListener("drop", (event) => {
+    event.preventDefault();
+    stage.classList.remove("dragging");
+    useFile(event.dataTransfer.files[0]);
+  });
+
+  connect();
+  if (params.get("camera") !== "0") useCamera();
+  else setStatus("ready", "Pick the camera, an image or a video.");
+})();
