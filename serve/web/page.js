@@ -195,7 +195,7 @@
     stopSources();
     if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
       state.source = null;
-      setStatus("no-camera", "This page has no camera access: browsers give the camera only to https:// or " +
+      setStatus("no-camera", "This page has no camera access: browsers give the camera only to https or " +
                 "localhost pages. Pick an image or a video file instead.");
       return;
     }
