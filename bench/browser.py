@@ -29,7 +29,7 @@ from bench.common import machine, print_report  # noqa: E402
 
 
 def page_rate(url: str, camera: Path, seconds: float) -> tuple[float, str]:
-    from tests.serve.test_browser import browser, wait_for
+    from tests.serve.test_service import browser, wait_for
 
     driver = browser(camera, allow_camera=True)
     try:
@@ -60,7 +60,7 @@ def main() -> None:
     from faceray.runtime import free_loopback_port, init_ray, shutdown_ray
     from serve.config import ServeConfig
     from serve.service import start_service, stop_service
-    from tests.serve.test_browser import CHROMEDRIVER, CHROMIUM, write_y4m
+    from tests.serve.test_service import CHROMEDRIVER, CHROMIUM, write_y4m
 
     if not (CHROMIUM and CHROMEDRIVER):
         sys.exit("bench/browser.py needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")

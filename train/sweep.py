@@ -63,6 +63,34 @@ def run_trial(params: dict[str, Any], base: dict[str, Any]) -> None:
         finished(run_training(config, callbacks=[TuneReportCallback()], log=None))
 
 
+def train_final_in_task(config: TrainConfig, log: Any) -> dict[str, Any]:
+    """--final with one worker: the trials' in-process training, in one Ray task holding the CPUs of the largest node
+    (no Train controller or worker group to start); its epoch lines reach `log` through OUT/final/epochs.log."""
+    import ray
+
+    from faceray.resources import plan_sweep
+    from faceray.runtime import read_cluster
+    from train.pipeline import EpochLog, follow_lines
+
+    plan = plan_sweep(read_cluster(), trials=1, max_concurrent=1)
+    cpus = float(plan.chosen["cpus_per_trial_worker"])
+    progress = Path(config.out) / "epochs.log"
+    progress.parent.mkdir(parents=True, exist_ok=True)
+
+    def final(settings: dict[str, Any]) -> dict[str, Any]:
+        from train.pipeline import train_in_process
+
+        return train_in_process(TrainConfig(**settings), report=lambda metrics, folder: None, cpus=cpus,
+                                log=EpochLog(progress), resource_plan=plan.to_dict())
+
+    task = ray.remote(num_cpus=cpus, max_retries=0)(final)
+    if log is None:
+        return ray.get(task.remote(config_to_dict(config)))
+    log(f"final: {plan.line()}")
+    with follow_lines(progress, lambda line: log("  final " + line)):
+        return ray.get(task.remote(config_to_dict(config)))
+
+
 def trial_progress(log: Any, epochs: int, keys: list[str]) -> Any:
     """A Tune callback that gives `log` one line per trial epoch and one when a trial ends (instead of Tune's tables)."""
     from ray.tune import Callback
@@ -260,6 +288,9 @@ def run_sweep(config: SweepConfig, log: Any = print, verbose: int = 0) -> dict[s
         settings = {key: value for key, value in base.items() if not key.startswith("_")}
         final_config = resolve_config(TrainConfig, {**settings, **chosen, "final": max(1, int(best["best_epoch"])),
                                                      "out": str(out / "final"), "max_failures": 1, "cpus_per_worker": 0})
-        summary["final"] = run_training(final_config)
+        if final_config.workers == 1 and not config.trials_in_ray_train:
+            summary["final"] = train_final_in_task(final_config, log)
+        else:
+            summary["final"] = run_training(final_config, log=log)
         write_json(out / "best.json", {**{k: v for k, v in best.items() if not k.startswith("_")}, "final": summary["final"]})
     return summary
