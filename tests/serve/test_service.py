@@ -437,3 +437,22 @@ def test_a_page_of_another_origin_may_not_use_the_stream(service):
     with connect(stream_url, origin=service, open_timeout=10) as socket:  # the service's own page
         socket.send(b"not an image")
         assert "error" in socket.recv(timeout=10)
+
+
+@needs_chromium
+def test_a_picked_image_is_labelled(service, astronaut_bgr, tmp_path):
+    """The file picker instead of the camera (opened with ?camera=0): one picture, sent once, drawn with its face."""
+    from selenium.webdriver.common.by import By
+
+    picture = tmp_path / "astronaut.jpg"
+    cv2.imwrite(str(picture), astronaut_bgr)
+    driver = browser(None, allow_camera=False)
+    try:
+        driver.get(service + "/?camera=0")
+        wait_for(driver, "return window.faceray.status === 'ready'", 30)
+        driver.find_element(By.ID, "file").send_keys(str(picture))
+        result = wait_for(driver, "const s = window.faceray; return s.source === 'image' && s.lastResult")
+        assert len(result["faces"]) == 1 and driver.execute_script("return window.faceray.framesSent") == 1
+        assert driver.execute_script("return document.getElementById('view').width") == 512
+    finally:
+        driver.quit()
