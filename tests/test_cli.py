@@ -57,7 +57,8 @@ def test_cli_reports_config_errors_with_exit_2(capsys):
 
 def test_pure_cores_do_not_import_ray():
     modules = ["ingest.images", "ingest.imdb", "ingest.fer", "ingest.splits", "ingest.sample", "ingest.chunks",
-               "ingest.shards", "ingest.inspect", "faceray.labels", "faceray.config", "faceray.cli"]
+               "ingest.shards", "ingest.inspect", "faceray.labels", "faceray.config", "faceray.cli",
+               "faceray.resources", "faceray.console", "train.feed", "train.weights"]
     code = "import sys\n" + "".join(f"import {name}\n" for name in modules) + "print('ray' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
