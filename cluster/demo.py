@@ -156,7 +156,7 @@ def run_steps(out: Path, plan: DemoSize, address: str | None, progress: Progress
     from train.sweep_config import SweepConfig
 
     progress("starting a local Ray on 127.0.0.1")
-    init_ray(address)
+    started_ray = init_ray(address)  # a Ray this process already runs is used, and left running
     try:
         progress(f"sample data: {plan.imdb_images} IMDB-WIKI crops + {plan.fer_rows} FER-2013 rows (synthetic, real layouts)")
         sample = write_sample(out / "data" / "sample", plan.imdb_images, plan.fer_rows, seed=0)
@@ -218,7 +218,8 @@ def run_steps(out: Path, plan: DemoSize, address: str | None, progress: Progress
         finally:
             stop_service()
     finally:
-        shutdown_ray()
+        if started_ray:
+            shutdown_ray()
 
     progress("check the client's answers and write the report")
     results = [json.loads(line) for line in (out / "client.jsonl").read_text().splitlines()] if (out / "client.jsonl").exists() else []

@@ -63,19 +63,20 @@ def use_loopback_haproxy() -> None:
     os.environ.setdefault("RAY_SERVE_HAPROXY_METRICS_PORT", str(free_loopback_port()))
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard: bool = True) -> None:
+def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard: bool = True) -> bool:
     """Start an embedded local Ray (address None or 'local') or join an existing cluster.
 
     `address` is 'auto', a 'ray://host:10001' client address or a 'host:6379' head address.
     A Ray already initialised in this process is reused. `dashboard=False` saves about 1 GiB of memory
-    where nothing needs the state API (Ray Train's controller and job submission do).
+    where nothing needs the state API (Ray Train's controller and job submission do). Returns whether this call
+    started or joined Ray (False when it was already initialised: then the caller must not shut it down).
     """
     import ray
 
     from faceray.console import forward_worker_output
 
     if ray.is_initialized():
-        return
+        return False
     # Ray Data otherwise prints its progress as a flood of log lines when stdout is not a terminal.
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     if address in (None, "") and os.environ.get("RAY_ADDRESS"):
@@ -95,6 +96,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard:
             os.environ.pop("RAY_GCS_SERVER_PORT", None)  # a Ray started later by a child process picks its own
     else:
         ray.init(address=address, logging_level="WARNING", log_to_driver=forward_worker_output())
+    return True
 
 
 def start_local_ray(num_cpus: int | None, dashboard: bool, worker_environment: dict[str, str]) -> None:
