@@ -86,12 +86,17 @@ def decode_images(column: Sequence[bytes] | npt.NDArray[Any], image_shape: Seque
     return np.frombuffer(joined, np.uint8).reshape(count, *image_shape)
 
 
+def read_shard_numpy(path: str | Path, image_shape: Sequence[int]) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
+    """One shard file as (uint8 (N, H, W, C) images, int64 (N,) labels)."""
+    table = pq.read_table(path, columns=["image", "label"])
+    return decode_images(table.column("image").to_pylist(), image_shape), table.column("label").to_numpy().astype(np.int64)
+
+
 def iter_split_numpy(data_dir: str | Path, split: str) -> Iterator[tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]]:
     """Yield (uint8 (N, H, W, C) images, int64 (N,) labels) shard by shard."""
     shape = read_shard_metadata(data_dir, split)["image_shape"]
     for path in shard_files(data_dir, split):
-        table = pq.read_table(path, columns=["image", "label"])
-        yield decode_images(table.column("image").to_pylist(), shape), table.column("label").to_numpy().astype(np.int64)
+        yield read_shard_numpy(path, shape)
 
 
 def load_split_numpy(data_dir: str | Path, split: str) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from ingest.shards import iter_split_numpy, read_shard_metadata, shard_files
+from ingest.shards import iter_split_numpy, read_shard_metadata, read_shard_numpy, shard_files
 
 Batch = tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]
 
@@ -22,21 +22,17 @@ def shuffled_batches(data_dir: str | Path, splits: Sequence[str], batch_size: in
     """Full batches of (uint8 (B, H, W, C), int64 (B,)) from `splits`, in an order that depends on (seed, epoch):
     shards in a random order, rows shuffled within a buffer of about `buffer_rows`. `keep` (per class, 0..1) drops
     each row with probability 1 - keep[label] (class balance by downsampling, a fresh draw each epoch)."""
-    import pyarrow.parquet as pq
-
-    from ingest.shards import decode_images
-
     rng = np.random.default_rng([seed, epoch])
-    files = [(path, read_shard_metadata(data_dir, split)["image_shape"]) for split in splits for path in shard_files(data_dir, split)]
+    files = []
+    for split in splits:  # each split's metadata once, not once per shard
+        shape = read_shard_metadata(data_dir, split)["image_shape"]
+        files += [(path, shape) for path in shard_files(data_dir, split)]
     order = rng.permutation(len(files))
     pending_images: list[npt.NDArray[np.uint8]] = []
     pending_labels: list[npt.NDArray[np.int64]] = []
     held = 0
     for index in order:
-        path, shape = files[index]
-        table = pq.read_table(path, columns=["image", "label"])
-        images = decode_images(table.column("image").to_pylist(), shape)
-        labels = table.column("label").to_numpy().astype(np.int64)
+        images, labels = read_shard_numpy(*files[index])
         if keep is not None:
             mask = rng.random(len(labels)) < np.asarray(keep)[labels]
             images, labels = images[mask], labels[mask]
