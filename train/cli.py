@@ -48,23 +48,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fetch.set_defaults(handler=run_fetch_weights)
 
 
-def check_data(data: str) -> None:
-    """Refuse an ingest output that is not there (ConfigError naming --data)."""
-    from faceray.config import ConfigError
-    from ingest.shards import read_shard_metadata
-
-    try:
-        read_shard_metadata(data, "train")
-    except ValueError as error:
-        raise ConfigError(f"--data: {error}") from None
-
-
 def run_train(arguments: argparse.Namespace) -> int:
     from faceray.runtime import init_ray
-    from train.pipeline import run_training
+    from train.pipeline import run_training, training_data
 
     config = resolve_config(TrainConfig, arguments, arguments.config)
-    check_data(config.data)  # before Ray starts: a wrong path is refused at once
+    training_data(config.data, config.task)  # before Ray starts: a wrong --data or --task is refused at once
     init_ray(config.address or None)
     summary = run_training(config)
     evaluation = summary["evaluation"]
@@ -77,10 +66,11 @@ def run_train(arguments: argparse.Namespace) -> int:
 
 def run_sweep_command(arguments: argparse.Namespace) -> int:
     from faceray.runtime import init_ray
+    from train.pipeline import training_data
     from train.sweep import format_table, run_sweep
 
     config = resolve_config(SweepConfig, arguments, arguments.config)
-    check_data(config.data)
+    training_data(config.data, config.task)
     init_ray(config.address or None)
     summary = run_sweep(config)
     print(format_table(summary["rows"], summary["space_keys"]))

@@ -190,16 +190,23 @@ class RunSetup:
         return [float(present.min() / count) if count else 0.0 for count in self.counts]
 
 
-def prepare_run(config: TrainConfig, resource_plan: dict[str, Any] | None = None) -> RunSetup:
-    """Check the data and the output folder, write train_config.json (with the resource plan); raises ConfigError
-    naming the flag."""
-    data = Path(config.data)
+def training_data(data: str | Path, task: str = "") -> dict[str, Any]:
+    """The metadata of an ingest output's training split (see read_shard_metadata), checked against `task`;
+    raises ConfigError naming --data or --task (train, sweep and their CLI, before Ray starts)."""
     try:
         meta = read_shard_metadata(data, "train")
     except ValueError as error:
         raise ConfigError(f"--data: {error}") from None
-    if config.task and config.task != meta["task"]:
-        raise ConfigError(f"--task: {config.task!r} but {data} holds {meta['task']!r} data")
+    if task and task != meta["task"]:
+        raise ConfigError(f"--task: {task!r} but {data} holds {meta['task']!r} data")
+    return meta
+
+
+def prepare_run(config: TrainConfig, resource_plan: dict[str, Any] | None = None) -> RunSetup:
+    """Check the data and the output folder, write train_config.json (with the resource plan); raises ConfigError
+    naming the flag."""
+    data = Path(config.data)
+    meta = training_data(data, config.task)
     out = Path(config.out).resolve()
     check_output(config, out)
     out.mkdir(parents=True, exist_ok=True)

@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from faceray.config import ConfigError, config_to_dict, resolve_config, write_json
-from ingest.shards import read_shard_metadata
+from faceray.config import config_to_dict, resolve_config, write_json
 from train.config import TrainConfig
+from train.pipeline import training_data
 from train.sweep_config import SweepConfig
 from train.sweep_space import read_space, to_tune_space
 
@@ -221,12 +221,7 @@ def run_sweep(config: SweepConfig, log: Any = print, verbose: int = 0) -> dict[s
 
     space = read_space(config.space)
     space.setdefault("epochs", config.epochs)
-    try:
-        meta = read_shard_metadata(config.data, "train")
-    except ValueError as error:
-        raise ConfigError(f"--data: {error}") from None
-    if config.task and config.task != meta["task"]:
-        raise ConfigError(f"--task: {config.task!r} but {config.data} holds {meta['task']!r} data")
+    meta = training_data(config.data, config.task)
     from faceray.resources import plan_sweep
     from faceray.runtime import read_cluster
 
