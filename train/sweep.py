@@ -9,6 +9,7 @@ Output folder:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import os
@@ -26,7 +27,7 @@ METRIC, MODE = "val_accuracy", "max"
 TUNE_DIR, EXPERIMENT = "tune", "sweep"
 
 
-def run_trial(params: dict[str, Any], base: dict[str, Any]) -> None:
+def run_trial(params: dict[str, Any], base: dict[str, Any], plan: dict[str, Any], in_ray_train: bool) -> None:
     """One Tune trial: the sweep's base settings plus this trial's sampled values.
 
     One worker trains right here, in the trial's process (`train_in_process`: no Train controller, no worker process,
@@ -35,8 +36,6 @@ def run_trial(params: dict[str, Any], base: dict[str, Any]) -> None:
 
     from train.pipeline import run_training, train_in_process
 
-    base = dict(base)
-    plan, in_ray_train = base.pop("_plan"), base.pop("_in_ray_train")
     sampled = dict(params)
     trial_id = tune.get_context().get_trial_id()
     config = resolve_config(TrainConfig, {**base, **sampled, "out": str(Path(base["out"]) / "trials" / trial_id)})
@@ -84,10 +83,9 @@ def train_final_in_task(config: TrainConfig, log: Any) -> dict[str, Any]:
                                 log=EpochLog(progress), resource_plan=plan.to_dict())
 
     task = ray.remote(num_cpus=cpus, max_retries=0)(final)
-    if log is None:
-        return ray.get(task.remote(config_to_dict(config)))
-    log(f"final: {plan.line()}")
-    with follow_lines(progress, lambda line: log("  final " + line)):
+    if log is not None:
+        log(f"final: {plan.line()}")
+    with follow_lines(progress, lambda line: log("  final " + line)) if log is not None else contextlib.nullcontext():
         return ray.get(task.remote(config_to_dict(config)))
 
 
@@ -227,15 +225,15 @@ def run_sweep(config: SweepConfig, log: Any = print, verbose: int = 0) -> dict[s
 
     trials, workers, gpus = trials_and_workers(space, config.trials)
     plan = plan_sweep(read_cluster(), trials, config.max_concurrent, workers, config.trial_cpus, gpus)
-    log(plan.line())
+    if log is not None:
+        log(plan.line())
     share = float(plan.chosen["cpus_per_trial_worker"])
     out = Path(config.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "sweep_config.json", {**config_to_dict(config), "space_file": space, "resource_plan": plan.to_dict()})
     base = {"data": str(Path(config.data).resolve()), "task": meta["task"], "out": str(out),
-            "cpus_per_worker": share, "max_failures": 0, "_plan": plan.to_dict()}
+            "cpus_per_worker": share, "max_failures": 0}
     in_trial = workers == 1 and not config.trials_in_ray_train
-    base["_in_ray_train"] = not in_trial
     param_space = to_tune_space(space)
     max_epochs = space["epochs"] if isinstance(space["epochs"], int) else config.epochs
     space_keys = [key for key in space if key != "epochs" or isinstance(space["epochs"], (list, dict))]
@@ -245,7 +243,8 @@ def run_sweep(config: SweepConfig, log: Any = print, verbose: int = 0) -> dict[s
                  if config.scheduler == "asha" else FIFOScheduler())
     # A one-worker trial trains in its own process and holds its CPUs; a Ray Train trial only waits on its
     # workers (which hold theirs), so it takes a token share.
-    trainable = tune.with_resources(tune.with_parameters(run_trial, base=base),
+    trial = tune.with_parameters(run_trial, base=base, plan=plan.to_dict(), in_ray_train=not in_trial)
+    trainable = tune.with_resources(trial,
                                     {"CPU": share if in_trial else 0.01, **({"GPU": gpus} if in_trial and gpus else {})})
     experiment = out / TUNE_DIR / EXPERIMENT
     if tune.Tuner.can_restore(str(experiment)):
@@ -280,8 +279,7 @@ def run_sweep(config: SweepConfig, log: Any = print, verbose: int = 0) -> dict[s
         from train.pipeline import run_training
 
         chosen = {key: best[key] for key in space_keys}
-        settings = {key: value for key, value in base.items() if not key.startswith("_")}
-        final_config = resolve_config(TrainConfig, {**settings, **chosen, "final": max(1, int(best["best_epoch"])),
+        final_config = resolve_config(TrainConfig, {**base, **chosen, "final": max(1, int(best["best_epoch"])),
                                                      "out": str(out / "final"), "max_failures": 1, "cpus_per_worker": 0})
         if final_config.workers == 1 and not config.trials_in_ray_train:
             summary["final"] = train_final_in_task(final_config, log)
