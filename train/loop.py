@@ -150,9 +150,18 @@ def save_training_state(folder: Path, model: keras.Model, optimizer: keras.optim
     (folder / "state.json").write_text(state.to_json())
 
 
+def read_training_state(folder: Path) -> tuple[TrainingState, list[np.ndarray] | None]:
+    """The state and the best weights (None if none were saved) that `save_training_state` wrote into `folder`."""
+    best = None
+    if (folder / "best_weights.npz").exists():
+        with np.load(folder / "best_weights.npz") as arrays:
+            best = [arrays[f"arr_{index}"] for index in range(len(arrays.files))]
+    return TrainingState.from_json((folder / "state.json").read_text()), best
+
+
 def restore_training_state(folder: Path, model: keras.Model,
                            optimizer: keras.optimizers.Optimizer) -> tuple[TrainingState, list[np.ndarray] | None]:
-    """Load what `save_training_state` wrote; returns the state and the best weights (or None)."""
+    """Load what `save_training_state` wrote into the model and optimizer; returns `read_training_state(folder)`."""
     model.load_weights(folder / "model.weights.h5")
     optimizer.build(model.trainable_variables)
     with np.load(folder / "optimizer.npz") as arrays:
@@ -160,11 +169,7 @@ def restore_training_state(folder: Path, model: keras.Model,
     if len(saved) == len(optimizer.variables):
         for variable, value in zip(optimizer.variables, saved):
             variable.assign(value)
-    best = None
-    if (folder / "best_weights.npz").exists():
-        with np.load(folder / "best_weights.npz") as arrays:
-            best = [arrays[f"arr_{index}"] for index in range(len(arrays.files))]
-    return TrainingState.from_json((folder / "state.json").read_text()), best
+    return read_training_state(folder)
 
 
 def run_epochs(

@@ -317,8 +317,12 @@ def run_training(config: TrainConfig, callbacks: list[Any] | None = None, log: A
         raise _explain_start_timeout(result.error, plan)
     if result.checkpoint is None:
         raise RuntimeError("training finished without a checkpoint")
+    from train.loop import read_training_state
+
     with result.checkpoint.as_directory() as folder:
-        state, best_weights = read_checkpoint(Path(folder))
+        state, best_weights = read_training_state(Path(folder))
+    if best_weights is None:
+        raise RuntimeError("training finished without best weights in its checkpoint")
     return write_outputs(config, setup, state, best_weights)
 
 
@@ -390,16 +394,6 @@ def train_in_process(config: TrainConfig, report: Any, restore_from: Path | None
         extra_metrics={"workers": 1.0},
     )
     return summary or write_outputs(config, setup, state, best)
-
-
-def read_checkpoint(folder: Path) -> tuple[Any, list[np.ndarray]]:
-    """The training state and best weights of a checkpoint folder written by `save_training_state`."""
-    from train.loop import TrainingState
-
-    state = TrainingState.from_json((folder / "state.json").read_text())
-    with np.load(folder / "best_weights.npz") as arrays:
-        best_weights = [arrays[f"arr_{index}"] for index in range(len(arrays.files))]
-    return state, best_weights
 
 
 def write_outputs(config: TrainConfig, setup: RunSetup, state: Any, best_weights: list[np.ndarray]) -> dict[str, Any]:
