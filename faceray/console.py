@@ -75,11 +75,11 @@ def quiet_console(path: str | Path, move_to: str | Path | None = None) -> Iterat
     root = logging.getLogger()
     root.addHandler(file_handler)
     logging.captureWarnings(True)
-    _state.update(quiet=True, log_path=str(final), log_stream=log_stream, terminal=terminal)
+    _state.update(quiet=True, log_path=str(final), terminal=terminal)
     try:
         yield path
     finally:
-        _state.update(quiet=False, log_path=None, log_stream=None, terminal=None)
+        _state.update(quiet=False, log_path=None, terminal=None)
         logging.captureWarnings(False)
         root.removeHandler(file_handler)
         sys.stderr.flush()

@@ -22,11 +22,11 @@ CPU work runs on the replica's thread pool, never on its event loop, so /healthz
 import asyncio
 import time
 from collections import deque
-from pathlib import Path
-from urllib.parse import urlparse
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, JSONResponse, Response

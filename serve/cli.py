@@ -60,8 +60,8 @@ def run_serve(arguments: argparse.Namespace) -> int:
     try:
         url = start_service(config, stop=stop)
         if url:
-            print(f"faceray service at {url} (POST /v1/faces, WebSocket /v1/stream, GET /healthz, GET /v1/models); "
-                  "Ctrl-C stops it", flush=True)
+            print(f"faceray service at {url} (the live page at /; POST /v1/faces, WebSocket /v1/stream, GET /healthz, "
+                  "GET /v1/models); Ctrl-C stops it", flush=True)
             stop.wait()
         print("stopping the service", flush=True)
     finally:
