@@ -9,7 +9,7 @@ DEMO_OUT ?= runs/demo
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER = 0
 export RAY_USAGE_STATS_ENABLED = 0
 
-.PHONY: venv demo test test-fast bench clean
+.PHONY: venv demo test test-fast lint format bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "faceray needs Python 3.11+")'
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	@if $(BIN)/python -m pip show -q tensorflow-cpu 2>/dev/null; then \
 		echo "replacing tensorflow-cpu by tensorflow"; $(BIN)/python -m pip uninstall -y -q tensorflow-cpu tensorflow; fi
 	@echo "installing faceray and its dependencies into $(VENV) (about 1.5 GB; several minutes on a fresh machine)"
-	$(BIN)/python -m pip install --progress-bar off -e ".[test]"
+	$(BIN)/python -m pip install --progress-bar off -e ".[test,lint]"
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -29,6 +29,15 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"

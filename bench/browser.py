@@ -63,7 +63,9 @@ def main() -> None:
     from tests.serve.test_service import CHROMEDRIVER, CHROMIUM, write_y4m
 
     if not (CHROMIUM and CHROMEDRIVER):
-        sys.exit("bench/browser.py needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+        sys.exit(
+            "bench/browser.py needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"
+        )
     work = Path(tempfile.mkdtemp(prefix="faceray-bench-browser-"))
     frame = np.full((480, 640, 3), 100, np.uint8)
     frame[:, 64:576] = cv2.resize(cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR), (512, 480))
@@ -71,8 +73,13 @@ def main() -> None:
     body = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes()
     dirs = model_dirs(work)
     init_ray()
-    url = start_service(resolve_config(ServeConfig, dict(emotion_model=str(dirs["emotion"]), gender_model=str(dirs["gender"]),
-                                                         port=free_loopback_port())), log=None)
+    url = start_service(
+        resolve_config(
+            ServeConfig,
+            dict(emotion_model=str(dirs["emotion"]), gender_model=str(dirs["gender"]), port=free_loopback_port()),
+        ),
+        log=None,
+    )
     try:
         stream, _ = measure_streams(url, [body] * arguments.frames, 1)
         page, page_latency = page_rate(url, camera, arguments.seconds)
@@ -81,15 +88,30 @@ def main() -> None:
         stop_service()
         shutdown_ray()
     stream_fps = (stream["fps"] + stream_again["fps"]) / 2
-    payload = {"benchmark": "browser", "machine": machine(), "camera_fps": arguments.camera_fps,
-               "page_fps": round(page, 1), "page_latency": page_latency, "stream_client_fps": [stream["fps"], stream_again["fps"]],
-               "stream_client_p50_ms": [stream["p50"], stream_again["p50"]],
-               "ratio_page_to_camera": round(page / arguments.camera_fps, 3), "ratio_page_to_stream_client": round(page / stream_fps, 3)}
-    rows = [("picture", "astronaut on 640x480, JPEG 85"),
-            ("page in headless Chromium", f"{page:6.1f} frames/s (camera {arguments.camera_fps}/s: ratio {page / arguments.camera_fps:.2f}); "
-                                          f"latency shown {page_latency}"),
-            ("stream client (baseline)", f"{stream_fps:6.1f} frames/s (runs {stream['fps']}, {stream_again['fps']}); "
-                                         f"ratio page/stream {page / stream_fps:.2f}")]
+    payload = {
+        "benchmark": "browser",
+        "machine": machine(),
+        "camera_fps": arguments.camera_fps,
+        "page_fps": round(page, 1),
+        "page_latency": page_latency,
+        "stream_client_fps": [stream["fps"], stream_again["fps"]],
+        "stream_client_p50_ms": [stream["p50"], stream_again["p50"]],
+        "ratio_page_to_camera": round(page / arguments.camera_fps, 3),
+        "ratio_page_to_stream_client": round(page / stream_fps, 3),
+    }
+    rows = [
+        ("picture", "astronaut on 640x480, JPEG 85"),
+        (
+            "page in headless Chromium",
+            f"{page:6.1f} frames/s (camera {arguments.camera_fps}/s: ratio {page / arguments.camera_fps:.2f}); "
+            f"latency shown {page_latency}",
+        ),
+        (
+            "stream client (baseline)",
+            f"{stream_fps:6.1f} frames/s (runs {stream['fps']}, {stream_again['fps']}); "
+            f"ratio page/stream {page / stream_fps:.2f}",
+        ),
+    ]
     print_report("bench/browser", rows, payload)
 
 

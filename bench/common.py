@@ -56,7 +56,7 @@ class TreeMemorySampler:
             self.peak_bytes = max(self.peak_bytes, self._sample())
             self._stop.wait(self.interval_s)
 
-    def __enter__(self) -> "TreeMemorySampler":
+    def __enter__(self) -> TreeMemorySampler:
         self._thread.start()
         return self
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import subprocess
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -91,8 +91,22 @@ def main() -> None:
     cli_out = data / "out-cli"
     if cli_out.exists():
         shutil.rmtree(cli_out)
-    command = [sys.executable, "-m", "faceray.cli", "ingest", "imdb", "--root", str(root), "--out", str(cli_out),
-               "--min-face-score", "-1", "--no-drop-unknown-gender", "--no-drop-second-face", "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "faceray.cli",
+        "ingest",
+        "imdb",
+        "--root",
+        str(root),
+        "--out",
+        str(cli_out),
+        "--min-face-score",
+        "-1",
+        "--no-drop-unknown-gender",
+        "--no-drop-second-face",
+        "--no-progress",
+    ]
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=REPOSITORY, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     with TreeMemorySampler(pid=process.pid) as sampler:
@@ -117,8 +131,15 @@ def main() -> None:
             shutil.rmtree(out)
         config = resolve_config(
             IngestConfig,
-            dict(dataset="imdb", root=str(root), out=str(out), progress=False, min_face_score=-1,
-                 drop_unknown_gender=False, drop_second_face=False),
+            dict(
+                dataset="imdb",
+                root=str(root),
+                out=str(out),
+                progress=False,
+                min_face_score=-1,
+                drop_unknown_gender=False,
+                drop_second_face=False,
+            ),
         )
         return timed(run_ingest, config)
 
@@ -158,11 +179,17 @@ def main() -> None:
         ("images (mean JPEG)", f"{len(paths)} ({mean_kb:.0f} KB)"),
         ("(a) naive loop", f"{naive_rate:8.0f} img/s  (on {len(subset)})"),
         ("(b) pool limit", f"{pool_rate:8.0f} img/s  (median of {' '.join(f'{rate:.0f}' for rate in pool_rates)})"),
-        ("(c) faceray ingest", f"{faceray_rate:8.0f} img/s  (median of {' '.join(f'{rate:.0f}' for rate in faceray_rates)})"),
+        (
+            "(c) faceray ingest",
+            f"{faceray_rate:8.0f} img/s  (median of {' '.join(f'{rate:.0f}' for rate in faceray_rates)})",
+        ),
         ("(c) times", f"{faceray_s:8.1f} s on a warm Ray; the `faceray ingest` command {cli_s:.1f} s (starts Ray)"),
         ("(c)/(b)", f"{faceray_rate / pool_rate:8.2f}   target >= 0.8"),
         ("(c)/(a)", f"{faceray_rate / naive_rate:8.2f}   target >= 2"),
-        ("peak RSS, command", f"{peak_tree_bytes / 2**20:8.0f} MiB (`faceray ingest` and every process it started)   target < 2048 at 100,000"),
+        (
+            "peak RSS, command",
+            f"{peak_tree_bytes / 2**20:8.0f} MiB (`faceray ingest` and every process it started)   target < 2048 at 100,000",
+        ),
     ]
     print_report("bench/ingest", rows, payload)
 

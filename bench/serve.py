@@ -68,11 +68,20 @@ def model_dirs(folder: Path) -> dict[str, Path]:
     from train.models import build_model
 
     if (REFERENCE / "fer2013_mini_XCEPTION.102-0.66.hdf5").is_file():
-        return {"emotion": import_legacy_model(REFERENCE / "fer2013_mini_XCEPTION.102-0.66.hdf5", "emotion", folder / "emotion"),
-                "gender": import_legacy_model(REFERENCE / "gender_mini_XCEPTION.21-0.95.hdf5", "gender", folder / "gender")}
-    return {task: save_model_dir(folder / task, build_model("residual", (64, 64, 1), classes),
-                                 make_card(task, (64, 64, 1), "gray", "residual", 0.1))
-            for task, classes in (("emotion", 7), ("gender", 2))}
+        return {
+            "emotion": import_legacy_model(
+                REFERENCE / "fer2013_mini_XCEPTION.102-0.66.hdf5", "emotion", folder / "emotion"
+            ),
+            "gender": import_legacy_model(REFERENCE / "gender_mini_XCEPTION.21-0.95.hdf5", "gender", folder / "gender"),
+        }
+    return {
+        task: save_model_dir(
+            folder / task,
+            build_model("residual", (64, 64, 1), classes),
+            make_card(task, (64, 64, 1), "gray", "residual", 0.1),
+        )
+        for task, classes in (("emotion", 7), ("gender", 2))
+    }
 
 
 def reference_loop(frames: list[np.ndarray], dirs: dict[str, Path]) -> float:
@@ -139,8 +148,9 @@ def measure_http(url: str, bodies: list[bytes], concurrency: int) -> tuple[dict,
 
     def one(index: int) -> tuple[float, dict]:
         began = time.perf_counter()
-        response = sessions[index % concurrency].post(url + "/v1/faces", data=bodies[index],
-                                                      headers={"Content-Type": "image/jpeg"}, timeout=60)
+        response = sessions[index % concurrency].post(
+            url + "/v1/faces", data=bodies[index], headers={"Content-Type": "image/jpeg"}, timeout=60
+        )
         response.raise_for_status()
         return (time.perf_counter() - began) * 1000, response.json()
 
@@ -148,8 +158,10 @@ def measure_http(url: str, bodies: list[bytes], concurrency: int) -> tuple[dict,
     with ThreadPoolExecutor(concurrency) as pool:
         results = list(pool.map(one, range(len(bodies))))
     elapsed = time.perf_counter() - started
-    return ({"fps": round(len(bodies) / elapsed, 1), **percentiles([latency for latency, _ in results])},
-            [answer for _, answer in results])
+    return (
+        {"fps": round(len(bodies) / elapsed, 1), **percentiles([latency for latency, _ in results])},
+        [answer for _, answer in results],
+    )
 
 
 def measure_streams(url: str, bodies: list[bytes], streams: int) -> tuple[dict, list[dict]]:
@@ -217,10 +229,19 @@ def main() -> None:
     reference_fps = reference_loop(frames[:: max(1, len(frames) // arguments.reference_frames)], dirs)
     recalls = {name: recall(name, frames, counts) for name in ("blazeface", "haar")}
     face_ms = per_face_ms(dirs)
-    config = resolve_config(ServeConfig, dict(emotion_model=str(dirs["emotion"]), gender_model=str(dirs["gender"]),
-                                              port=free_loopback_port(), detector=arguments.detector,
-                                              detect_every=arguments.detect_every))
-    analyzer = FaceAnalyzer(dirs["emotion"], dirs["gender"], config.detector_settings(), threads=config.classifier_threads)
+    config = resolve_config(
+        ServeConfig,
+        dict(
+            emotion_model=str(dirs["emotion"]),
+            gender_model=str(dirs["gender"]),
+            port=free_loopback_port(),
+            detector=arguments.detector,
+            detect_every=arguments.detect_every,
+        ),
+    )
+    analyzer = FaceAnalyzer(
+        dirs["emotion"], dirs["gender"], config.detector_settings(), threads=config.classifier_threads
+    )
 
     init_ray()
     url = start_service(config)
@@ -234,7 +255,9 @@ def main() -> None:
             rounds["analyze"].append(measure_in_process(analyzer.analyze, bodies))
             http_1, http_answers = measure_http(url, bodies, 1)
             rounds["http_1"].append(http_1)
-            rounds["stream_session"].append(measure_in_process(analyzer.stream(detect_every=arguments.detect_every).process, bodies))
+            rounds["stream_session"].append(
+                measure_in_process(analyzer.stream(detect_every=arguments.detect_every).process, bodies)
+            )
             stream_1, stream_answers = measure_streams(url, bodies, 1)
             rounds["stream_1"].append(stream_1)
         http_8, _ = measure_http(url, bodies, 8)
@@ -244,23 +267,30 @@ def main() -> None:
         shutdown_ray()
     in_process = {name: median_row(rounds[name]) for name in ("analyze", "stream_session")}
     http_1, stream_1 = median_row(rounds["http_1"]), median_row(rounds["stream_1"])
-    ratios_http = [round(service["p50"] / floor["p50"], 2) for service, floor in zip(rounds["http_1"], rounds["analyze"])]
+    ratios_http = [
+        round(service["p50"] / floor["p50"], 2) for service, floor in zip(rounds["http_1"], rounds["analyze"])
+    ]
 
     floor_p50 = in_process["analyze"]["p50"]
     payload = {
-        "benchmark": "serve", "machine": machine(), "frames": len(bodies),
+        "benchmark": "serve",
+        "machine": machine(),
+        "frames": len(bodies),
         "faces_per_frame": round(float(np.mean(counts)), 2),
         "weights": "published" if (REFERENCE / "fer2013_mini_XCEPTION.102-0.66.hdf5").is_file() else "untrained",
-        "detector": arguments.detector, "detect_every": arguments.detect_every,
+        "detector": arguments.detector,
+        "detect_every": arguments.detect_every,
         "reference_fps": round(reference_fps, 2),
         "in_process": in_process,
         "http_concurrency_1": {**http_1, "recall": faces_found(http_answers, counts)},
         "stream_1": {**stream_1, "recall": faces_found(stream_answers, counts)},
-        "http_concurrency_8": http_8, "streams_4": stream_4,
+        "http_concurrency_8": http_8,
+        "streams_4": stream_4,
         "ratio_http_8_to_reference": round(http_8["fps"] / reference_fps, 1),
         "ratio_streams_4_to_reference": round(stream_4["fps"] / reference_fps, 1),
         "ratio_http_p50_to_in_process": round(http_1["p50"] / floor_p50, 2),
-        "ratio_http_p50_to_in_process_by_round": ratios_http, "rounds": arguments.rounds,
+        "ratio_http_p50_to_in_process_by_round": ratios_http,
+        "rounds": arguments.rounds,
         "ratio_stream_p50_to_in_process_stream": round(stream_1["p50"] / in_process["stream_session"]["p50"], 2),
         "detector_recall": recalls,
         "classifier_ms_per_face_batch_6": round(face_ms, 3),
@@ -273,13 +303,19 @@ def main() -> None:
         ("reference loop (paper)", f"{reference_fps:7.2f} frames/s"),
         ("in-process analyze", latency(in_process["analyze"]) + "   (the floor)"),
         ("in-process stream session", latency(in_process["stream_session"])),
-        ("HTTP, concurrency 1", latency(http_1) + f"   p50 target <= 20; {payload['ratio_http_p50_to_in_process']}x floor (<= 1.5; "
-                                f"rounds {', '.join(str(ratio) for ratio in ratios_http)})"),
+        (
+            "HTTP, concurrency 1",
+            latency(http_1) + f"   p50 target <= 20; {payload['ratio_http_p50_to_in_process']}x floor (<= 1.5; "
+            f"rounds {', '.join(str(ratio) for ratio in ratios_http)})",
+        ),
         ("stream, 1 connection", latency(stream_1) + "   p50 target <= 15, >= 30 frames/s"),
         ("HTTP, concurrency 8", latency(http_8) + f"   {payload['ratio_http_8_to_reference']}x reference (>= 20)"),
         ("4 streams", latency(stream_4) + f"   {payload['ratio_streams_4_to_reference']}x reference (>= 20)"),
-        ("recall, service HTTP/stream", f"{payload['http_concurrency_1']['recall']} / {payload['stream_1']['recall']} "
-                                        f"of {sum(counts)} faces present"),
+        (
+            "recall, service HTTP/stream",
+            f"{payload['http_concurrency_1']['recall']} / {payload['stream_1']['recall']} "
+            f"of {sum(counts)} faces present",
+        ),
     ]
     for name, values in recalls.items():
         group = f", group photo {values['group_photo_found_of_6']} of 6" if "group_photo_found_of_6" in values else ""

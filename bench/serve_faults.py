@@ -83,8 +83,9 @@ class Load:
             body = self.bodies[(index * 37 + number) % len(self.bodies)]
             began = time.monotonic()
             try:
-                response = session.post(self.url + "/v1/faces", data=body, headers={"Content-Type": "image/jpeg"},
-                                        timeout=TIMEOUT_S)
+                response = session.post(
+                    self.url + "/v1/faces", data=body, headers={"Content-Type": "image/jpeg"}, timeout=TIMEOUT_S
+                )
                 outcome = "ok" if response.status_code == 200 else "failed"
                 status = str(response.status_code)
             except requests.Timeout:
@@ -127,10 +128,14 @@ def bomb_under_load(url: str, bodies: list[bytes]) -> dict[str, float]:
     runner.join()
     before = [record for record in load.records if record[1] < began]
     beside = [record for record in load.records if record[0] <= bomb_end and record[1] >= began]
-    return {"bomb_status": response.status_code, "bomb_ms": round(bomb_s * 1000, 1),
-            "p50_before_ms": latencies_ms(before)["p50"], "concurrent_during_bomb": len(beside),
-            "p50_beside_bomb_ms": latencies_ms(beside)["p50"],
-            "failed": sum(outcome != "ok" for _, _, outcome in load.records)}
+    return {
+        "bomb_status": response.status_code,
+        "bomb_ms": round(bomb_s * 1000, 1),
+        "p50_before_ms": latencies_ms(before)["p50"],
+        "concurrent_during_bomb": len(beside),
+        "p50_beside_bomb_ms": latencies_ms(beside)["p50"],
+        "failed": sum(outcome != "ok" for _, _, outcome in load.records),
+    }
 
 
 def main() -> None:
@@ -150,8 +155,15 @@ def main() -> None:
     dirs = model_dirs(Path(tempfile.mkdtemp(prefix="faceray-bench-faults-")))
     frames, _ = make_frames(48)
     bodies = [cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes() for frame in frames]
-    config = resolve_config(ServeConfig, dict(emotion_model=str(dirs["emotion"]), gender_model=str(dirs["gender"]),
-                                              port=free_loopback_port(), replicas=arguments.replicas))
+    config = resolve_config(
+        ServeConfig,
+        dict(
+            emotion_model=str(dirs["emotion"]),
+            gender_model=str(dirs["gender"]),
+            port=free_loopback_port(),
+            replicas=arguments.replicas,
+        ),
+    )
     init_ray()
     url = start_service(config)
     try:
@@ -183,22 +195,43 @@ def main() -> None:
     before = latencies_ms([record for record in records if record[1] < killed_at])
     after = latencies_ms([record for record in records if record[0] > killed_at + recovery_s])
     payload = {
-        "benchmark": "serve_faults", "machine": machine(), "replicas": arguments.replicas, "requests": len(records),
-        **counts, "failed_percent": round(100 * counts["failed"] / len(records), 2), "answers": load.statuses,
-        "recovery_s": round(recovery_s, 2), "replica_replaced_s": round(replaced_s, 1),
-        "p50_p99_before_kill_ms": before, "p50_p99_after_recovery_ms": after,
-        "rss_before_mb": round(rss_before / 2**20), "rss_after_mb": round(rss_after / 2**20), "bomb": bomb,
+        "benchmark": "serve_faults",
+        "machine": machine(),
+        "replicas": arguments.replicas,
+        "requests": len(records),
+        **counts,
+        "failed_percent": round(100 * counts["failed"] / len(records), 2),
+        "answers": load.statuses,
+        "recovery_s": round(recovery_s, 2),
+        "replica_replaced_s": round(replaced_s, 1),
+        "p50_p99_before_kill_ms": before,
+        "p50_p99_after_recovery_ms": after,
+        "rss_before_mb": round(rss_before / 2**20),
+        "rss_after_mb": round(rss_after / 2**20),
+        "bomb": bomb,
     }
     rows = [
-        ("requests", f"{len(records)}: ok {counts['ok']}, failed {counts['failed']} ({payload['failed_percent']} %), "
-                     f"hung {counts['hung']}   targets: hung 0, failed <= 1 % with 2 replicas"),
+        (
+            "requests",
+            f"{len(records)}: ok {counts['ok']}, failed {counts['failed']} ({payload['failed_percent']} %), "
+            f"hung {counts['hung']}   targets: hung 0, failed <= 1 % with 2 replicas",
+        ),
         ("answers", ", ".join(f"{status}: {count}" for status, count in sorted(load.statuses.items()))),
-        ("recovery after SIGKILL", f"{recovery_s:.2f} s to the last failure; replica replaced in {replaced_s:.1f} s   target <= 10 s"),
+        (
+            "recovery after SIGKILL",
+            f"{recovery_s:.2f} s to the last failure; replica replaced in {replaced_s:.1f} s   target <= 10 s",
+        ),
         ("latency before / after", f"p50 {before['p50']} / {after['p50']} ms, p99 {before['p99']} / {after['p99']} ms"),
-        ("RSS of the service", f"{payload['rss_before_mb']} MiB before, {payload['rss_after_mb']} MiB after "
-                               f"(the killed replica's successor included)"),
-        ("bomb under load", f"HTTP {bomb['bomb_status']} in {bomb['bomb_ms']} ms (target <= 1000); p50 beside it "
-                            f"{bomb['p50_beside_bomb_ms']} ms vs {bomb['p50_before_ms']} ms before; {bomb['failed']} failed"),
+        (
+            "RSS of the service",
+            f"{payload['rss_before_mb']} MiB before, {payload['rss_after_mb']} MiB after "
+            f"(the killed replica's successor included)",
+        ),
+        (
+            "bomb under load",
+            f"HTTP {bomb['bomb_status']} in {bomb['bomb_ms']} ms (target <= 1000); p50 beside it "
+            f"{bomb['p50_beside_bomb_ms']} ms vs {bomb['p50_before_ms']} ms before; {bomb['failed']} failed",
+        ),
     ]
     print_report("bench/serve_faults", rows, payload)
 

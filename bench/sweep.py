@@ -39,8 +39,9 @@ def run_variant(data: Path, space: Path, out: Path, epochs: int, settings: dict)
     from train.sweep import run_sweep
     from train.sweep_config import SweepConfig
 
-    config = resolve_config(SweepConfig, dict(data=str(data), space=str(space), epochs=epochs, scheduler="asha",
-                                              out=str(out), **settings))
+    config = resolve_config(
+        SweepConfig, dict(data=str(data), space=str(space), epochs=epochs, scheduler="asha", out=str(out), **settings)
+    )
     started = time.perf_counter()
     run_sweep(config, log=lambda line: None, verbose=0)
     seconds = time.perf_counter() - started
@@ -54,7 +55,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1200)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ", ".join(VARIANTS))
+    parser.add_argument(
+        "--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ", ".join(VARIANTS)
+    )
     arguments = parser.parse_args()
     from faceray.runtime import use_loopback_environment
 
@@ -71,7 +74,11 @@ def main() -> None:
     space.write_text("lr: [1.0e-3, 3.0e-3]\naugment: ['off', 'paper']\nbn_momentum: 0.9\n")  # 4 grid points
     init_ray()
     data = work / "fer"
-    run_ingest(resolve_config(IngestConfig, dict(dataset="fer", csv=str(data.parent / "fer2013.csv"), out=str(data), progress=False)))
+    run_ingest(
+        resolve_config(
+            IngestConfig, dict(dataset="fer", csv=str(data.parent / "fer2013.csv"), out=str(data), progress=False)
+        )
+    )
     names = [name for name in arguments.variants.split(",") if name]
     seconds: dict[str, list[float]] = {name: [] for name in names}
     statuses: dict[str, list[str]] = {name: [] for name in names}
@@ -84,18 +91,34 @@ def main() -> None:
     shutdown_ray()
     median = {name: statistics.median(values) for name, values in seconds.items()}
     baseline = median.get("concurrent_1")
-    payload = {"benchmark": "sweep", "machine": machine(), "trials": 4, "epochs": arguments.epochs,
-               "images": arguments.images, "seconds": seconds, "median_s": median,
-               "all_trials_ended_well": {name: all(status in ("finished", "stopped early (ASHA)") for status in ended)
-                                         for name, ended in statuses.items()}}
-    rows = [("sweep", f"4 trials x {arguments.epochs} epochs, ASHA, {arguments.images} FER sample rows, {arguments.rounds} rounds")]
+    payload = {
+        "benchmark": "sweep",
+        "machine": machine(),
+        "trials": 4,
+        "epochs": arguments.epochs,
+        "images": arguments.images,
+        "seconds": seconds,
+        "median_s": median,
+        "all_trials_ended_well": {
+            name: all(status in ("finished", "stopped early (ASHA)") for status in ended)
+            for name, ended in statuses.items()
+        },
+    }
+    rows = [
+        (
+            "sweep",
+            f"4 trials x {arguments.epochs} epochs, ASHA, {arguments.images} FER sample rows, {arguments.rounds} rounds",
+        )
+    ]
     for name in names:
         ratio = f"  ratio to concurrent_1 {median[name] / baseline:.2f}" if baseline else ""
         rows.append((name, f"{median[name]:6.1f} s{ratio}  (runs {seconds[name]})"))
         if baseline:
             payload[f"ratio_{name}_to_concurrent_1"] = round(median[name] / baseline, 3)
     if "concurrent_2" in median and "concurrent_2_ray_train_trials" in median:
-        payload["ratio_ray_train_trials_to_in_trial"] = round(median["concurrent_2_ray_train_trials"] / median["concurrent_2"], 3)
+        payload["ratio_ray_train_trials_to_in_trial"] = round(
+            median["concurrent_2_ray_train_trials"] / median["concurrent_2"], 3
+        )
         rows.append(("Ray Train trials / in-trial", f"{payload['ratio_ray_train_trials_to_in_trial']:.2f}"))
     print_report("bench/sweep", rows, payload)
 

@@ -47,8 +47,20 @@ def faceray_rate(data: Path, out: Path, workers: int, epochs: int, batch_size: i
     from train.config import TrainConfig
     from train.pipeline import run_training
 
-    config = resolve_config(TrainConfig, dict(data=str(data), task="emotion", model="residual", workers=workers, epochs=epochs,
-                                              batch_size=batch_size, augment="off", out=str(out), patience=100))
+    config = resolve_config(
+        TrainConfig,
+        dict(
+            data=str(data),
+            task="emotion",
+            model="residual",
+            workers=workers,
+            epochs=epochs,
+            batch_size=batch_size,
+            augment="off",
+            out=str(out),
+            patience=100,
+        ),
+    )
     run_training(config)
     with open(out / "history.csv") as handle:
         rates = [float(row["images_per_s"]) for row in csv.DictReader(handle)]
@@ -77,8 +89,12 @@ def main() -> None:
     write_fer_sample(work / "fer2013.csv", arguments.images, np.random.default_rng(0))
     init_ray()
     data = work / "fer"
-    run_ingest(resolve_config(IngestConfig, dict(dataset="fer", csv=str(work / "fer2013.csv"), out=str(data),
-                                                 size=arguments.size, progress=False)))
+    run_ingest(
+        resolve_config(
+            IngestConfig,
+            dict(dataset="fer", csv=str(work / "fer2013.csv"), out=str(data), size=arguments.size, progress=False),
+        )
+    )
     images, labels = load_split_numpy(data, "train")
 
     fit = keras_fit_rate(images, labels, arguments.epochs, arguments.batch_size)
@@ -86,10 +102,16 @@ def main() -> None:
     two = faceray_rate(data, work / "two", 2, arguments.epochs, arguments.batch_size)
     shutdown_ray()
     payload = {
-        "benchmark": "train", "machine": machine(), "train_images": int(len(images)), "image_size": arguments.size,
-        "batch_size": arguments.batch_size, "epochs": arguments.epochs,
-        "keras_fit_img_per_s": round(fit, 1), "faceray_1_worker_img_per_s": round(one, 1),
-        "faceray_2_workers_img_per_s": round(two, 1), "ratio_1_worker_to_fit": round(one / fit, 3),
+        "benchmark": "train",
+        "machine": machine(),
+        "train_images": int(len(images)),
+        "image_size": arguments.size,
+        "batch_size": arguments.batch_size,
+        "epochs": arguments.epochs,
+        "keras_fit_img_per_s": round(fit, 1),
+        "faceray_1_worker_img_per_s": round(one, 1),
+        "faceray_2_workers_img_per_s": round(two, 1),
+        "ratio_1_worker_to_fit": round(one / fit, 3),
         "ratio_2_workers_to_fit": round(two / fit, 3),
     }
     rows = [

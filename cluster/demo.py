@@ -31,11 +31,20 @@ class DemoSize:
 
 
 SIZES = {
-    "full": DemoSize(imdb_images=1500, fer_rows=1500, emotion_epochs=8, gender_epochs=5, sweep_epochs=2, video_frames=60),
+    "full": DemoSize(
+        imdb_images=1500, fer_rows=1500, emotion_epochs=8, gender_epochs=5, sweep_epochs=2, video_frames=60
+    ),
     # small (the test suite's run): one sweep trial; each trial starts a Tune trial, a Train controller and a
     # worker, each importing TensorFlow (~11 s of CPU apiece on 2 cores). Sweeps proper are tested on their own.
-    "small": DemoSize(imdb_images=300, fer_rows=400, emotion_epochs=2, gender_epochs=1, sweep_epochs=1, video_frames=30,
-                      sweep_learning_rates=(1e-3,)),
+    "small": DemoSize(
+        imdb_images=300,
+        fer_rows=400,
+        emotion_epochs=2,
+        gender_epochs=1,
+        sweep_epochs=1,
+        video_frames=30,
+        sweep_learning_rates=(1e-3,),
+    ),
 }
 
 
@@ -74,8 +83,10 @@ class Progress:
 def check_client(summary: Any, frames_with_faces: int) -> None:
     """The serving step's check: the client read the whole video, most frames were answered, faces were found."""
     check(summary.exit_reason == "end of video", f"client: stopped before the end of the video ({summary.exit_reason})")
-    check(summary.responses >= max(1, summary.frames_read // 2),
-          f"client: only {summary.responses} of {summary.frames_read} frames were answered")
+    check(
+        summary.responses >= max(1, summary.frames_read // 2),
+        f"client: only {summary.responses} of {summary.frames_read} frames were answered",
+    )
     check(frames_with_faces > 0, "client: no face was found in any answered frame")
 
 
@@ -140,7 +151,9 @@ def clear_output(out: Path) -> None:
         shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
 
 
-def run_steps(out: Path, plan: DemoSize, address: str | None, progress: Progress, facts: dict[str, Any], log: Any) -> None:
+def run_steps(
+    out: Path, plan: DemoSize, address: str | None, progress: Progress, facts: dict[str, Any], log: Any
+) -> None:
     """The demo's steps; each records its facts and checks its own result."""
     from faceray.runtime import free_loopback_port, init_ray, shutdown_ray
     from ingest.config import IngestConfig
@@ -158,7 +171,9 @@ def run_steps(out: Path, plan: DemoSize, address: str | None, progress: Progress
     progress("starting a local Ray on 127.0.0.1")
     started_ray = init_ray(address)  # a Ray this process already runs is used, and left running
     try:
-        progress(f"sample data: {plan.imdb_images} IMDB-WIKI crops + {plan.fer_rows} FER-2013 rows (synthetic, real layouts)")
+        progress(
+            f"sample data: {plan.imdb_images} IMDB-WIKI crops + {plan.fer_rows} FER-2013 rows (synthetic, real layouts)"
+        )
         sample = write_sample(out / "data" / "sample", plan.imdb_images, plan.fer_rows, seed=0)
 
         progress("ingest both datasets into Parquet shards with Ray Data")
@@ -167,29 +182,46 @@ def run_steps(out: Path, plan: DemoSize, address: str | None, progress: Progress
             ("imdb", dict(dataset="imdb", root=str(sample.imdb_root), out=str(out / "data" / "imdb64"))),
             ("fer", dict(dataset="fer", csv=str(sample.fer_csv), out=str(out / "data" / "fer48"))),
         ):
-            manifest = run_ingest(resolve_config(IngestConfig, {**settings, "shard_rows": 500, "progress": False}),
-                                  log=log if name == "imdb" else None)
+            manifest = run_ingest(
+                resolve_config(IngestConfig, {**settings, "shard_rows": 500, "progress": False}),
+                log=log if name == "imdb" else None,
+            )
             inputs = manifest["inputs"]
-            check(inputs["accepted"] > 0 and inputs["accepted"] + inputs["rejected"] == inputs["total"],
-                  f"ingest {name}: {inputs['accepted']} accepted + {inputs['rejected']} rejected of {inputs['total']} inputs")
+            check(
+                inputs["accepted"] > 0 and inputs["accepted"] + inputs["rejected"] == inputs["total"],
+                f"ingest {name}: {inputs['accepted']} accepted + {inputs['rejected']} rejected of {inputs['total']} inputs",
+            )
             inspect_output(settings["out"])
             manifests[name] = manifest
             log("  " + summary_line(manifest))
-        facts["ingest"] = {name: {"inputs": manifest["inputs"], "rejects": manifest["rejects"], "throughput": manifest["this_run"]}
-                           for name, manifest in manifests.items()}
+        facts["ingest"] = {
+            name: {"inputs": manifest["inputs"], "rejects": manifest["rejects"], "throughput": manifest["this_run"]}
+            for name, manifest in manifests.items()
+        }
 
         progress("train the residual model (mini-Xception) for emotion and for gender with Ray Train")
         facts["train"] = {}
         for task, data, epochs in (("emotion", "fer48", plan.emotion_epochs), ("gender", "imdb64", plan.gender_epochs)):
             # bn_momentum 0.9: the sample gives a few hundred steps, too few for the paper's 0.99.
-            config = resolve_config(TrainConfig, dict(data=str(out / "data" / data), task=task, model="residual",
-                                                      epochs=epochs, bn_momentum=0.9, augment="off",
-                                                      out=str(out / "models" / task)))
+            config = resolve_config(
+                TrainConfig,
+                dict(
+                    data=str(out / "data" / data),
+                    task=task,
+                    model="residual",
+                    epochs=epochs,
+                    bn_momentum=0.9,
+                    augment="off",
+                    out=str(out / "models" / task),
+                ),
+            )
             summary = run_training(config, log=lambda line: log("  " + line))
             evaluation = summary["evaluation"]
             check((out / "models" / task / "model.keras").is_file(), f"train {task}: no model.keras was written")
-            log(f"  {task}: {evaluation['split']} accuracy {evaluation['accuracy']:.3f} (majority-class chance "
-                f"{evaluation['chance_accuracy']:.3f}), macro-F1 {evaluation['macro_f1']:.3f}")
+            log(
+                f"  {task}: {evaluation['split']} accuracy {evaluation['accuracy']:.3f} (majority-class chance "
+                f"{evaluation['chance_accuracy']:.3f}), macro-F1 {evaluation['macro_f1']:.3f}"
+            )
             facts["train"][task] = evaluation | {"metrics": summary["metrics"]}
 
         progress(f"a small sweep of the learning rate with Ray Tune ({len(plan.sweep_learning_rates)} trials)")
@@ -197,24 +229,53 @@ def run_steps(out: Path, plan: DemoSize, address: str | None, progress: Progress
         rates = ", ".join(f"{rate:.1e}" for rate in plan.sweep_learning_rates)
         space.write_text(f"lr: [{rates}]\naugment: 'off'\nbn_momentum: 0.9\n")
         # Trials side by side, as many as the machine holds (faceray.resources.plan_sweep), each training in its trial.
-        sweep = run_sweep(resolve_config(SweepConfig, dict(data=str(out / "data" / "fer48"), space=str(space),
-                                                           epochs=plan.sweep_epochs, scheduler="fifo",
-                                                           out=str(out / "sweep"))), log=lambda line: log("  " + line))
+        sweep = run_sweep(
+            resolve_config(
+                SweepConfig,
+                dict(
+                    data=str(out / "data" / "fer48"),
+                    space=str(space),
+                    epochs=plan.sweep_epochs,
+                    scheduler="fifo",
+                    out=str(out / "sweep"),
+                ),
+            ),
+            log=lambda line: log("  " + line),
+        )
         failed_trials = [row["trial_id"] for row in sweep["rows"] if row["status"].startswith("failed")]
-        check(not failed_trials and sweep["best"] is not None, f"sweep: trials failed: {', '.join(failed_trials) or 'all'}")
+        check(
+            not failed_trials and sweep["best"] is not None,
+            f"sweep: trials failed: {', '.join(failed_trials) or 'all'}",
+        )
         facts["sweep_table"] = format_table(sweep["rows"], sweep["space_keys"])
         log("\n".join("  " + line for line in facts["sweep_table"].splitlines()))
 
         progress("start the face-classification service on Ray Serve")
         port = free_loopback_port()
-        url = start_service(resolve_config(ServeConfig, dict(emotion_model=str(out / "models" / "emotion"),
-                                                             gender_model=str(out / "models" / "gender"), port=port)),
-                            log=lambda line: log("  " + line))
+        url = start_service(
+            resolve_config(
+                ServeConfig,
+                dict(
+                    emotion_model=str(out / "models" / "emotion"),
+                    gender_model=str(out / "models" / "gender"),
+                    port=port,
+                ),
+            ),
+            log=lambda line: log("  " + line),
+        )
         try:
             progress("run the client headless over a generated video")
             video = demo_video(out / "input.mp4", plan.video_frames)
-            summary = run_client(ClientConfig(source=str(video), url=url, output=str(out / "annotated.mp4"),
-                                              jsonl=str(out / "client.jsonl"), display=False), log=lambda line: log("  " + line))
+            summary = run_client(
+                ClientConfig(
+                    source=str(video),
+                    url=url,
+                    output=str(out / "annotated.mp4"),
+                    jsonl=str(out / "client.jsonl"),
+                    display=False,
+                ),
+                log=lambda line: log("  " + line),
+            )
         finally:
             stop_service()
     finally:
@@ -222,17 +283,27 @@ def run_steps(out: Path, plan: DemoSize, address: str | None, progress: Progress
             shutdown_ray()
 
     progress("check the client's answers and write the report")
-    results = [json.loads(line) for line in (out / "client.jsonl").read_text().splitlines()] if (out / "client.jsonl").exists() else []
+    results = (
+        [json.loads(line) for line in (out / "client.jsonl").read_text().splitlines()]
+        if (out / "client.jsonl").exists()
+        else []
+    )
     totals = [result["timings_ms"]["total"] for result in results if result.get("timings_ms")]
     facts["serve"] = {
-        "responses": summary.responses, "frames_read": summary.frames_read, "frames_dropped": summary.frames_dropped,
-        "client_fps": round(summary.fps, 2), "client_mean_latency_ms": round(summary.mean_latency_ms, 1),
+        "responses": summary.responses,
+        "frames_read": summary.frames_read,
+        "frames_dropped": summary.frames_dropped,
+        "client_fps": round(summary.fps, 2),
+        "client_mean_latency_ms": round(summary.mean_latency_ms, 1),
         "server_p50_ms": round(float(np.percentile(totals, 50)), 1) if totals else None,
-        "frames_with_faces": sum(1 for result in results if result["faces"]), "exit_reason": summary.exit_reason,
+        "frames_with_faces": sum(1 for result in results if result["faces"]),
+        "exit_reason": summary.exit_reason,
     }
-    log(f"  client: {summary.responses} of {summary.frames_read} frames answered ({summary.frames_dropped} dropped, never "
+    log(
+        f"  client: {summary.responses} of {summary.frames_read} frames answered ({summary.frames_dropped} dropped, never "
         f"queued), {facts['serve']['frames_with_faces']} with a face; {summary.fps:.1f} frames/s, mean round trip "
-        f"{summary.mean_latency_ms:.0f} ms; ended: {summary.exit_reason}")
+        f"{summary.mean_latency_ms:.0f} ms; ended: {summary.exit_reason}"
+    )
     check_client(summary, facts["serve"]["frames_with_faces"])
     snapshot_frame(out / "annotated.mp4", out / "annotated_frame.png")
 
@@ -261,9 +332,13 @@ def write_report(out: Path, facts: dict[str, Any]) -> Path:
     lines = ["# faceray demo report", ""]
     failed = facts.get("failed")
     if failed:
-        lines += [f"> **FAILED at step \"{failed['step']}\"**: {failed['reason']}", ">",
-                  "> The sections below are the steps that finished. The run log (Ray's and TensorFlow's lines) is",
-                  "> `faceray.log` in this folder.", ""]
+        lines += [
+            f'> **FAILED at step "{failed["step"]}"**: {failed["reason"]}',
+            ">",
+            "> The sections below are the steps that finished. The run log (Ray's and TensorFlow's lines) is",
+            "> `faceray.log` in this folder.",
+            "",
+        ]
     lines += [
         "> **The data here is synthetic**: drawn faces generated by `faceray sample` in the real IMDB-WIKI and",
         "> FER-2013 layouts, with a few broken inputs on purpose. Accuracy on it says nothing about real faces;",
@@ -272,51 +347,98 @@ def write_report(out: Path, facts: dict[str, Any]) -> Path:
         f"Size: `{facts['size']}`; total {facts.get('total_s', '?')} s on a local Ray (127.0.0.1).",
     ]
     if "ingest" in facts:
-        lines += ["", "## Ingest (Ray Data → Parquet)", "",
-                  "| dataset | inputs | accepted | rejected | img/s | rejects by reason |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Ingest (Ray Data → Parquet)",
+            "",
+            "| dataset | inputs | accepted | rejected | img/s | rejects by reason |",
+            "|---|---|---|---|---|---|",
+        ]
         for name, item in facts["ingest"].items():
             reasons = ", ".join(f"{reason}: {count}" for reason, count in item["rejects"].items())
-            lines.append(f"| {name} | {item['inputs']['total']} | {item['inputs']['accepted']} | {item['inputs']['rejected']} | "
-                         f"{item['throughput']['images_per_s']} | {reasons} |")
-        lines += ["", "![IMDB samples](data/imdb64/inspect/samples.png) ![FER samples](data/fer48/inspect/samples.png)", "",
-                  "![IMDB classes](data/imdb64/inspect/class_distribution.png) ![FER classes](data/fer48/inspect/class_distribution.png)"]
+            lines.append(
+                f"| {name} | {item['inputs']['total']} | {item['inputs']['accepted']} | {item['inputs']['rejected']} | "
+                f"{item['throughput']['images_per_s']} | {reasons} |"
+            )
+        lines += [
+            "",
+            "![IMDB samples](data/imdb64/inspect/samples.png) ![FER samples](data/fer48/inspect/samples.png)",
+            "",
+            "![IMDB classes](data/imdb64/inspect/class_distribution.png) ![FER classes](data/fer48/inspect/class_distribution.png)",
+        ]
     if facts.get("train"):
-        lines += ["", "## Training (Ray Train, residual mini-Xception)", "",
-                  "| task | split | accuracy | chance (majority) | macro-F1 | epochs | median img/s |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Training (Ray Train, residual mini-Xception)",
+            "",
+            "| task | split | accuracy | chance (majority) | macro-F1 | epochs | median img/s |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for task, item in facts["train"].items():
-            lines.append(f"| {task} | {item['split']} | {item['accuracy']:.3f} | {item['chance_accuracy']:.3f} | "
-                         f"{item['macro_f1']:.3f} | {item['metrics']['epochs_run']} | {item['metrics']['train_images_per_s']:.0f} |")
+            lines.append(
+                f"| {task} | {item['split']} | {item['accuracy']:.3f} | {item['chance_accuracy']:.3f} | "
+                f"{item['macro_f1']:.3f} | {item['metrics']['epochs_run']} | {item['metrics']['train_images_per_s']:.0f} |"
+            )
         for task in facts["train"]:
-            lines += ["", f"![{task} learning curves](models/{task}/learning_curves.png) "
-                          f"![{task} confusion matrix](models/{task}/confusion_matrix.png)"]
+            lines += [
+                "",
+                f"![{task} learning curves](models/{task}/learning_curves.png) "
+                f"![{task} confusion matrix](models/{task}/confusion_matrix.png)",
+            ]
     if "sweep_table" in facts:
-        lines += ["", "## Sweep (Ray Tune)", "", "```", facts["sweep_table"], "```", "", "![validation curves](sweep/curves.png)"]
+        lines += [
+            "",
+            "## Sweep (Ray Tune)",
+            "",
+            "```",
+            facts["sweep_table"],
+            "```",
+            "",
+            "![validation curves](sweep/curves.png)",
+        ]
     if "serve" in facts:
         serve = facts["serve"]
-        lines += ["", "## Serving (Ray Serve) and the client", "",
-                  f"- {serve['responses']} frames answered of {serve['frames_read']} read ({serve['frames_dropped']} dropped, "
-                  f"never queued); {serve['frames_with_faces']} with a face found; the client ended at: {serve['exit_reason']}",
-                  f"- client: {serve['client_fps']} frames/s, mean round trip {serve['client_mean_latency_ms']} ms; "
-                  f"server p50 {serve['server_p50_ms']} ms (2 cores shared by every stage)",
-                  "- annotated video: [annotated.mp4](annotated.mp4), one frame below; per-frame results: `client.jsonl`", "",
-                  "![annotated frame](annotated_frame.png)"]
+        lines += [
+            "",
+            "## Serving (Ray Serve) and the client",
+            "",
+            f"- {serve['responses']} frames answered of {serve['frames_read']} read ({serve['frames_dropped']} dropped, "
+            f"never queued); {serve['frames_with_faces']} with a face found; the client ended at: {serve['exit_reason']}",
+            f"- client: {serve['client_fps']} frames/s, mean round trip {serve['client_mean_latency_ms']} ms; "
+            f"server p50 {serve['server_p50_ms']} ms (2 cores shared by every stage)",
+            "- annotated video: [annotated.mp4](annotated.mp4), one frame below; per-frame results: `client.jsonl`",
+            "",
+            "![annotated frame](annotated_frame.png)",
+        ]
     lines += ["", "## Time per step (s)", "", "| step | seconds |", "|---|---|"]
     lines += [f"| {step} | {seconds} |" for step, seconds in facts.get("timings_s", {}).items()]
-    lines += ["", "## On real faces: the paper's published models", "",
-              "Downloaded only when you run the first command (MIT licence, SHA-256 checked):", "", "```bash", *TRY_REAL_FACES, "```",
-              "", "## On the real datasets, and on a cluster", "", "```bash",
-              "# IMDB-WIKI crops (imdb_crop/ with imdb.mat) and FER-2013 (fer2013.csv), downloaded by you",
-              "faceray ingest imdb --root data/imdb_crop --out data/imdb64 --by-identity",
-              "faceray ingest fer --csv data/fer2013.csv --out data/fer64 --size 64",
-              "faceray train --data data/fer64 --task emotion --model residual --epochs 100 --out models/emotion",
-              "faceray train --data data/imdb64 --task gender --model residual --epochs 30 --out models/gender",
-              "faceray sweep --data data/fer64 --space train/spaces/report.yaml --final --out runs/sweep",
-              "faceray serve --emotion-model models/emotion --gender-model models/gender",
-              "faceray client --source 0",
-              "# the same stages on a Ray cluster (ray up ray_cluster.yaml), data on shared storage:",
-              "faceray submit ingest imdb --root /data/imdb_crop --out /data/imdb64 --address http://HEAD:8265",
-              "faceray submit train --data /data/fer64 --task emotion --workers 4 --out /data/models/emotion --address http://HEAD:8265",
-              "```", ""]
+    lines += [
+        "",
+        "## On real faces: the paper's published models",
+        "",
+        "Downloaded only when you run the first command (MIT licence, SHA-256 checked):",
+        "",
+        "```bash",
+        *TRY_REAL_FACES,
+        "```",
+        "",
+        "## On the real datasets, and on a cluster",
+        "",
+        "```bash",
+        "# IMDB-WIKI crops (imdb_crop/ with imdb.mat) and FER-2013 (fer2013.csv), downloaded by you",
+        "faceray ingest imdb --root data/imdb_crop --out data/imdb64 --by-identity",
+        "faceray ingest fer --csv data/fer2013.csv --out data/fer64 --size 64",
+        "faceray train --data data/fer64 --task emotion --model residual --epochs 100 --out models/emotion",
+        "faceray train --data data/imdb64 --task gender --model residual --epochs 30 --out models/gender",
+        "faceray sweep --data data/fer64 --space train/spaces/report.yaml --final --out runs/sweep",
+        "faceray serve --emotion-model models/emotion --gender-model models/gender",
+        "faceray client --source 0",
+        "# the same stages on a Ray cluster (ray up ray_cluster.yaml), data on shared storage:",
+        "faceray submit ingest imdb --root /data/imdb_crop --out /data/imdb64 --address http://HEAD:8265",
+        "faceray submit train --data /data/fer64 --task emotion --workers 4 --out /data/models/emotion --address http://HEAD:8265",
+        "```",
+        "",
+    ]
     report = out / "report.md"
     report.write_text("\n".join(lines))
     (out / "report.json").write_text(json.dumps(facts, indent=2, default=str))

@@ -18,7 +18,18 @@ from faceray.console import terminal_stderr
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("sample", "ingest", "inspect", "train", "evaluate", "sweep", "import-model", "demo")
-UPLOAD_EXCLUDES = [".venv", ".git", "runs", "data", "*.parquet", "*.hdf5", "*.keras", "*.mp4", "__pycache__", "*.egg-info"]
+UPLOAD_EXCLUDES = [
+    ".venv",
+    ".git",
+    "runs",
+    "data",
+    "*.parquet",
+    "*.hdf5",
+    "*.keras",
+    "*.mp4",
+    "__pycache__",
+    "*.egg-info",
+]
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 
 
@@ -43,12 +54,17 @@ def job_client(address: str) -> Any:
         reason = (str(problem.message).strip().splitlines() or ["no reason given"])[0]
         raise ClusterAccessError(
             f"the cluster at {address} refused the token ({reason}); "
-            + (f"check {given}" if given else "give the cluster's token in RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or "
-                                             "~/.ray/auth_token")
+            + (
+                f"check {given}"
+                if given
+                else "give the cluster's token in RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token"
+            )
         ) from None
     except ConnectionError as problem:
-        raise ClusterAccessError(f"no Ray cluster answers at {address} ({problem.__class__.__name__}): start one "
-                                 "(ray start --head) or pass --address http://HEAD:8265") from None
+        raise ClusterAccessError(
+            f"no Ray cluster answers at {address} ({problem.__class__.__name__}): start one "
+            "(ray start --head) or pass --address http://HEAD:8265"
+        ) from None
 
 
 def is_local_address(address: str) -> bool:
@@ -81,17 +97,28 @@ def runtime_env(with_requirements: bool) -> dict[str, Any]:
     return environment
 
 
-def submit(address: str, stage: str, arguments: list[str], python: str = "auto", follow: bool = True,
-           with_requirements: bool = False, submission_id: str | None = None, out=sys.stdout) -> tuple[str, str]:
+def submit(
+    address: str,
+    stage: str,
+    arguments: list[str],
+    python: str = "auto",
+    follow: bool = True,
+    with_requirements: bool = False,
+    submission_id: str | None = None,
+    out=sys.stdout,
+) -> tuple[str, str]:
     """Submit a stage as a Ray Job; with `follow`, stream its logs until it ends. Returns (job id, status)."""
-    interpreter = sys.executable if python == "auto" and is_local_address(address) else ("python" if python == "auto" else python)
+    interpreter = (
+        sys.executable if python == "auto" and is_local_address(address) else ("python" if python == "auto" else python)
+    )
     command = entrypoint(stage, arguments, interpreter)  # an unknown stage is refused before connecting
     client = job_client(address)
     deadline = time.monotonic() + 60
     while True:
         try:
-            job_id = client.submit_job(entrypoint=command,
-                                       runtime_env=runtime_env(with_requirements), submission_id=submission_id)
+            job_id = client.submit_job(
+                entrypoint=command, runtime_env=runtime_env(with_requirements), submission_id=submission_id
+            )
             break
         except RuntimeError as problem:
             # A freshly started head answers this until its job agent is up.
@@ -121,8 +148,11 @@ def follow_job(client: Any, job_id: str, out=sys.stdout, poll_s: float = 1.0) ->
 
 def list_jobs(address: str) -> list[dict[str, Any]]:
     return [
-        {"job_id": job.submission_id or job.job_id, "status": str(getattr(job.status, "value", job.status)),
-         "entrypoint": job.entrypoint}
+        {
+            "job_id": job.submission_id or job.job_id,
+            "status": str(getattr(job.status, "value", job.status)),
+            "entrypoint": job.entrypoint,
+        }
         for job in job_client(address).list_jobs()
     ]
 

@@ -61,8 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Distributed data prep, training and serving for face emotion and gender classification on Ray.",
     )
     parser.add_argument("--version", action="version", version=f"faceray {version()}")
-    parser.add_argument("--verbose", action="store_true",
-                        help="show Ray's and TensorFlow's own log lines and full tracebacks (default: written to a log file)")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show Ray's and TensorFlow's own log lines and full tracebacks (default: written to a log file)",
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=FacerayParser)
     ingest_cli.register(subparsers)
     train_cli.register(subparsers)
@@ -79,8 +82,12 @@ def _mark_leaves(parser: argparse.ArgumentParser) -> None:
             for child in set(action.choices.values()):
                 child.set_defaults(leaf_parser=child)
                 if not any(isinstance(inner, argparse._SubParsersAction) for inner in child._actions):
-                    child.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
-                                       help="show Ray's and TensorFlow's log lines and full tracebacks")
+                    child.add_argument(
+                        "--verbose",
+                        action="store_true",
+                        default=argparse.SUPPRESS,
+                        help="show Ray's and TensorFlow's log lines and full tracebacks",
+                    )
                 _mark_leaves(child)
 
 
@@ -107,15 +114,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as error:  # noqa: BLE001 - the last line of defence: a cause and a log, not a traceback
+    except Exception as error:
         if verbose:
             raise
         from faceray.console import last_log_path
 
         log = write_error_log(error, last_log_path() or run_log_paths(arguments)[0])
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        print(f"faceray {arguments.command}: failed: {type(error).__name__}: {first_line}\n"
-              f"  the traceback and Ray's and TensorFlow's lines are in {log}; --verbose shows them here", file=sys.stderr)
+        print(
+            f"faceray {arguments.command}: failed: {type(error).__name__}: {first_line}\n"
+            f"  the traceback and Ray's and TensorFlow's lines are in {log}; --verbose shows them here",
+            file=sys.stderr,
+        )
         return 1
 
 
@@ -126,7 +136,11 @@ def run_log_paths(arguments: argparse.Namespace) -> tuple[Path, Path | None]:
 
     folder = Path(os.environ.get("FACERAY_LOG_DIR") or Path.home() / ".cache" / "faceray" / "logs")
     out = getattr(arguments, "out", None)
-    run_folder = Path(out) / "faceray.log" if out and arguments.command not in ("sample", "import-model", "fetch-weights") else None
+    run_folder = (
+        Path(out) / "faceray.log"
+        if out and arguments.command not in ("sample", "import-model", "fetch-weights")
+        else None
+    )
     return folder / f"{arguments.command}-{os.getpid()}.log", run_folder
 
 

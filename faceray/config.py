@@ -21,8 +21,9 @@ class ConfigError(ValueError):
     """One or more invalid settings; the message names each flag."""
 
 
-def option(default: Any, help: str, *, choices: typing.Sequence[Any] | None = None, cli: bool = True,
-           required: bool = False) -> Any:
+def option(
+    default: Any, help: str, *, choices: typing.Sequence[Any] | None = None, cli: bool = True, required: bool = False
+) -> Any:
     """A dataclass field with its help text (and optional choices) for the command line. `required` marks it so in
     `--help` (it may still come from `--config`; `validate()` says when it is missing)."""
     metadata = {"help": help, "choices": choices, "cli": cli, "required": required}
@@ -74,7 +75,9 @@ def convert_value(config_class: type, name: str, value: Any) -> Any:
         if target is Path:
             return Path(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{flag_name(name)}: cannot read {value!r} as {getattr(target, '__name__', target)}") from None
+        raise ConfigError(
+            f"{flag_name(name)}: cannot read {value!r} as {getattr(target, '__name__', target)}"
+        ) from None
     return value
 
 

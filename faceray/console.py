@@ -68,8 +68,11 @@ def quiet_console(path: str | Path, move_to: str | Path | None = None) -> Iterat
         python_stderr_on_fd2 = False
     # sys.stderr stays on fd 2, now the log: every library handler bound to it, whenever it was made, writes there.
     # faceray's own messages use terminal_stderr().
-    terminal = os.fdopen(os.dup(terminal_fd), "w", buffering=1, encoding="utf-8", errors="replace") \
-        if python_stderr_on_fd2 else original_stderr
+    terminal = (
+        os.fdopen(os.dup(terminal_fd), "w", buffering=1, encoding="utf-8", errors="replace")
+        if python_stderr_on_fd2
+        else original_stderr
+    )
     file_handler = logging.StreamHandler(log_stream)
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()

@@ -49,7 +49,7 @@ class ClusterResources:
     available_cpus: float | None = None  # free right now (other jobs may hold the rest); None = unknown
 
     @classmethod
-    def single_node(cls, cpus: float, gpus: float = 0.0) -> "ClusterResources":
+    def single_node(cls, cpus: float, gpus: float = 0.0) -> ClusterResources:
         return cls((NodeResources(cpus, gpus, "local"),))
 
     @property
@@ -62,8 +62,10 @@ class ClusterResources:
 
     def describe(self) -> str:
         """E.g. '2 CPUs, 0 GPUs on 1 node' or '4 CPUs, 1 GPU on 2 nodes (1+3 CPUs), autoscaling'."""
-        text = f"{_number(self.cpus)} CPU{_plural(self.cpus)}, {_number(self.gpus)} GPU{_plural(self.gpus)} on " \
-               f"{len(self.nodes)} node{_plural(len(self.nodes))}"
+        text = (
+            f"{_number(self.cpus)} CPU{_plural(self.cpus)}, {_number(self.gpus)} GPU{_plural(self.gpus)} on "
+            f"{len(self.nodes)} node{_plural(len(self.nodes))}"
+        )
         if len(self.nodes) > 1:
             text += " (" + "+".join(_number(node.cpus) for node in self.nodes) + " CPUs)"
         return text + (", autoscaling" if self.autoscaling else "")
@@ -81,7 +83,9 @@ class ResourcePlan:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def line(self) -> str:
-        chosen = ", ".join(f"{key} {_number(value) if isinstance(value, float) else value}" for key, value in self.chosen.items())
+        chosen = ", ".join(
+            f"{key} {_number(value) if isinstance(value, float) else value}" for key, value in self.chosen.items()
+        )
         nodes = len(set(self.placement))
         spread = f" across {nodes} nodes" if nodes > 1 else ""
         notes = "".join(f"; {note}" for note in self.notes)
@@ -96,7 +100,9 @@ def data_reserve(cluster: ClusterResources) -> float:
     return 1.0 if cluster.cpus >= 2 else round(cluster.cpus / 4, 2)
 
 
-def pack(bundles: list[tuple[float, float]], cluster: ClusterResources, reserve_cpus: float = 0.0) -> tuple[int, ...] | None:
+def pack(
+    bundles: list[tuple[float, float]], cluster: ClusterResources, reserve_cpus: float = 0.0
+) -> tuple[int, ...] | None:
     """Place (cpus, gpus) bundles on nodes, first fit, largest bundle first; `reserve_cpus` comes off the largest
     node. Returns the node index of each bundle (in the given order), or None when they do not all fit."""
     free = [[node.cpus, node.gpus] for node in cluster.nodes]
@@ -117,7 +123,9 @@ def pack(bundles: list[tuple[float, float]], cluster: ClusterResources, reserve_
     return tuple(placement)
 
 
-def _largest_share(count: int, gpus: float, cluster: ClusterResources, reserve: float, ceiling: float) -> tuple[float, tuple[int, ...]] | None:
+def _largest_share(
+    count: int, gpus: float, cluster: ClusterResources, reserve: float, ceiling: float
+) -> tuple[float, tuple[int, ...]] | None:
     """The largest CPU share (<= ceiling, >= MIN_SHARE, a multiple of SHARE_STEP) for which `count` bundles fit."""
     share = math.floor(min(ceiling, max((node.cpus for node in cluster.nodes), default=0)) / SHARE_STEP) * SHARE_STEP
     while share >= MIN_SHARE - 1e-9:
@@ -128,8 +136,9 @@ def _largest_share(count: int, gpus: float, cluster: ClusterResources, reserve: 
     return None
 
 
-def plan_training(cluster: ClusterResources, workers: int, cpus_per_worker: float = 0.0,
-                  gpus_per_worker: float = 0.0) -> ResourcePlan:
+def plan_training(
+    cluster: ClusterResources, workers: int, cpus_per_worker: float = 0.0, gpus_per_worker: float = 0.0
+) -> ResourcePlan:
     """`faceray train`: CPUs per Ray Train worker (`cpus_per_worker` 0 = the most that fits beside Ray Data)."""
     requested = {"workers": workers, "cpus_per_worker": cpus_per_worker or "auto", "gpus_per_worker": gpus_per_worker}
     reserve = data_reserve(cluster)
@@ -138,35 +147,59 @@ def plan_training(cluster: ClusterResources, workers: int, cpus_per_worker: floa
         placement = pack([(cpus_per_worker, gpus_per_worker)] * workers, cluster, reserve)
         if placement is None:
             return _refuse_or_wait(
-                "train", requested, cluster, f"--workers {workers} with --cpus-per-worker {_number(cpus_per_worker)} needs "
+                "train",
+                requested,
+                cluster,
+                f"--workers {workers} with --cpus-per-worker {_number(cpus_per_worker)} needs "
                 f"{_number(workers * cpus_per_worker)} CPUs beside the {_number(reserve)} kept for Ray Data, each worker on "
-                f"one node; this cluster has {cluster.describe()}", workers * cpus_per_worker + reserve,
-                {"workers": workers, "cpus_per_worker": cpus_per_worker, "gpus_per_worker": gpus_per_worker})
+                f"one node; this cluster has {cluster.describe()}",
+                workers * cpus_per_worker + reserve,
+                {"workers": workers, "cpus_per_worker": cpus_per_worker, "gpus_per_worker": gpus_per_worker},
+            )
         share = cpus_per_worker
     else:
-        fitted = _largest_share(workers, gpus_per_worker, cluster, reserve, ceiling=max((cluster.cpus - reserve) / workers, 0))
+        fitted = _largest_share(
+            workers, gpus_per_worker, cluster, reserve, ceiling=max((cluster.cpus - reserve) / workers, 0)
+        )
         if fitted is None:
             return _refuse_or_wait(
-                "train", requested, cluster, f"--workers {workers} needs {_number(workers * MIN_SHARE)} CPUs "
+                "train",
+                requested,
+                cluster,
+                f"--workers {workers} needs {_number(workers * MIN_SHARE)} CPUs "
                 f"({_number(MIN_SHARE)} per worker at the least) beside the {_number(reserve)} kept for Ray Data; this cluster "
                 f"has {cluster.describe()}: use --workers {max(1, int((cluster.cpus - reserve) / MIN_SHARE))} or fewer",
                 workers * MIN_SHARE + reserve,
-                {"workers": workers, "cpus_per_worker": MIN_SHARE, "gpus_per_worker": gpus_per_worker})
+                {"workers": workers, "cpus_per_worker": MIN_SHARE, "gpus_per_worker": gpus_per_worker},
+            )
         share, placement = fitted
     chosen = {"workers": workers, "cpus_per_worker": share, "gpus_per_worker": gpus_per_worker, "data_cpus": reserve}
-    return ResourcePlan("train", requested, cluster.describe(), chosen, placement, _busy(cluster, workers * share + reserve))
+    return ResourcePlan(
+        "train", requested, cluster.describe(), chosen, placement, _busy(cluster, workers * share + reserve)
+    )
 
 
-def plan_sweep(cluster: ClusterResources, trials: int, max_concurrent: int = 0, workers: int = 1,
-               trial_cpus: float = 0.0, gpus_per_worker: float = 0.0) -> ResourcePlan:
+def plan_sweep(
+    cluster: ClusterResources,
+    trials: int,
+    max_concurrent: int = 0,
+    workers: int = 1,
+    trial_cpus: float = 0.0,
+    gpus_per_worker: float = 0.0,
+) -> ResourcePlan:
     """`faceray sweep`: trials at once and CPUs per trial worker.
 
     `max_concurrent` 0 = as many trials as fit at one CPU per worker (at least one, at most `trials`); `trial_cpus`
     0 = the cluster split evenly between the concurrent trials. A trial with one worker trains inside the Tune
     trial (no Ray Data tasks); with more it runs Ray Train, which keeps CPUs for Ray Data.
     """
-    requested = {"trials": trials, "max_concurrent": max_concurrent or "auto", "workers_per_trial": workers,
-                 "trial_cpus": trial_cpus or "auto", "gpus_per_worker": gpus_per_worker}
+    requested = {
+        "trials": trials,
+        "max_concurrent": max_concurrent or "auto",
+        "workers_per_trial": workers,
+        "trial_cpus": trial_cpus or "auto",
+        "gpus_per_worker": gpus_per_worker,
+    }
     reserve = 0.0 if workers == 1 else data_reserve(cluster)
     _check_gpus(cluster, "--gpus-per-worker", gpus_per_worker, workers, "trial worker")
     usable = cluster.cpus - reserve
@@ -189,17 +222,28 @@ def plan_sweep(cluster: ClusterResources, trials: int, max_concurrent: int = 0, 
         fits = max(1, int(usable // (per_bundle * workers)))
         flag = f"--max-concurrent {max_concurrent}" if max_concurrent else f"{trials} trials"
         return _refuse_or_wait(
-            "sweep", requested, cluster, f"{flag} needs {need} = {_number(count * per_bundle)} CPUs"
+            "sweep",
+            requested,
+            cluster,
+            f"{flag} needs {need} = {_number(count * per_bundle)} CPUs"
             + (f" beside the {_number(reserve)} kept for Ray Data" if reserve else "")
             + f"; this cluster has {cluster.describe()}: use --max-concurrent {fits} or fewer",
             count * per_bundle + reserve,
-            {"concurrent_trials": concurrent, "cpus_per_trial_worker": per_bundle, "workers_per_trial": workers})
+            {"concurrent_trials": concurrent, "cpus_per_trial_worker": per_bundle, "workers_per_trial": workers},
+        )
     share, placement = fitted
-    chosen = {"concurrent_trials": concurrent, "workers_per_trial": workers, "cpus_per_trial_worker": share,
-              "gpus_per_worker": gpus_per_worker, "trial_runs": "in the Tune trial" if workers == 1 else "Ray Train"}
+    chosen = {
+        "concurrent_trials": concurrent,
+        "workers_per_trial": workers,
+        "cpus_per_trial_worker": share,
+        "gpus_per_worker": gpus_per_worker,
+        "trial_runs": "in the Tune trial" if workers == 1 else "Ray Train",
+    }
     if reserve:
         chosen["data_cpus"] = reserve
-    return ResourcePlan("sweep", requested, cluster.describe(), chosen, placement, _busy(cluster, count * share + reserve))
+    return ResourcePlan(
+        "sweep", requested, cluster.describe(), chosen, placement, _busy(cluster, count * share + reserve)
+    )
 
 
 def plan_serve(cluster: ClusterResources, replicas: int, replica_cpus: float) -> ResourcePlan:
@@ -209,10 +253,18 @@ def plan_serve(cluster: ClusterResources, replicas: int, replica_cpus: float) ->
     if placement is None:
         fits = max(0, int(cluster.cpus // replica_cpus))
         return _refuse_or_wait(
-            "serve", requested, cluster, f"--replicas {replicas} with --replica-cpus {_number(replica_cpus)} needs "
+            "serve",
+            requested,
+            cluster,
+            f"--replicas {replicas} with --replica-cpus {_number(replica_cpus)} needs "
             f"{_number(replicas * replica_cpus)} CPUs; this cluster has {cluster.describe()}: use --replicas {fits} or fewer, "
-            "or a smaller --replica-cpus", replicas * replica_cpus, dict(requested))
-    return ResourcePlan("serve", requested, cluster.describe(), dict(requested), placement, _busy(cluster, replicas * replica_cpus))
+            "or a smaller --replica-cpus",
+            replicas * replica_cpus,
+            dict(requested),
+        )
+    return ResourcePlan(
+        "serve", requested, cluster.describe(), dict(requested), placement, _busy(cluster, replicas * replica_cpus)
+    )
 
 
 def plan_ingest(cluster: ClusterResources, parallelism: int = 0) -> ResourcePlan:
@@ -221,17 +273,28 @@ def plan_ingest(cluster: ClusterResources, parallelism: int = 0) -> ResourcePlan
     if slots < 1:
         raise ResourceError(f"ingest needs 1 CPU per decode task; this cluster has {cluster.describe()}")
     concurrent = min(parallelism, slots) if parallelism > 0 else slots
-    notes = (f"--parallelism {parallelism} is more than the {slots} CPUs: {slots} tasks run at once",) if parallelism > slots else ()
-    return ResourcePlan("ingest", {"parallelism": parallelism or "auto"}, cluster.describe(),
-                        {"decode_tasks_at_once": concurrent, "cpus_per_task": 1}, notes=notes)
+    notes = (
+        (f"--parallelism {parallelism} is more than the {slots} CPUs: {slots} tasks run at once",)
+        if parallelism > slots
+        else ()
+    )
+    return ResourcePlan(
+        "ingest",
+        {"parallelism": parallelism or "auto"},
+        cluster.describe(),
+        {"decode_tasks_at_once": concurrent, "cpus_per_task": 1},
+        notes=notes,
+    )
 
 
 def _busy(cluster: ClusterResources, cpus_needed: float) -> tuple[str, ...]:
     """A note when other work holds CPUs this plan needs: it fits the cluster, so it waits for them."""
     if cluster.available_cpus is None or cpus_needed <= cluster.available_cpus + 1e-9:
         return ()
-    return (f"only {_number(cluster.available_cpus)} of {_number(cluster.cpus)} CPUs are free now (other work holds the "
-            f"rest): this waits for {_number(cpus_needed)}",)
+    return (
+        f"only {_number(cluster.available_cpus)} of {_number(cluster.cpus)} CPUs are free now (other work holds the "
+        f"rest): this waits for {_number(cpus_needed)}",
+    )
 
 
 def _check_gpus(cluster: ClusterResources, flag: str, gpus_per_bundle: float, bundles: int, what: str) -> None:
@@ -239,15 +302,25 @@ def _check_gpus(cluster: ClusterResources, flag: str, gpus_per_bundle: float, bu
         return
     needed = gpus_per_bundle * bundles
     if cluster.gpus <= 0:
-        raise ResourceError(f"{flag} {_number(gpus_per_bundle)} needs a GPU per {what}; this cluster has no GPU "
-                            f"({cluster.describe()}): drop {flag} to train on CPUs")
+        raise ResourceError(
+            f"{flag} {_number(gpus_per_bundle)} needs a GPU per {what}; this cluster has no GPU "
+            f"({cluster.describe()}): drop {flag} to train on CPUs"
+        )
     if needed > cluster.gpus:
-        raise ResourceError(f"{flag} {_number(gpus_per_bundle)} x {bundles} {what}s needs {_number(needed)} GPUs; this "
-                            f"cluster has {cluster.describe()}")
+        raise ResourceError(
+            f"{flag} {_number(gpus_per_bundle)} x {bundles} {what}s needs {_number(needed)} GPUs; this "
+            f"cluster has {cluster.describe()}"
+        )
 
 
-def _refuse_or_wait(stage: str, requested: dict[str, Any], cluster: ClusterResources, message: str, cpus_needed: float,
-                    chosen: dict[str, Any]) -> ResourcePlan:
+def _refuse_or_wait(
+    stage: str,
+    requested: dict[str, Any],
+    cluster: ClusterResources,
+    message: str,
+    cpus_needed: float,
+    chosen: dict[str, Any],
+) -> ResourcePlan:
     if not cluster.autoscaling:
         raise ResourceError(message)
     note = f"waits for the autoscaler: needs {_number(cpus_needed)} CPUs, has {_number(cluster.cpus)}"

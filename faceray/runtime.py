@@ -118,19 +118,26 @@ def start_local_ray(num_cpus: int | None, dashboard: bool, worker_environment: d
     )
 
 
-def read_cluster() -> "ClusterResources":
+def read_cluster() -> ClusterResources:
     """The live nodes of the Ray this process is connected to (for the resource planners in faceray.resources)."""
     import ray
 
     from faceray.resources import ClusterResources, NodeResources
 
     nodes = tuple(
-        NodeResources(float(node["Resources"].get("CPU", 0)), float(node["Resources"].get("GPU", 0)),
-                      str(node.get("NodeManagerAddress", "")))
-        for node in ray.nodes() if node.get("Alive")
+        NodeResources(
+            float(node["Resources"].get("CPU", 0)),
+            float(node["Resources"].get("GPU", 0)),
+            str(node.get("NodeManagerAddress", "")),
+        )
+        for node in ray.nodes()
+        if node.get("Alive")
     )
-    return ClusterResources(nodes, autoscaling=_autoscales(sum(node.cpus for node in nodes), sum(node.gpus for node in nodes)),
-                            available_cpus=float(ray.available_resources().get("CPU", 0.0)))
+    return ClusterResources(
+        nodes,
+        autoscaling=_autoscales(sum(node.cpus for node in nodes), sum(node.gpus for node in nodes)),
+        available_cpus=float(ray.available_resources().get("CPU", 0.0)),
+    )
 
 
 def _autoscales(cpus: float, gpus: float) -> bool:

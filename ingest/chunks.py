@@ -29,7 +29,12 @@ WORK_DIR = "_work"
 NUMBER_COLUMNS = ("gender", "face_score", "second_face_score", "dob", "photo_taken")
 UNKNOWN_LABEL = -1  # an IMDB NaN gender kept with drop_unknown_gender=False
 REJECT_SCHEMA = pa.schema(
-    [pa.field("source", pa.string()), pa.field("row", pa.int64()), pa.field("reason", pa.string()), pa.field("detail", pa.string())]
+    [
+        pa.field("source", pa.string()),
+        pa.field("row", pa.int64()),
+        pa.field("reason", pa.string()),
+        pa.field("detail", pa.string()),
+    ]
 )
 
 
@@ -114,7 +119,10 @@ class _ChunkCollector:
         summary = {
             "chunk": chunk_id,
             "total": self.total,
-            "accepted": {split: {str(label): count for label, count in sorted(counts.items())} for split, counts in self.accepted.items()},
+            "accepted": {
+                split: {str(label): count for label, count in sorted(counts.items())}
+                for split, counts in self.accepted.items()
+            },
             "rejected": dict(sorted(self.rejected.items())),
             "seconds": round(seconds, 4),
         }
@@ -157,9 +165,13 @@ def process_imdb_chunk(chunk_id: int, rows: pd.DataFrame, settings: ChunkSetting
     rows = rows.copy()
     for name in NUMBER_COLUMNS:  # plain float64 with NaN, whatever dtype the Arrow-to-pandas step chose
         rows[name] = rows[name].to_numpy(dtype=np.float64, na_value=np.nan)
-    frame = filter_and_split(rows, settings.label_filter, settings.split_ratios, settings.split_seed, settings.by_identity)
-    columns = {name: frame[name].tolist() for name in ("full_path", "row", "reason", "detail", "split", "gender", "celeb_id",
-                                                         "face_score", "photo_taken")}  # plain lists: cheaper than rows
+    frame = filter_and_split(
+        rows, settings.label_filter, settings.split_ratios, settings.split_seed, settings.by_identity
+    )
+    columns = {
+        name: frame[name].tolist()
+        for name in ("full_path", "row", "reason", "detail", "split", "gender", "celeb_id", "face_score", "photo_taken")
+    }  # plain lists: cheaper than rows
     collector = _ChunkCollector(settings)
     for index, relative_path in enumerate(columns["full_path"]):
         row, reason = columns["row"][index], columns["reason"][index]
@@ -174,8 +186,12 @@ def process_imdb_chunk(chunk_id: int, rows: pd.DataFrame, settings: ChunkSetting
             continue
         gender = columns["gender"][index]
         collector.accept(
-            columns["split"][index], image, UNKNOWN_LABEL if gender != gender else int(gender),
-            relative_path, celeb_id=int(columns["celeb_id"][index]), face_score=float(columns["face_score"][index]),
+            columns["split"][index],
+            image,
+            UNKNOWN_LABEL if gender != gender else int(gender),
+            relative_path,
+            celeb_id=int(columns["celeb_id"][index]),
+            face_score=float(columns["face_score"][index]),
             photo_taken=float(columns["photo_taken"][index]),
         )
     return collector.write(chunk_id, time.perf_counter() - started)

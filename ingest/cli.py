@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from faceray.console import terminal_stderr
 from faceray.config import add_config_arguments, resolve_config
+from faceray.console import terminal_stderr
 from ingest.config import IngestConfig
 
 IMDB_ONLY = {"csv"}
@@ -14,7 +14,9 @@ FER_ONLY = {"root", "mat", "split", "by_identity", "seed", "min_face_score", "dr
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    sample = subparsers.add_parser("sample", help="write synthetic IMDB-WIKI and FER-2013 sample data in the real layouts")
+    sample = subparsers.add_parser(
+        "sample", help="write synthetic IMDB-WIKI and FER-2013 sample data in the real layouts"
+    )
     sample.add_argument("--out", required=True, help="folder for imdb_crop/ and fer2013.csv")
     sample.add_argument("--imdb", type=int, default=1200, help="IMDB-WIKI images (default: 1200)")
     sample.add_argument("--fer", type=int, default=1200, help="FER-2013 rows (default: 1200)")

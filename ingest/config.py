@@ -13,23 +13,35 @@ from ingest.splits import parse_ratios
 class IngestConfig:
     """Settings of one ingest run (IMDB-WIKI or FER-2013 into Parquet shards)."""
 
-    dataset: str = option("imdb", "which dataset: imdb (IMDB-WIKI crops + .mat) or fer (FER-2013 CSV)", choices=("imdb", "fer"), cli=False)
+    dataset: str = option(
+        "imdb", "which dataset: imdb (IMDB-WIKI crops + .mat) or fer (FER-2013 CSV)", choices=("imdb", "fer"), cli=False
+    )
     out: str = option("", "output directory for OUT/<split>/*.parquet, manifest.json and rejects.csv", required=True)
     root: str = option("", "IMDB-WIKI: the crop folder holding imdb.mat (or wiki.mat) and the NN/ image folders")
     mat: str = option("", "IMDB-WIKI: the .mat metadata file (default: ROOT/imdb.mat, else ROOT/wiki.mat)")
     csv: str = option("", "FER-2013: the fer2013.csv file (emotion,pixels,Usage)")
-    size: int = option(0, "side of the square output images in pixels; 0 = the dataset's own (64 IMDB as the paper, 48 FER)")
+    size: int = option(
+        0, "side of the square output images in pixels; 0 = the dataset's own (64 IMDB as the paper, 48 FER)"
+    )
     color: str = option("gray", "colour mode of the output images", choices=tuple(COLOR_CHANNELS))
-    split: tuple[float, float, float] = option((0.8, 0.1, 0.1), "IMDB-WIKI train,val,test ratios (FER uses its Usage column)")
+    split: tuple[float, float, float] = option(
+        (0.8, 0.1, 0.1), "IMDB-WIKI train,val,test ratios (FER uses its Usage column)"
+    )
     by_identity: bool = option(False, "IMDB-WIKI: keep every celeb_id in one split so test accuracy is honest")
     seed: int = option(0, "seed of the deterministic split hash")
-    min_face_score: float = option(3.0, "IMDB-WIKI: reject images whose face_score is <= this (-Inf means no face); negative disables")
+    min_face_score: float = option(
+        3.0, "IMDB-WIKI: reject images whose face_score is <= this (-Inf means no face); negative disables"
+    )
     drop_unknown_gender: bool = option(True, "IMDB-WIKI: reject images whose gender is NaN")
     drop_second_face: bool = option(True, "IMDB-WIKI: reject images with a second face (second_face_score not NaN)")
-    shard_rows: int = option(2000, "inputs per chunk; each chunk writes one shard per split and is the unit of resumption")
+    shard_rows: int = option(
+        2000, "inputs per chunk; each chunk writes one shard per split and is the unit of resumption"
+    )
     overwrite: bool = option(False, "delete an existing output made with other settings instead of refusing")
     progress: bool = option(True, "show a progress bar")
-    address: str = option("", "Ray address: empty = embedded local Ray on loopback; 'auto' or ray://HOST:10001 = a cluster")
+    address: str = option(
+        "", "Ray address: empty = embedded local Ray on loopback; 'auto' or ray://HOST:10001 = a cluster"
+    )
 
     def validate(self) -> list[str]:
         """Every problem with these settings, each naming its flag."""

@@ -105,7 +105,9 @@ def decode_and_resize(data: bytes, size: int, color: str) -> npt.NDArray[np.uint
     return resize_pixels(image, size, color, input_order="bgr")
 
 
-def resize_pixels(image: npt.NDArray[np.uint8], size: int, color: str, input_order: str = "bgr") -> npt.NDArray[np.uint8]:
+def resize_pixels(
+    image: npt.NDArray[np.uint8], size: int, color: str, input_order: str = "bgr"
+) -> npt.NDArray[np.uint8]:
     """Resize a decoded uint8 image (H, W), (H, W, 1) or (H, W, 3) to (size, size, C) in `color` mode.
 
     `input_order` is the channel order of 3-channel inputs: 'bgr' (as OpenCV decodes) or 'rgb'.

@@ -10,7 +10,15 @@ import numpy as np
 import pandas as pd
 
 METADATA_COLUMNS = (
-    "row", "full_path", "gender", "face_score", "second_face_score", "celeb_id", "name", "dob", "photo_taken",
+    "row",
+    "full_path",
+    "gender",
+    "face_score",
+    "second_face_score",
+    "celeb_id",
+    "name",
+    "dob",
+    "photo_taken",
 )
 
 
@@ -107,7 +115,11 @@ def label_rejections(frame: pd.DataFrame, label_filter: LabelFilter) -> pd.DataF
         threshold = label_filter.min_face_score
         reject(pd.Series(np.isneginf(score), index=frame.index), "no face", "face_score is -Inf")
         reject(score.isna(), "face_score missing", "face_score is NaN")
-        reject(score <= threshold, "face_score too low", score.map(lambda value: f"face_score {value:.3f} <= {threshold:g}"))
+        reject(
+            score <= threshold,
+            "face_score too low",
+            score.map(lambda value: f"face_score {value:.3f} <= {threshold:g}"),
+        )
     if label_filter.drop_second_face:
         second = frame["second_face_score"]
         reject(second.notna(), "second face", second.map(lambda value: f"second_face_score {value:.3f}"))
@@ -125,7 +137,10 @@ def filter_and_split(
 
     frame = pd.concat([frame, label_rejections(frame, label_filter)], axis=1)
     if by_identity:
-        keys = [identity_key(celeb, name, path) for celeb, name, path in zip(frame["celeb_id"], frame["name"], frame["full_path"])]
+        keys = [
+            identity_key(celeb, name, path)
+            for celeb, name, path in zip(frame["celeb_id"], frame["name"], frame["full_path"])
+        ]
     else:
         keys = list(frame["full_path"])
     frame["split"] = assign_splits(keys, ratios, seed)

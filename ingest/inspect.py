@@ -19,7 +19,9 @@ def manifest_table(manifest: dict[str, Any]) -> str:
     lines = [f"{manifest['dataset']} ({manifest['task']}, {manifest['image_shape']} {manifest['color']})"]
     lines.append("".ljust(width) + "".join(split.rjust(10) for split in SPLITS))
     for label in labels:
-        lines.append(label.ljust(width) + "".join(str(manifest["splits"][split]["labels"][label]).rjust(10) for split in SPLITS))
+        lines.append(
+            label.ljust(width) + "".join(str(manifest["splits"][split]["labels"][label]).rjust(10) for split in SPLITS)
+        )
     lines.append("total".ljust(width) + "".join(str(manifest["splits"][split]["count"]).rjust(10) for split in SPLITS))
     inputs = manifest["inputs"]
     lines.append(f"inputs {inputs['total']}: accepted {inputs['accepted']}, rejected {inputs['rejected']}")

@@ -21,8 +21,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from faceray.console import terminal_stderr
 from faceray.config import ConfigError, config_to_dict, write_json
+from faceray.console import terminal_stderr
 from faceray.labels import EMOTION_LABELS, GENDER_LABELS, SPLITS
 from ingest.chunks import (
     WORK_DIR,
@@ -45,8 +45,12 @@ REJECTS = "rejects.csv"
 def chunk_settings(config: IngestConfig) -> ChunkSettings:
     task, labels = ("gender", GENDER_LABELS) if config.dataset == "imdb" else ("emotion", EMOTION_LABELS)
     return ChunkSettings(
-        dataset=config.dataset, out=str(Path(config.out).resolve()), size=config.image_size, color=config.color,
-        task=task, labels=labels,
+        dataset=config.dataset,
+        out=str(Path(config.out).resolve()),
+        size=config.image_size,
+        color=config.color,
+        task=task,
+        labels=labels,
         root=str(Path(config.root or Path(config.mat).parent).resolve()) if config.dataset == "imdb" else "",
         csv=str(Path(config.csv).resolve()) if config.csv else "",
         label_filter=LabelFilter(
@@ -76,7 +80,13 @@ def plan_imdb(config: IngestConfig) -> tuple[list[dict[str, Any]], pa.Table]:
     """
     table = pa.Table.from_pandas(read_imdb_metadata(resolve_mat_path(config)), preserve_index=False)
     specs = [
-        {"chunk": chunk_id, "rows": min(config.shard_rows, table.num_rows - start), "first_row": start, "start": 0, "end": 0}
+        {
+            "chunk": chunk_id,
+            "rows": min(config.shard_rows, table.num_rows - start),
+            "first_row": start,
+            "start": 0,
+            "end": 0,
+        }
         for chunk_id, start in enumerate(range(0, table.num_rows, config.shard_rows))
     ]
     return specs, table
@@ -132,12 +142,17 @@ def _process_imdb_block(rows: pa.Table, settings: ChunkSettings) -> pa.Table:
 def _process_fer_block(specs: pa.Table, settings: ChunkSettings) -> pa.Table:
     """Ray Data UDF: one block = one FER chunk spec (a byte range of the CSV) -> its summary as JSON."""
     spec = specs.to_pylist()[0]
-    summary = process_fer_chunk(int(spec["chunk"]), int(spec["first_row"]), int(spec["start"]), int(spec["end"]), settings)
+    summary = process_fer_chunk(
+        int(spec["chunk"]), int(spec["first_row"]), int(spec["start"]), int(spec["end"]), settings
+    )
     return pa.table({"chunk": [int(spec["chunk"])], "summary": [json.dumps(summary)]})
 
 
 def process_chunks(
-    pending: list[dict[str, Any]], settings: ChunkSettings, progress: bool, parallelism: int | None = None,
+    pending: list[dict[str, Any]],
+    settings: ChunkSettings,
+    progress: bool,
+    parallelism: int | None = None,
     metadata: pa.Table | None = None,
 ) -> None:
     """Run the pending chunks through Ray Data (one block and one task per chunk, streaming), with a progress
@@ -171,7 +186,14 @@ def process_chunks(
             compute=ray.data.TaskPoolStrategy(size=parallelism) if parallelism else None,
         )
         total = sum(spec["rows"] for spec in pending)
-        with tqdm(total=total, unit="img", disable=not progress, desc=f"ingest {settings.dataset}", dynamic_ncols=True, file=terminal_stderr()) as bar:
+        with tqdm(
+            total=total,
+            unit="img",
+            disable=not progress,
+            desc=f"ingest {settings.dataset}",
+            dynamic_ncols=True,
+            file=terminal_stderr(),
+        ) as bar:
             for row in dataset.iter_rows():
                 bar.update(json.loads(row["summary"])["total"])
     finally:
@@ -198,7 +220,9 @@ def write_rejects_csv(out: Path, specs: list[dict[str, Any]]) -> None:
             path = reject_file(out, spec["chunk"])
             if path.exists():
                 table = pq.read_table(path)
-                writer.writerows(zip(*(table.column(name).to_pylist() for name in ("source", "row", "reason", "detail"))))
+                writer.writerows(
+                    zip(*(table.column(name).to_pylist() for name in ("source", "row", "reason", "detail")))
+                )
     temporary.replace(out / REJECTS)
 
 
@@ -231,8 +255,13 @@ def build_manifest(
         "config": config_to_dict(config),
         "inputs": {"total": total, "accepted": accepted, "rejected": sum(rejected.values())},
         "splits": {
-            split: {"count": sum(per_split[split].values()),
-                    "labels": {label: per_split[split].get(label, 0) for label in (*settings.labels, *(["unknown"] if per_split[split].get("unknown") else []))}}
+            split: {
+                "count": sum(per_split[split].values()),
+                "labels": {
+                    label: per_split[split].get(label, 0)
+                    for label in (*settings.labels, *(["unknown"] if per_split[split].get("unknown") else []))
+                },
+            }
             for split in SPLITS
         },
         "rejects": dict(rejected.most_common()),

@@ -96,14 +96,20 @@ def draw_face(rng: np.random.Generator, size: int, emotion: int, gender: int) ->
     mouth_colour = (40, 40, 120)
     width = 0.11 + rng.uniform(-0.01, 0.01)
     if label == "happy":
-        cv2.ellipse(image, point(0.5, mouth_y - 0.03), (length(width), length(0.06)), 0, 0, 180, mouth_colour, length(0.02))
+        cv2.ellipse(
+            image, point(0.5, mouth_y - 0.03), (length(width), length(0.06)), 0, 0, 180, mouth_colour, length(0.02)
+        )
     elif label == "sad":
-        cv2.ellipse(image, point(0.5, mouth_y + 0.05), (length(width), length(0.05)), 0, 180, 360, mouth_colour, length(0.02))
+        cv2.ellipse(
+            image, point(0.5, mouth_y + 0.05), (length(width), length(0.05)), 0, 180, 360, mouth_colour, length(0.02)
+        )
     elif label == "surprise":
         cv2.ellipse(image, point(0.5, mouth_y), (length(0.05), length(0.07)), 0, 0, 360, (20, 20, 60), -1)
     elif label == "fear":
         cv2.ellipse(image, point(0.5, mouth_y), (length(width), length(0.035)), 0, 0, 360, (20, 20, 60), -1)
-        cv2.line(image, point(0.5 - width * 0.8, mouth_y), point(0.5 + width * 0.8, mouth_y), (230, 230, 230), length(0.012))
+        cv2.line(
+            image, point(0.5 - width * 0.8, mouth_y), point(0.5 + width * 0.8, mouth_y), (230, 230, 230), length(0.012)
+        )
     elif label == "angry":
         cv2.rectangle(image, point(0.5 - width, mouth_y - 0.012), point(0.5 + width, mouth_y + 0.012), mouth_colour, -1)
     elif label == "disgust":
@@ -140,7 +146,11 @@ def _matlab_datenum(day: dt.date) -> float:
 
 
 def write_imdb_sample(
-    root: Path, count: int, rng: np.random.Generator, struct_name: str = "imdb", clean: bool = False,
+    root: Path,
+    count: int,
+    rng: np.random.Generator,
+    struct_name: str = "imdb",
+    clean: bool = False,
     unique_pictures: int | None = None,
 ) -> tuple[Path, int]:
     """Write `count` face crops under `root` plus `root/<struct_name>.mat` in the real layout.

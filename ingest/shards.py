@@ -30,7 +30,11 @@ LABELS_KEY = b"faceray.labels"
 
 BASE_FIELDS = [pa.field("image", pa.binary()), pa.field("label", pa.int16()), pa.field("source", pa.string())]
 EXTRA_FIELDS: dict[str, list[pa.Field]] = {
-    "imdb": [pa.field("celeb_id", pa.int64()), pa.field("face_score", pa.float32()), pa.field("photo_taken", pa.float32())],
+    "imdb": [
+        pa.field("celeb_id", pa.int64()),
+        pa.field("face_score", pa.float32()),
+        pa.field("photo_taken", pa.float32()),
+    ],
     "fer": [pa.field("usage", pa.string())],
 }
 
@@ -86,10 +90,14 @@ def decode_images(column: Sequence[bytes] | npt.NDArray[Any], image_shape: Seque
     return np.frombuffer(joined, np.uint8).reshape(count, *image_shape)
 
 
-def read_shard_numpy(path: str | Path, image_shape: Sequence[int]) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
+def read_shard_numpy(
+    path: str | Path, image_shape: Sequence[int]
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
     """One shard file as (uint8 (N, H, W, C) images, int64 (N,) labels)."""
     table = pq.read_table(path, columns=["image", "label"])
-    return decode_images(table.column("image").to_pylist(), image_shape), table.column("label").to_numpy().astype(np.int64)
+    return decode_images(table.column("image").to_pylist(), image_shape), table.column("label").to_numpy().astype(
+        np.int64
+    )
 
 
 def iter_split_numpy(data_dir: str | Path, split: str) -> Iterator[tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]]:

@@ -38,9 +38,16 @@ class FaceAnalyzer:
     threads per model (0 = one per core). Models and cards are loaded here, once.
     """
 
-    def __init__(self, emotion_model: str | Path | None = None, gender_model: str | Path | None = None,
-                 detector: str | DetectorSettings = "blazeface", *, crop_margin: float | None = None,
-                 runtime: str = "onnx", threads: int = 0) -> None:
+    def __init__(
+        self,
+        emotion_model: str | Path | None = None,
+        gender_model: str | Path | None = None,
+        detector: str | DetectorSettings = "blazeface",
+        *,
+        crop_margin: float | None = None,
+        runtime: str = "onnx",
+        threads: int = 0,
+    ) -> None:
         from serve.classify import FaceClassifier
 
         models = {task: folder for task, folder in zip(TASKS, (emotion_model, gender_model)) if folder}
@@ -80,16 +87,21 @@ class FaceAnalyzer:
 
     def classify_batch(self, frames: list[npt.NDArray[np.uint8]], boxes: list[list[Box]]) -> list[list[dict[str, Any]]]:
         """Face items of several frames, one model call per task for all their faces together."""
-        faces: list[list[dict[str, Any]]] = [[{"box": [int(value) for value in box]} for box in frame_boxes]
-                                             for frame_boxes in boxes]
+        faces: list[list[dict[str, Any]]] = [
+            [{"box": [int(value) for value in box]} for box in frame_boxes] for frame_boxes in boxes
+        ]
         flat = [face for frame_faces in faces for face in frame_faces]
         if not flat:
             return faces
         for task, classifier in self.classifiers.items():
             card = classifier.card
             margin = card["crop_margin"] if self.crop_margin is None else self.crop_margin
-            crops = np.concatenate([crop_faces(frame, frame_boxes, card["input_shape"][0], card["color"], margin)
-                                    for frame, frame_boxes in zip(frames, boxes)])
+            crops = np.concatenate(
+                [
+                    crop_faces(frame, frame_boxes, card["input_shape"][0], card["color"], margin)
+                    for frame, frame_boxes in zip(frames, boxes)
+                ]
+            )
             for face, result in zip(flat, classifier.describe(classifier.predict(crops))):
                 face[task] = result
         return faces
@@ -149,6 +161,8 @@ class StreamSession:
         return {
             "faces": [track.as_face() for track in self.tracker.update(faces)],
             "detected": detected,
-            "timings_ms": {"detect" if detected else "track": round((located - started) * 1000, 2),
-                           "classify": round((classified - located) * 1000, 2)},
+            "timings_ms": {
+                "detect" if detected else "track": round((located - started) * 1000, 2),
+                "classify": round((classified - located) * 1000, 2),
+            },
         }

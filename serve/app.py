@@ -18,7 +18,6 @@ Errors are 4xx with {"error": "..."}; no face is "faces": [].
 CPU work runs on the replica's thread pool, never on its event loop, so /healthz answers while frames are analysed.
 """
 
-
 import asyncio
 import time
 from collections import deque
@@ -62,10 +61,14 @@ class FaceService:
         self.config = ServeConfig(**settings)
         if self.config.host in LOOPBACK_HOSTS:  # a local service listens on loopback only, Serve's own port too
             bind_internal_grpc_to_loopback()
-        self.analyzer = FaceAnalyzer(self.config.emotion_model or None, self.config.gender_model or None,
-                                     self.config.detector_settings(), runtime=self.config.runtime,
-                                     crop_margin=None if self.config.crop_margin < 0 else self.config.crop_margin,
-                                     threads=self.config.classifier_threads)
+        self.analyzer = FaceAnalyzer(
+            self.config.emotion_model or None,
+            self.config.gender_model or None,
+            self.config.detector_settings(),
+            runtime=self.config.runtime,
+            crop_margin=None if self.config.crop_margin < 0 else self.config.crop_margin,
+            threads=self.config.classifier_threads,
+        )
         self.pool = ThreadPoolExecutor(self.config.workers, thread_name_prefix="faceray-analyze")
         self.warm_up()
         self.description = self.analyzer.describe()
@@ -125,8 +128,10 @@ class FaceService:
         headers = self.cors_headers(request)
         if not headers:
             return Response(status_code=403)
-        return Response(status_code=204, headers={**headers, "Access-Control-Allow-Methods": "POST",
-                                                  "Access-Control-Allow-Headers": "Content-Type"})
+        return Response(
+            status_code=204,
+            headers={**headers, "Access-Control-Allow-Methods": "POST", "Access-Control-Allow-Headers": "Content-Type"},
+        )
 
     @api.get("/v1/models")
     async def models(self) -> dict[str, Any]:
@@ -152,8 +157,11 @@ class FaceService:
             return error(413, f"body of {declared} bytes exceeds the limit of {limit} bytes")
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type not in IMAGE_TYPES and content_type not in ("", "multipart/form-data"):
-            return error(415, f"content type {content_type!r} is not supported: send image/jpeg, image/png, "
-                              "application/octet-stream or multipart/form-data")
+            return error(
+                415,
+                f"content type {content_type!r} is not supported: send image/jpeg, image/png, "
+                "application/octet-stream or multipart/form-data",
+            )
         body = await self.read_limited_body(request)
         if body is None:
             return error(413, f"body exceeds the limit of {limit} bytes")
@@ -184,9 +192,12 @@ class FaceService:
         return {
             "image": {"width": int(frame.shape[1]), "height": int(frame.shape[0])},
             "faces": faces,
-            "timings_ms": {"decode": milliseconds(decoded - started), "detect": milliseconds(detected - decoded),
-                           "classify": milliseconds(classified - detected),
-                           "total": milliseconds(classified - started)},
+            "timings_ms": {
+                "decode": milliseconds(decoded - started),
+                "detect": milliseconds(detected - decoded),
+                "classify": milliseconds(classified - detected),
+                "total": milliseconds(classified - started),
+            },
         }
 
     @api.post("/v1/faces")
@@ -247,8 +258,13 @@ class FaceService:
                 while waiting:
                     frame_id, data = waiting.popleft()
                     while dropped and dropped[0] < frame_id:
-                        await websocket.send_json({"frame": dropped.popleft(), "dropped": True, "reason":
-                                                   f"more than {self.config.stream_queue} frames were waiting"})
+                        await websocket.send_json(
+                            {
+                                "frame": dropped.popleft(),
+                                "dropped": True,
+                                "reason": f"more than {self.config.stream_queue} frames were waiting",
+                            }
+                        )
                     await websocket.send_json(await self.run(self.analyze_stream_frame, session, frame_id, data))
                 if closed:
                     break
@@ -267,27 +283,39 @@ class FaceService:
 
         started = time.perf_counter()
         if len(data) > self.config.max_body_bytes:
-            return {"frame": frame_id, "error": f"frame of {len(data)} bytes exceeds the limit of "
-                                                f"{self.config.max_body_bytes} bytes"}
+            return {
+                "frame": frame_id,
+                "error": f"frame of {len(data)} bytes exceeds the limit of {self.config.max_body_bytes} bytes",
+            }
         try:
             frame = decode_frame(data)
         except RequestImageError as problem:
             return {"frame": frame_id, "error": str(problem)}
         decoded = time.perf_counter()
         result = session.process(frame)
-        return {"frame": frame_id, "image": {"width": int(frame.shape[1]), "height": int(frame.shape[0])},
-                **result, "timings_ms": {"decode": milliseconds(decoded - started), **result["timings_ms"],
-                                         "total": milliseconds(time.perf_counter() - started)}}
+        return {
+            "frame": frame_id,
+            "image": {"width": int(frame.shape[1]), "height": int(frame.shape[0])},
+            **result,
+            "timings_ms": {
+                "decode": milliseconds(decoded - started),
+                **result["timings_ms"],
+                "total": milliseconds(time.perf_counter() - started),
+            },
+        }
 
 
 def build_app(args: dict[str, Any] | ServeConfig) -> serve.Application:
     """App builder: `args` are ServeConfig fields (from the Serve YAML or `faceray serve`)."""
     config = args if isinstance(args, ServeConfig) else resolve_config(ServeConfig, dict(args))
     return FaceService.options(
-        num_replicas=config.replicas, ray_actor_options={"num_cpus": config.replica_cpus},
+        num_replicas=config.replicas,
+        ray_actor_options={"num_cpus": config.replica_cpus},
         max_ongoing_requests=config.max_ongoing_requests,
         # Set on purpose: a frame takes well under a second, so a replica that has not answered its health
         # check for 10 s is wedged and is replaced; a stopping replica finishes its frames within 5 s.
-        health_check_period_s=2.0, health_check_timeout_s=10.0,
-        graceful_shutdown_wait_loop_s=0.5, graceful_shutdown_timeout_s=5.0,
+        health_check_period_s=2.0,
+        health_check_timeout_s=10.0,
+        graceful_shutdown_wait_loop_s=0.5,
+        graceful_shutdown_timeout_s=5.0,
     ).bind(asdict(config))

@@ -43,7 +43,9 @@ class FaceClassifier:
         model = self.model
         signature = [tf.TensorSpec([None, height, width, channels], tf.uint8, name="images")]
         # A traced function with a fixed signature: ~10x faster per face than eager calls, no retracing.
-        self._traced = tf.function(lambda images: model(tf.cast(images, tf.float32), training=False), input_signature=signature)
+        self._traced = tf.function(
+            lambda images: model(tf.cast(images, tf.float32), training=False), input_signature=signature
+        )
         self._session: Any = None
         if runtime == "onnx":
             self._session = _onnx_session(self._traced, signature, threads)
@@ -77,8 +79,13 @@ class FaceClassifier:
         results = []
         for row in probabilities:
             best = int(np.argmax(row))
-            results.append({"label": labels[best], "score": float(row[best]),
-                            "scores": {label: round(float(p), 5) for label, p in zip(labels, row)}})
+            results.append(
+                {
+                    "label": labels[best],
+                    "score": float(row[best]),
+                    "scores": {label: round(float(p), 5) for label, p in zip(labels, row)},
+                }
+            )
         return results
 
 

@@ -10,8 +10,11 @@ from serve.config import ServeConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    serve_parser = subparsers.add_parser("serve", help="run the face-classification service on Ray Serve",
-                                         description="Serve POST /v1/faces, the WebSocket stream /v1/stream, GET /healthz and GET /v1/models.")
+    serve_parser = subparsers.add_parser(
+        "serve",
+        help="run the face-classification service on Ray Serve",
+        description="Serve POST /v1/faces, the WebSocket stream /v1/stream, GET /healthz and GET /v1/models.",
+    )
     serve_parser.add_argument("--config", help="YAML file of settings (flags override it)")
     add_config_arguments(serve_parser, ServeConfig)
     serve_parser.set_defaults(handler=run_serve)
@@ -23,16 +26,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     client.add_argument("--jsonl", default="", help="write one JSON line of results per answered frame here")
     client.add_argument("--no-display", dest="display", action="store_false", help="headless: no window")
     client.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (default: 0 = no limit)")
-    client.add_argument("--max-in-flight", type=int, default=2, help="requests outstanding at once; other frames are dropped (default: 2)")
-    client.add_argument("--fast", dest="realtime", action="store_false",
-                        help="read a video file as fast as possible instead of at its frame rate (more frames dropped)")
-    client.add_argument("--transport", choices=("stream", "http"), default="stream",
-                        help="stream: one WebSocket to /v1/stream, faces tracked by the service (default); "
-                             "http: one POST /v1/faces per frame")
-    client.add_argument("--give-up-after", dest="give_up_s", type=float, default=30.0,
-                        help="seconds of continuous service outage before the client stops; shorter outages are "
-                             "retried with backoff while the picture stays live (default: 30)")
-    client.add_argument("--smoothing", type=float, default=0.6, help="weight of the past in each face's scores, 0..1 (default: 0.6)")
+    client.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=2,
+        help="requests outstanding at once; other frames are dropped (default: 2)",
+    )
+    client.add_argument(
+        "--fast",
+        dest="realtime",
+        action="store_false",
+        help="read a video file as fast as possible instead of at its frame rate (more frames dropped)",
+    )
+    client.add_argument(
+        "--transport",
+        choices=("stream", "http"),
+        default="stream",
+        help="stream: one WebSocket to /v1/stream, faces tracked by the service (default); "
+        "http: one POST /v1/faces per frame",
+    )
+    client.add_argument(
+        "--give-up-after",
+        dest="give_up_s",
+        type=float,
+        default=30.0,
+        help="seconds of continuous service outage before the client stops; shorter outages are "
+        "retried with backoff while the picture stays live (default: 30)",
+    )
+    client.add_argument(
+        "--smoothing", type=float, default=0.6, help="weight of the past in each face's scores, 0..1 (default: 0.6)"
+    )
     client.set_defaults(handler=run_client_command)
 
 
@@ -60,8 +83,11 @@ def run_serve(arguments: argparse.Namespace) -> int:
     try:
         url = start_service(config, stop=stop)
         if url:
-            print(f"faceray service at {url} (the live page at /; POST /v1/faces, WebSocket /v1/stream, GET /healthz, "
-                  "GET /v1/models); Ctrl-C stops it", flush=True)
+            print(
+                f"faceray service at {url} (the live page at /; POST /v1/faces, WebSocket /v1/stream, GET /healthz, "
+                "GET /v1/models); Ctrl-C stops it",
+                flush=True,
+            )
             stop.wait()
         print("stopping the service", flush=True)
     finally:
@@ -78,11 +104,19 @@ def run_client_command(arguments: argparse.Namespace) -> int:
 
     if arguments.max_in_flight < 1 or not 0 <= arguments.smoothing < 1:
         raise ConfigError("--max-in-flight must be >= 1 and --smoothing in [0, 1)")
-    config = ClientConfig(source=arguments.source, url=arguments.url, output=arguments.output, jsonl=arguments.jsonl,
-                          display=arguments.display, max_frames=arguments.max_frames,
-                          max_in_flight=arguments.max_in_flight, smoothing=arguments.smoothing,
-                          realtime=arguments.realtime, transport=arguments.transport,
-                          give_up_s=arguments.give_up_s)
+    config = ClientConfig(
+        source=arguments.source,
+        url=arguments.url,
+        output=arguments.output,
+        jsonl=arguments.jsonl,
+        display=arguments.display,
+        max_frames=arguments.max_frames,
+        max_in_flight=arguments.max_in_flight,
+        smoothing=arguments.smoothing,
+        realtime=arguments.realtime,
+        transport=arguments.transport,
+        give_up_s=arguments.give_up_s,
+    )
     try:
         summary = run_client(config)
     except ValueError as problem:

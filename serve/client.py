@@ -13,10 +13,11 @@ import os
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import cv2
 import numpy as np
@@ -100,8 +101,9 @@ class HttpTransport:
         import requests
 
         try:
-            response = self.session.post(self.endpoint, data=data, headers={"Content-Type": "image/jpeg"},
-                                         timeout=self.config.timeout_s)
+            response = self.session.post(
+                self.endpoint, data=data, headers={"Content-Type": "image/jpeg"}, timeout=self.config.timeout_s
+            )
         except requests.RequestException as problem:
             raise ServiceGone(f"service at {self.config.url} unreachable: {problem.__class__.__name__}") from None
         if response.status_code >= 500:
@@ -142,7 +144,8 @@ class StreamTransport:
         self.connection = ExitStack()
         try:
             self.socket = self.connection.enter_context(
-                connect(url, open_timeout=config.timeout_s, max_size=None, compression=None))
+                connect(url, open_timeout=config.timeout_s, max_size=None, compression=None)
+            )
         except (OSError, TimeoutError) as problem:
             raise ServiceGone(f"service at {config.url} unreachable: {problem.__class__.__name__}") from None
         except Exception as problem:  # websockets' handshake errors (an HTTP error status, a non-WebSocket server)
@@ -181,8 +184,9 @@ class StreamTransport:
                 message = self.inbox.get(timeout=self.config.timeout_s) if block else self.inbox.get_nowait()
             except queue.Empty:
                 if block:
-                    raise ServiceGone(f"service at {self.config.url} unreachable: no answer in "
-                                      f"{self.config.timeout_s:g} s") from None
+                    raise ServiceGone(
+                        f"service at {self.config.url} unreachable: no answer in {self.config.timeout_s:g} s"
+                    ) from None
                 break
             if isinstance(message, Exception):
                 raise ServiceGone(f"service at {self.config.url} unreachable: {message}")
@@ -251,8 +255,9 @@ class Reconnector:
             self.transport.close()
 
 
-def run_client(config: ClientConfig, session: Any = None, log=print,
-               make_transport: Callable[[], Any] | None = None) -> ClientSummary:
+def run_client(
+    config: ClientConfig, session: Any = None, log=print, make_transport: Callable[[], Any] | None = None
+) -> ClientSummary:
     """Run the capture -> request -> draw loop until a quit key, Ctrl-C, end of video, max_frames, or an outage of
     the service longer than `give_up_s` (shorter ones are retried with backoff while the picture stays live).
     `make_transport` replaces the configured transport (tests)."""
@@ -269,7 +274,11 @@ def run_client(config: ClientConfig, session: Any = None, log=print,
     latencies: deque[float] = deque(maxlen=30)
     shown_faces: list[dict[str, Any]] = []
     if make_transport is None:
-        make_transport = (lambda: StreamTransport(config)) if config.transport == "stream" else (lambda: HttpTransport(config, session))
+        make_transport = (
+            (lambda: StreamTransport(config))
+            if config.transport == "stream"
+            else (lambda: HttpTransport(config, session))
+        )
     link = Reconnector(make_transport, config.give_up_s, log)
     started = time.perf_counter()
 
@@ -298,8 +307,17 @@ def run_client(config: ClientConfig, session: Any = None, log=print,
             else:
                 shown_faces = [track.as_face() for track in tracker.update(result["faces"])]
             if jsonl is not None:
-                jsonl.write(json.dumps({"frame": frame_index, "faces": result["faces"], "smoothed": shown_faces,
-                                        "timings_ms": result.get("timings_ms")}) + "\n")
+                jsonl.write(
+                    json.dumps(
+                        {
+                            "frame": frame_index,
+                            "faces": result["faces"],
+                            "smoothed": shown_faces,
+                            "timings_ms": result.get("timings_ms"),
+                        }
+                    )
+                    + "\n"
+                )
 
     is_file = not config.source.isdigit()
     frame_interval = 1.0 / (capture.get(cv2.CAP_PROP_FPS) or 25.0) if is_file and config.realtime else 0.0
@@ -342,7 +360,9 @@ def run_client(config: ClientConfig, session: Any = None, log=print,
             if config.output:
                 if writer is None:
                     fps = capture.get(cv2.CAP_PROP_FPS) or 15.0
-                    writer = cv2.VideoWriter(config.output, cv2.VideoWriter_fourcc(*"mp4v"), fps, annotated.shape[1::-1])
+                    writer = cv2.VideoWriter(
+                        config.output, cv2.VideoWriter_fourcc(*"mp4v"), fps, annotated.shape[1::-1]
+                    )
                 writer.write(annotated)
             if show:
                 cv2.imshow("faceray", annotated)

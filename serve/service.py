@@ -11,8 +11,12 @@ from serve.config import ServeConfig
 APP_NAME = "faceray"
 
 
-def start_service(config: ServeConfig, wait_s: float = 180.0, stop: threading.Event | None = None,
-                  log: Callable[[str], None] | None = print) -> str | None:
+def start_service(
+    config: ServeConfig,
+    wait_s: float = 180.0,
+    stop: threading.Event | None = None,
+    log: Callable[[str], None] | None = print,
+) -> str | None:
     """Deploy the app on HTTP host:port; returns the base URL once /healthz and the stream answer (None if `stop` is
     set first).
 
@@ -56,7 +60,7 @@ def stream_answers(url: str, timeout_s: float = 5.0) -> bool:
         with connect(url.replace("http", "ws", 1) + "/v1/stream", open_timeout=timeout_s, close_timeout=1) as socket:
             socket.send(b"not an image")
             return "error" in json.loads(socket.recv(timeout=timeout_s))
-    except Exception:  # noqa: BLE001 - any failure means "not yet"; start_service retries until its deadline
+    except Exception:
         return False
 
 

@@ -57,8 +57,11 @@ class FaceTracker:
     def update(self, faces: list[dict[str, Any]]) -> list[Track]:
         """Match this frame's faces (response items) to tracks; returns the tracks seen in this frame."""
         pairs = sorted(
-            ((iou(track.box, face["box"]), track_index, face_index)
-             for track_index, track in enumerate(self.tracks) for face_index, face in enumerate(faces)),
+            (
+                (iou(track.box, face["box"]), track_index, face_index)
+                for track_index, track in enumerate(self.tracks)
+                for face_index, face in enumerate(faces)
+            ),
             reverse=True,
         )
         matched_tracks: set[int] = set()
@@ -99,17 +102,23 @@ class FaceTracker:
             if old is None or self.smoothing == 0:
                 track.scores[task] = dict(new)
             else:
-                track.scores[task] = {label: self.smoothing * old.get(label, 0.0) + (1 - self.smoothing) * value
-                                      for label, value in new.items()}
+                track.scores[task] = {
+                    label: self.smoothing * old.get(label, 0.0) + (1 - self.smoothing) * value
+                    for label, value in new.items()
+                }
 
 
 TEMPLATE_SIDE = 24  # faces are matched at this size: cheap (~0.1 ms per face) and still distinctive
 FOLLOW_MIN_SCORE = 0.6  # normalised correlation below which a face counts as lost
 
 
-def follow_faces(previous_grey: "npt.NDArray[np.uint8]", grey: "npt.NDArray[np.uint8]",
-                 boxes: list[tuple[int, int, int, int]], search: float = 0.5,
-                 min_score: float = FOLLOW_MIN_SCORE) -> list[tuple[int, int, int, int]] | None:
+def follow_faces(
+    previous_grey: npt.NDArray[np.uint8],
+    grey: npt.NDArray[np.uint8],
+    boxes: list[tuple[int, int, int, int]],
+    search: float = 0.5,
+    min_score: float = FOLLOW_MIN_SCORE,
+) -> list[tuple[int, int, int, int]] | None:
     """Where each face box of the previous frame is now, by template matching around it; None if one is lost.
 
     Grey frames are uint8 (H, W) of equal shape. Each face is matched downscaled to about TEMPLATE_SIDE pixels
@@ -124,12 +133,17 @@ def follow_faces(previous_grey: "npt.NDArray[np.uint8]", grey: "npt.NDArray[np.u
         if w < 4 or h < 4:
             return None
         scale = min(1.0, TEMPLATE_SIDE / max(w, h))
-        template = previous_grey[max(0, y): y + h, max(0, x): x + w]
+        template = previous_grey[max(0, y) : y + h, max(0, x) : x + w]
         pad_x, pad_y = int(w * search), int(h * search)
         left, top = max(0, x - pad_x), max(0, y - pad_y)
         right, bottom = min(width, x + w + pad_x), min(height, y + h + pad_y)
         region = grey[top:bottom, left:right]
-        if template.shape[0] < 4 or template.shape[1] < 4 or region.shape[0] < template.shape[0] or region.shape[1] < template.shape[1]:
+        if (
+            template.shape[0] < 4
+            or template.shape[1] < 4
+            or region.shape[0] < template.shape[0]
+            or region.shape[1] < template.shape[1]
+        ):
             return None
         small_template = cv2.resize(template, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         small_region = cv2.resize(region, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)

@@ -39,8 +39,7 @@ def decode_frame(data: bytes, max_pixels: int = MAX_PIXELS) -> npt.NDArray[np.ui
         raise RequestImageError("truncated JPEG: no end-of-image marker")
     size = declared_size(data)
     if size is None:  # other formats (TIFF, WebP, ...) are not read: their size cannot be checked first
-        raise RequestImageError(f"not a decodable image ({len(data)} bytes starting {data[:8]!r}): "
-                                "send JPEG or PNG")
+        raise RequestImageError(f"not a decodable image ({len(data)} bytes starting {data[:8]!r}): send JPEG or PNG")
     if size[0] * size[1] > max_pixels:
         raise RequestImageError(f"image of {size[1]}x{size[0]} pixels exceeds the limit of {max_pixels}")
     try:
@@ -71,7 +70,9 @@ def square_crop_box(box: Box, margin: float, frame_shape: tuple[int, ...]) -> Bo
     return left, top, side, side
 
 
-def crop_faces(frame: npt.NDArray[np.uint8], boxes: list[Box], size: int, color: str, margin: float) -> npt.NDArray[np.uint8]:
+def crop_faces(
+    frame: npt.NDArray[np.uint8], boxes: list[Box], size: int, color: str, margin: float
+) -> npt.NDArray[np.uint8]:
     """Crops of each box as the model wants them: uint8 (N, size, size, 1) grey or (N, size, size, 3) RGB."""
     channels = 1 if color == "gray" else 3
     crops = np.zeros((len(boxes), size, size, channels), np.uint8)
@@ -109,7 +110,9 @@ def draw_faces(frame: npt.NDArray[np.uint8], faces: list[dict], overlay: str | N
         (text_width, text_height), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
         top = max(0, y - text_height - 6)
         cv2.rectangle(canvas, (x, top), (x + text_width + 4, top + text_height + 6), colour, -1)
-        cv2.putText(canvas, text, (x + 2, top + text_height + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(
+            canvas, text, (x + 2, top + text_height + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA
+        )
     if overlay:
         cv2.putText(canvas, overlay, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
         cv2.putText(canvas, overlay, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)

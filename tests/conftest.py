@@ -90,7 +90,7 @@ class ListenerWatch:
             if self._stop.wait(self.interval_s):
                 break
 
-    def __enter__(self) -> "ListenerWatch":
+    def __enter__(self) -> ListenerWatch:
         self._thread.start()
         return self
 

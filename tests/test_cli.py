@@ -23,7 +23,9 @@ def test_help_of_each_command(command, capsys):
 
 
 def test_console_script_runs():
-    result = subprocess.run([sys.executable, "-m", "faceray.cli", "--help"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "faceray.cli", "--help"], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0 and "ingest" in result.stdout
 
 
@@ -56,9 +58,23 @@ def test_cli_reports_config_errors_with_exit_2(capsys):
 
 
 def test_pure_cores_do_not_import_ray():
-    modules = ["ingest.images", "ingest.imdb", "ingest.fer", "ingest.splits", "ingest.sample", "ingest.chunks",
-               "ingest.shards", "ingest.inspect", "faceray.labels", "faceray.config", "faceray.cli",
-               "faceray.resources", "faceray.console", "train.feed", "train.weights"]
+    modules = [
+        "ingest.images",
+        "ingest.imdb",
+        "ingest.fer",
+        "ingest.splits",
+        "ingest.sample",
+        "ingest.chunks",
+        "ingest.shards",
+        "ingest.inspect",
+        "faceray.labels",
+        "faceray.config",
+        "faceray.cli",
+        "faceray.resources",
+        "faceray.console",
+        "train.feed",
+        "train.weights",
+    ]
     code = "import sys\n" + "".join(f"import {name}\n" for name in modules) + "print('ray' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

@@ -58,8 +58,14 @@ def test_every_readme_command_matches_its_parser():
         if words and words[0].startswith("--"):  # faceray's own flags
             assert words[0] in options(build_parser()), command
             continue
-        name = next((candidate for candidate in sorted(parsers, key=len, reverse=True)
-                     if words[: len(candidate.split())] == candidate.split()), None)
+        name = next(
+            (
+                candidate
+                for candidate in sorted(parsers, key=len, reverse=True)
+                if words[: len(candidate.split())] == candidate.split()
+            ),
+            None,
+        )
         if name is None:
             if not any(candidate.split()[: len(words)] == words for candidate in parsers):  # a group: `faceray ingest`
                 problems.append(f"{command!r}: no such command")
@@ -98,7 +104,9 @@ def test_stated_defaults_are_the_defaults(flag_and_value):
             shown = re.search(r"\(default: ([^)]*)\)", help_text)
             defaults.append(shown.group(1) if shown else str(action.default))
     assert defaults, f"no command has {flag}"
-    assert any(_same(stated, value) for value in defaults), f"README says {flag} defaults to {stated}; --help says {defaults}"
+    assert any(_same(stated, value) for value in defaults), (
+        f"README says {flag} defaults to {stated}; --help says {defaults}"
+    )
 
 
 def _same(stated: str, actual: str) -> bool:

@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import pytest
 
-from faceray.resources import ClusterResources, NodeResources, ResourceError, pack, plan_ingest, plan_serve, plan_sweep, plan_training
+from faceray.resources import (
+    ClusterResources,
+    NodeResources,
+    ResourceError,
+    pack,
+    plan_ingest,
+    plan_serve,
+    plan_sweep,
+    plan_training,
+)
 
 ONE, TWO, SIXTEEN = (ClusterResources.single_node(cpus) for cpus in (1, 2, 16))
 TWO_NODES = ClusterResources((NodeResources(1, 0, "head"), NodeResources(1, 0, "worker")))
 
 
-@pytest.mark.parametrize(("cluster", "workers", "share"), [(ONE, 1, 0.75), (TWO, 1, 1.0), (TWO, 2, 0.5), (SIXTEEN, 4, 3.75),
-                                                             (SIXTEEN, 15, 1.0)])
+@pytest.mark.parametrize(
+    ("cluster", "workers", "share"),
+    [(ONE, 1, 0.75), (TWO, 1, 1.0), (TWO, 2, 0.5), (SIXTEEN, 4, 3.75), (SIXTEEN, 15, 1.0)],
+)
 def test_training_takes_what_fits_beside_ray_data(cluster, workers, share):
     plan = plan_training(cluster, workers)
     assert plan.chosen["cpus_per_worker"] == share

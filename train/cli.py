@@ -11,14 +11,20 @@ from train.sweep_config import SweepConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    train = subparsers.add_parser("train", help="train the residual or basic model with Ray Train (data-parallel)",
-                                  description="Train on an ingest output; writes a model directory.")
+    train = subparsers.add_parser(
+        "train",
+        help="train the residual or basic model with Ray Train (data-parallel)",
+        description="Train on an ingest output; writes a model directory.",
+    )
     train.add_argument("--config", help="YAML file of settings (flags override it)")
     add_config_arguments(train, TrainConfig)
     train.set_defaults(handler=run_train)
 
-    sweep = subparsers.add_parser("sweep", help="sweep learning rate, augmentation and more with Ray Tune",
-                                  description="Every trial runs `faceray train`'s code; see train/spaces/*.yaml.")
+    sweep = subparsers.add_parser(
+        "sweep",
+        help="sweep learning rate, augmentation and more with Ray Tune",
+        description="Every trial runs `faceray train`'s code; see train/spaces/*.yaml.",
+    )
     sweep.add_argument("--config", help="YAML file of settings (flags override it)")
     add_config_arguments(sweep, SweepConfig)
     sweep.set_defaults(handler=run_sweep_command)
@@ -26,25 +32,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate = subparsers.add_parser("evaluate", help="evaluate a model directory on a split of an ingest output")
     evaluate.add_argument("model_dir", help="a model directory (model.keras + model_card.json)")
     evaluate.add_argument("--data", required=True, help="an ingest output folder")
-    evaluate.add_argument("--split", default="test", choices=("train", "val", "test"), help="split to evaluate (default: test)")
+    evaluate.add_argument(
+        "--split", default="test", choices=("train", "val", "test"), help="split to evaluate (default: test)"
+    )
     evaluate.set_defaults(handler=run_evaluate)
 
     importer = subparsers.add_parser("import-model", help="turn a published Keras .hdf5 into a faceray model directory")
     importer.add_argument("hdf5", help="e.g. fer2013_mini_XCEPTION.102-0.66.hdf5")
     importer.add_argument("--task", required=True, choices=("emotion", "gender"), help="what the model classifies")
     importer.add_argument("--out", required=True, help="model directory to write")
-    importer.add_argument("--input-shape", default="64,64,1", help="H,W,C the file expects (default: 64,64,1, the paper's)")
+    importer.add_argument(
+        "--input-shape", default="64,64,1", help="H,W,C the file expects (default: 64,64,1, the paper's)"
+    )
     importer.add_argument("--color", default="gray", choices=("gray", "rgb"), help="colour mode (default: gray)")
     importer.add_argument("--crop-margin", type=float, default=0.1, help="face-box margin per side (default: 0.1)")
     importer.set_defaults(handler=run_import)
 
-    fetch = subparsers.add_parser("fetch-weights", help="download the paper's published models (checked) as model directories",
-                                  description="Downloads on purpose only: each file's SHA-256 is pinned in train/weights.py. "
-                                              "Writes OUT/emotion-paper/ and OUT/gender-paper/.")
-    fetch.add_argument("name", choices=("paper",), help="paper: the paper's mini-Xception emotion and gender models (MIT)")
+    fetch = subparsers.add_parser(
+        "fetch-weights",
+        help="download the paper's published models (checked) as model directories",
+        description="Downloads on purpose only: each file's SHA-256 is pinned in train/weights.py. "
+        "Writes OUT/emotion-paper/ and OUT/gender-paper/.",
+    )
+    fetch.add_argument(
+        "name", choices=("paper",), help="paper: the paper's mini-Xception emotion and gender models (MIT)"
+    )
     fetch.add_argument("--out", default="models", help="folder for the model directories (default: models)")
-    fetch.add_argument("--base-url", default=None, help="a mirror with the repository's trained_models/ layout "
-                       "(default: github oarriaga/face_classification)")
+    fetch.add_argument(
+        "--base-url",
+        default=None,
+        help="a mirror with the repository's trained_models/ layout (default: github oarriaga/face_classification)",
+    )
     fetch.set_defaults(handler=run_fetch_weights)
 
 
@@ -86,10 +104,9 @@ def run_sweep_command(arguments: argparse.Namespace) -> int:
 
 
 def run_evaluate(arguments: argparse.Namespace) -> int:
-    from train.pipeline import run_evaluation
-
     from faceray.config import ConfigError
     from train.model_dir import CARD_FILE
+    from train.pipeline import run_evaluation
 
     if not (Path(arguments.model_dir) / CARD_FILE).is_file():
         raise ConfigError(f"{arguments.model_dir} is not a model directory (no {CARD_FILE})")
@@ -97,19 +114,25 @@ def run_evaluate(arguments: argparse.Namespace) -> int:
         raise ConfigError(f"--data: {arguments.data} is not an ingest output (no manifest.json)")
     report = run_evaluation(arguments.model_dir, arguments.data, arguments.split)
     print(format_evaluation(report))
-    print(f"written: {Path(arguments.model_dir) / f'evaluation_{arguments.split}.json'} and confusion_matrix_{arguments.split}.png")
+    print(
+        f"written: {Path(arguments.model_dir) / f'evaluation_{arguments.split}.json'} and confusion_matrix_{arguments.split}.png"
+    )
     return 0
 
 
 def format_evaluation(report: dict) -> str:
     """Per-class precision, recall, F1 and support as a table, then accuracy against chance."""
     rows = [("class", "precision", "recall", "F1", "images")]
-    rows += [(name, f"{item['precision']:.3f}", f"{item['recall']:.3f}", f"{item['f1']:.3f}", str(item["support"]))
-             for name, item in report["per_class"].items()]
+    rows += [
+        (name, f"{item['precision']:.3f}", f"{item['recall']:.3f}", f"{item['f1']:.3f}", str(item["support"]))
+        for name, item in report["per_class"].items()
+    ]
     widths = [max(len(row[index]) for row in rows) for index in range(5)]
     table = "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows)
-    return (f"{table}\n{report['split']}: accuracy {report['accuracy']:.3f} (majority-class chance "
-            f"{report['chance_accuracy']:.3f}), macro-F1 {report['macro_f1']:.3f} on {report['count']} images")
+    return (
+        f"{table}\n{report['split']}: accuracy {report['accuracy']:.3f} (majority-class chance "
+        f"{report['chance_accuracy']:.3f}), macro-F1 {report['macro_f1']:.3f} on {report['count']} images"
+    )
 
 
 def run_import(arguments: argparse.Namespace) -> int:
@@ -123,7 +146,9 @@ def run_import(arguments: argparse.Namespace) -> int:
     except ValueError:
         raise ConfigError(f"--input-shape: {arguments.input_shape!r} is not H,W,C") from None
     try:
-        folder = import_legacy_model(arguments.hdf5, arguments.task, arguments.out, shape, arguments.color, arguments.crop_margin)
+        folder = import_legacy_model(
+            arguments.hdf5, arguments.task, arguments.out, shape, arguments.color, arguments.crop_margin
+        )
     except ValueError as error:
         raise ConfigError(str(error)) from None
     print(f"wrote model directory {folder}")
@@ -138,7 +163,9 @@ def run_fetch_weights(arguments: argparse.Namespace) -> int:
         folders = fetch_weights(arguments.name, arguments.out, arguments.base_url or PAPER_BASE_URL)
     except DownloadError as error:
         raise ConfigError(str(error)) from None
-    print("try them on your own face (webcam), in two terminals:\n"
-          f"  faceray serve --emotion-model {folders['emotion']} --gender-model {folders['gender']}\n"
-          "  faceray client --source 0")
+    print(
+        "try them on your own face (webcam), in two terminals:\n"
+        f"  faceray serve --emotion-model {folders['emotion']} --gender-model {folders['gender']}\n"
+        "  faceray client --source 0"
+    )
     return 0

@@ -18,13 +18,17 @@ class TrainConfig:
     """Settings of one training run."""
 
     data: str = option("", "an ingest output folder (OUT of `faceray ingest`)", required=True)
-    task: str = option("", "emotion or gender; empty = the task recorded in the data", choices=("", "emotion", "gender"))
+    task: str = option(
+        "", "emotion or gender; empty = the task recorded in the data", choices=("", "emotion", "gender")
+    )
     model: str = option("residual", "residual (mini-Xception) or basic (sequential CNN)", choices=("residual", "basic"))
     workers: int = option(1, "data-parallel Ray Train workers")
     epochs: int = option(30, "maximum epochs (early stopping may end sooner)")
     batch_size: int = option(32, "images per worker per step")
     lr: float = option(1e-3, "Adam learning rate")
-    augment: str = option("paper", "augmentation preset; the settings below override it", choices=tuple(AUGMENT_PRESETS))
+    augment: str = option(
+        "paper", "augmentation preset; the settings below override it", choices=tuple(AUGMENT_PRESETS)
+    )
     flip: bool | None = option(None, "random horizontal flip (preset when unset)")
     rotation: float | None = option(None, "random rotation, degrees (preset when unset)")
     shift: float | None = option(None, "random shift, fraction of the side (preset when unset)")
@@ -32,19 +36,30 @@ class TrainConfig:
     brightness: float | None = option(None, "random brightness, fraction of the range (preset when unset)")
     contrast: float | None = option(None, "random contrast factor (preset when unset)")
     bn_momentum: float = option(0.99, "batch-norm moving-average momentum: 0.99 as the paper; 0.9 for small datasets")
-    balance: str = option("none", "class balance: none, class-weight (loss weights) or downsample (per epoch)",
-                          choices=("none", "class-weight", "downsample"))
+    balance: str = option(
+        "none",
+        "class balance: none, class-weight (loss weights) or downsample (per epoch)",
+        choices=("none", "class-weight", "downsample"),
+    )
     patience: int = option(10, "early stopping: epochs without a better validation loss")
     lr_patience: int = option(4, "reduce the learning rate x0.1 after this many epochs without improvement")
     final: int = option(0, "if > 0: retrain on train+val for this many epochs and evaluate the test split once")
     out: str = option("runs/train", "output model directory")
     seed: int = option(0, "random seed (weights, shuffling, augmentation)")
-    cpus_per_worker: float = option(0.0, "CPUs reserved per worker; 0 = the most that fits beside one CPU kept for Ray Data")
-    gpus_per_worker: float = option(0.0, "GPUs per worker (0 = train on CPUs); refused at once on a cluster without GPUs")
+    cpus_per_worker: float = option(
+        0.0, "CPUs reserved per worker; 0 = the most that fits beside one CPU kept for Ray Data"
+    )
+    gpus_per_worker: float = option(
+        0.0, "GPUs per worker (0 = train on CPUs); refused at once on a cluster without GPUs"
+    )
     max_failures: int = option(1, "worker failures to recover from (restart from the last checkpoint)")
-    crop_margin: float = option(0.1, "face-box margin (fraction of the box per side) the model expects; goes in the card")
+    crop_margin: float = option(
+        0.1, "face-box margin (fraction of the box per side) the model expects; goes in the card"
+    )
     evaluate_split: str = option("test", "split evaluated at the end (evaluation.json)", choices=("test", "val"))
-    address: str = option("", "Ray address: empty = embedded local Ray on loopback; 'auto' or ray://HOST:10001 = a cluster")
+    address: str = option(
+        "", "Ray address: empty = embedded local Ray on loopback; 'auto' or ray://HOST:10001 = a cluster"
+    )
     fail_at_epoch: int = option(-1, "testing only: one worker raises at this epoch of a fresh run", cli=False)
 
     def validate(self) -> list[str]:

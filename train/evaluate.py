@@ -11,16 +11,23 @@ import numpy as np
 import numpy.typing as npt
 
 
-def predict_probabilities(model: keras.Model, images: npt.NDArray[np.uint8], batch_size: int = 256) -> npt.NDArray[np.float32]:
+def predict_probabilities(
+    model: keras.Model, images: npt.NDArray[np.uint8], batch_size: int = 256
+) -> npt.NDArray[np.float32]:
     """Class probabilities (N, K) for uint8 images (N, H, W, C), batched through a traced call."""
     import tensorflow as tf
 
     call = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
-    outputs = [call(tf.cast(images[start : start + batch_size], tf.float32)).numpy() for start in range(0, len(images), batch_size)]
+    outputs = [
+        call(tf.cast(images[start : start + batch_size], tf.float32)).numpy()
+        for start in range(0, len(images), batch_size)
+    ]
     return np.concatenate(outputs) if outputs else np.zeros((0, model.output_shape[-1]), np.float32)
 
 
-def classification_report(labels: npt.NDArray[np.int64], predicted: npt.NDArray[np.int64], names: Sequence[str]) -> dict[str, Any]:
+def classification_report(
+    labels: npt.NDArray[np.int64], predicted: npt.NDArray[np.int64], names: Sequence[str]
+) -> dict[str, Any]:
     """Accuracy, per-class precision/recall/F1/support, macro-F1 and the confusion matrix (rows = true)."""
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
@@ -38,12 +45,15 @@ def classification_report(labels: npt.NDArray[np.int64], predicted: npt.NDArray[
         },
         "labels": list(names),
         "confusion_matrix": matrix.tolist(),
-        "chance_accuracy": float(np.max(np.bincount(labels, minlength=len(names))) / len(labels)) if len(labels) else 0.0,
+        "chance_accuracy": float(np.max(np.bincount(labels, minlength=len(names))) / len(labels))
+        if len(labels)
+        else 0.0,
     }
 
 
-def evaluate_model(model: keras.Model, images: npt.NDArray[np.uint8], labels: npt.NDArray[np.int64],
-                   names: Sequence[str]) -> dict[str, Any]:
+def evaluate_model(
+    model: keras.Model, images: npt.NDArray[np.uint8], labels: npt.NDArray[np.int64], names: Sequence[str]
+) -> dict[str, Any]:
     """Run `model` on uint8 images (N, H, W, C) and report against integer `labels`."""
     probabilities = predict_probabilities(model, images)
     return classification_report(labels, probabilities.argmax(axis=1), names)
@@ -74,8 +84,10 @@ def plot_confusion_matrix(report: dict[str, Any], path: Path, title: str) -> Non
         axis.set_xlabel("predicted")
         axis.set_ylabel("true")
         axis.set_title(caption, fontsize=10)
-    figure.suptitle(f"{title}: accuracy {report['accuracy']:.3f}, macro-F1 {report['macro_f1']:.3f} "
-                    f"({report['count']} images)", fontsize=11)
+    figure.suptitle(
+        f"{title}: accuracy {report['accuracy']:.3f}, macro-F1 {report['macro_f1']:.3f} ({report['count']} images)",
+        fontsize=11,
+    )
     figure.tight_layout()
     figure.savefig(path, dpi=110)
 
@@ -99,8 +111,13 @@ def plot_learning_curves(history: Sequence[dict[str, float]], path: Path, title:
     if history:
         best = min(history, key=lambda row: row[monitored])
         for axis in (loss_axis, accuracy_axis):
-            axis.axvline(int(best["epoch"]), color="grey", linestyle="--", linewidth=1,
-                         label=f"best epoch {int(best['epoch'])} ({monitored})")
+            axis.axvline(
+                int(best["epoch"]),
+                color="grey",
+                linestyle="--",
+                linewidth=1,
+                label=f"best epoch {int(best['epoch'])} ({monitored})",
+            )
     loss_axis.set_title("loss")
     accuracy_axis.set_title("accuracy")
     for axis in (loss_axis, accuracy_axis):

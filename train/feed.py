@@ -17,8 +17,15 @@ from ingest.shards import iter_split_numpy, read_shard_metadata, read_shard_nump
 Batch = tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]
 
 
-def shuffled_batches(data_dir: str | Path, splits: Sequence[str], batch_size: int, seed: int, epoch: int,
-                     keep: Sequence[float] | None = None, buffer_rows: int = 4096) -> Iterator[Batch]:
+def shuffled_batches(
+    data_dir: str | Path,
+    splits: Sequence[str],
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    keep: Sequence[float] | None = None,
+    buffer_rows: int = 4096,
+) -> Iterator[Batch]:
     """Full batches of (uint8 (B, H, W, C), int64 (B,)) from `splits`, in an order that depends on (seed, epoch):
     shards in a random order, rows shuffled within a buffer of about `buffer_rows`. `keep` (per class, 0..1) drops
     each row with probability 1 - keep[label] (class balance by downsampling, a fresh draw each epoch)."""
@@ -45,8 +52,13 @@ def shuffled_batches(data_dir: str | Path, splits: Sequence[str], batch_size: in
     yield from _drain(pending_images, pending_labels, batch_size, rng, keep_tail=False)
 
 
-def _drain(images: list[npt.NDArray[np.uint8]], labels: list[npt.NDArray[np.int64]], batch_size: int,
-           rng: np.random.Generator, keep_tail: bool) -> Iterator[Batch]:
+def _drain(
+    images: list[npt.NDArray[np.uint8]],
+    labels: list[npt.NDArray[np.int64]],
+    batch_size: int,
+    rng: np.random.Generator,
+    keep_tail: bool,
+) -> Iterator[Batch]:
     """Shuffle what is buffered and yield full batches; the remainder stays buffered (or is dropped at the end)."""
     if not labels:
         return

@@ -33,8 +33,9 @@ class PlateauState:
     since_lr_change: int = 0
     stopped_early: bool = False
 
-    def update(self, epoch: int, loss: float, patience: int, lr_patience: int, factor: float = 0.1,
-               min_lr: float = 1e-6) -> bool:
+    def update(
+        self, epoch: int, loss: float, patience: int, lr_patience: int, factor: float = 0.1, min_lr: float = 1e-6
+    ) -> bool:
         """Record `loss` of `epoch`; returns True when it is the best so far. May lower `lr` or set `stopped_early`."""
         improved = math.isfinite(loss) and loss < self.best_loss - 1e-6
         if improved:
@@ -63,7 +64,7 @@ class TrainingState:
         return json.dumps({"epoch": self.epoch, "plateau": asdict(self.plateau), "history": self.history})
 
     @classmethod
-    def from_json(cls, text: str) -> "TrainingState":
+    def from_json(cls, text: str) -> TrainingState:
         payload = json.loads(text)
         return cls(epoch=payload["epoch"], plateau=PlateauState(**payload["plateau"]), history=payload["history"])
 
@@ -75,9 +76,15 @@ class StepRunner:
     summed over the global batch and divided by its size, plus the model's L2 penalties.
     """
 
-    def __init__(self, model: keras.Model, optimizer: keras.optimizers.Optimizer, strategy: tf.distribute.Strategy,
-                 global_batch_size: int, augmenter: keras.Model | None = None,
-                 class_weights: npt.NDArray[np.float32] | None = None) -> None:
+    def __init__(
+        self,
+        model: keras.Model,
+        optimizer: keras.optimizers.Optimizer,
+        strategy: tf.distribute.Strategy,
+        global_batch_size: int,
+        augmenter: keras.Model | None = None,
+        class_weights: npt.NDArray[np.float32] | None = None,
+    ) -> None:
         self.model = model
         self.optimizer = optimizer
         self.strategy = strategy
@@ -139,8 +146,13 @@ def all_reduce_sum(strategy: tf.distribute.Strategy, values: npt.NDArray[np.floa
     return reduce(tf.constant(values, tf.float64)).numpy()
 
 
-def save_training_state(folder: Path, model: keras.Model, optimizer: keras.optimizers.Optimizer,
-                        state: TrainingState, best_weights: list[np.ndarray] | None) -> None:
+def save_training_state(
+    folder: Path,
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    state: TrainingState,
+    best_weights: list[np.ndarray] | None,
+) -> None:
     """Write weights, optimizer variables, the best weights so far and the state JSON into `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
     model.save_weights(folder / "model.weights.h5")
@@ -159,8 +171,9 @@ def read_training_state(folder: Path) -> tuple[TrainingState, list[np.ndarray] |
     return TrainingState.from_json((folder / "state.json").read_text()), best
 
 
-def restore_training_state(folder: Path, model: keras.Model,
-                           optimizer: keras.optimizers.Optimizer) -> tuple[TrainingState, list[np.ndarray] | None]:
+def restore_training_state(
+    folder: Path, model: keras.Model, optimizer: keras.optimizers.Optimizer
+) -> tuple[TrainingState, list[np.ndarray] | None]:
     """Load what `save_training_state` wrote into the model and optimizer; returns `read_training_state(folder)`."""
     model.load_weights(folder / "model.weights.h5")
     optimizer.build(model.trainable_variables)

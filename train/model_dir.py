@@ -19,9 +19,11 @@ from train.models import NORMALIZATION, with_normalization
 MODEL_FILE = "model.keras"
 CARD_FILE = "model_card.json"
 
-INTENDED_USE = ("Research, teaching and demos of real-time face analysis: how a small CNN classifies face crops, "
-                "measured on public benchmarks. Not for decisions about people (hiring, admission, policing, credit, "
-                "health, surveillance of individuals).")
+INTENDED_USE = (
+    "Research, teaching and demos of real-time face analysis: how a small CNN classifies face crops, "
+    "measured on public benchmarks. Not for decisions about people (hiring, admission, policing, credit, "
+    "health, surveillance of individuals)."
+)
 LIMITATIONS = {
     "emotion": [
         "It predicts which of 7 FER-2013 labels a face's expression resembles. An expression is not a person's inner "
@@ -44,12 +46,15 @@ def without_machine_paths(settings: dict[str, Any] | None) -> dict[str, Any] | N
     """Settings with every path reduced to its last part (a card travels; the trainer's folders do not)."""
     if settings is None:
         return None
-    return {key: (Path(value).name if key in PATH_SETTINGS and isinstance(value, str) and value else value)
-            for key, value in settings.items()}
+    return {
+        key: (Path(value).name if key in PATH_SETTINGS and isinstance(value, str) and value else value)
+        for key, value in settings.items()
+    }
 
 
-def make_card(task: str, input_shape: tuple[int, int, int], color: str, architecture: str, crop_margin: float,
-              **extra: Any) -> dict[str, Any]:
+def make_card(
+    task: str, input_shape: tuple[int, int, int], color: str, architecture: str, crop_margin: float, **extra: Any
+) -> dict[str, Any]:
     """A model card: the facts a consumer of the model must not guess."""
     if color not in ("gray", "rgb") or input_shape[2] != (1 if color == "gray" else 3):
         raise ValueError(f"input shape {input_shape} does not match colour mode {color!r}")
@@ -95,8 +100,14 @@ def load_model_dir(folder: str | Path) -> tuple[keras.Model, dict[str, Any]]:
     return model, card
 
 
-def import_legacy_model(hdf5_path: str | Path, task: str, out: str | Path, input_shape: tuple[int, int, int] = (64, 64, 1),
-                        color: str = "gray", crop_margin: float = 0.1) -> Path:
+def import_legacy_model(
+    hdf5_path: str | Path,
+    task: str,
+    out: str | Path,
+    input_shape: tuple[int, int, int] = (64, 64, 1),
+    color: str = "gray",
+    crop_margin: float = 0.1,
+) -> Path:
     """Turn a published Keras .hdf5 (which expects inputs scaled (x/255 - 0.5) * 2) into a model directory
     whose model takes raw pixels, with a card. Defaults are the paper's: 64x64 grey."""
     path = Path(hdf5_path)
@@ -109,6 +120,12 @@ def import_legacy_model(hdf5_path: str | Path, task: str, out: str | Path, input
     if legacy.output_shape[-1] != len(labels):
         raise ValueError(f"{path.name} has {legacy.output_shape[-1]} outputs; task {task!r} has {len(labels)} labels")
     model = with_normalization(legacy, name=f"{task}_imported")
-    card = make_card(task, input_shape, color, architecture=f"imported from {path.name}", crop_margin=crop_margin,
-                     source=str(path.name))
+    card = make_card(
+        task,
+        input_shape,
+        color,
+        architecture=f"imported from {path.name}",
+        crop_margin=crop_margin,
+        source=str(path.name),
+    )
     return save_model_dir(out, model, card)

@@ -20,8 +20,9 @@ def normalization_layer() -> layers.Layer:
     return layers.Rescaling(scale=2.0 / 255.0, offset=-1.0, name="normalize")
 
 
-def mini_xception_body(input_shape: Sequence[int], num_classes: int, l2_weight: float = 0.01,
-                       bn_momentum: float = 0.99) -> keras.Model:
+def mini_xception_body(
+    input_shape: Sequence[int], num_classes: int, l2_weight: float = 0.01, bn_momentum: float = 0.99
+) -> keras.Model:
     """The residual mini-Xception as the paper's reference code builds it; takes inputs already in [-1, 1].
 
     58,423 parameters for (64, 64, 1) -> 7 and 52,658 for (64, 64, 1) -> 2. As in the reference code only
@@ -81,7 +82,9 @@ def with_normalization(body: keras.Model, name: str | None = None) -> keras.Mode
 ARCHITECTURES = {"residual": mini_xception_body, "basic": simple_cnn_body}
 
 
-def build_model(architecture: str, input_shape: Sequence[int], num_classes: int, bn_momentum: float = 0.99) -> keras.Model:
+def build_model(
+    architecture: str, input_shape: Sequence[int], num_classes: int, bn_momentum: float = 0.99
+) -> keras.Model:
     """'residual' (mini-Xception) or 'basic' (simple CNN), taking raw 0..255 pixels of `input_shape`."""
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown model {architecture!r}: expected one of {sorted(ARCHITECTURES)}")

@@ -96,7 +96,7 @@ class follow_lines:
         while not self.stop.wait(self.interval_s):
             self._read_new()
 
-    def __enter__(self) -> "follow_lines":
+    def __enter__(self) -> follow_lines:
         self.thread.start()
         return self
 
@@ -113,7 +113,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import tensorflow as tf
 
     from train.augment import build_augmenter
-    from train.loop import PlateauState, StepRunner, TrainingState, restore_training_state, run_epochs, save_training_state
+    from train.loop import (
+        PlateauState,
+        StepRunner,
+        TrainingState,
+        restore_training_state,
+        run_epochs,
+        save_training_state,
+    )
     from train.models import build_model
 
     config = TrainConfig(**loop_config["config"])
@@ -142,8 +149,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     def train_batches(epoch: int):
         for batch in train_shard.iter_batches(
-            batch_size=config.batch_size, drop_last=True, batch_format="numpy",
-            local_shuffle_buffer_size=max(8 * config.batch_size, 512), local_shuffle_seed=config.seed + 7919 * epoch + rank,
+            batch_size=config.batch_size,
+            drop_last=True,
+            batch_format="numpy",
+            local_shuffle_buffer_size=max(8 * config.batch_size, 512),
+            local_shuffle_seed=config.seed + 7919 * epoch + rank,
         ):
             yield batch["image"], batch["label"]
 
@@ -164,8 +174,16 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             ray.train.report({key: float(value) for key, value in metrics.items()}, checkpoint=saved)
 
     run_epochs(
-        runner, state, loop_config["epochs"], train_batches, val_batches if val_shard is not None else None,
-        config.patience, config.lr_patience, on_epoch_end, best_weights=best, before_epoch=before_epoch,
+        runner,
+        state,
+        loop_config["epochs"],
+        train_batches,
+        val_batches if val_shard is not None else None,
+        config.patience,
+        config.lr_patience,
+        on_epoch_end,
+        best_weights=best,
+        before_epoch=before_epoch,
         log=EpochLog(loop_config["progress_file"]) if rank == 0 and loop_config.get("progress_file") else None,
         extra_metrics={"workers": float(world)},
     )
@@ -264,6 +282,7 @@ def run_training(config: TrainConfig, callbacks: list[Any] | None = None, log: A
     from ray.train.tensorflow import TensorflowTrainer
 
     from ingest.dataset import read_split_dataset
+
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
@@ -280,8 +299,9 @@ def run_training(config: TrainConfig, callbacks: list[Any] | None = None, log: A
             val_dataset = val_dataset.materialize()
     train_dataset = train_dataset.randomize_block_order()
     if config.balance == "downsample":
-        train_dataset = train_dataset.map_batches(_downsample_batch, fn_kwargs={"keep": setup.keep_fractions()},
-                                                  batch_format="numpy")
+        train_dataset = train_dataset.map_batches(
+            _downsample_batch, fn_kwargs={"keep": setup.keep_fractions()}, batch_format="numpy"
+        )
     datasets = {"train": train_dataset}
     if setup.use_val:
         datasets["val"] = val_dataset
@@ -290,10 +310,18 @@ def run_training(config: TrainConfig, callbacks: list[Any] | None = None, log: A
     progress_file = setup.out / "epochs.log"
     trainer = TensorflowTrainer(
         train_loop_per_worker,
-        train_loop_config={**loop_settings(config, setup), "progress_file": str(progress_file) if log is not None else ""},
-        scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=config.gpus_per_worker > 0,
-                                     resources_per_worker={"CPU": plan.chosen["cpus_per_worker"],
-                                                           **({"GPU": config.gpus_per_worker} if config.gpus_per_worker else {})}),
+        train_loop_config={
+            **loop_settings(config, setup),
+            "progress_file": str(progress_file) if log is not None else "",
+        },
+        scaling_config=ScalingConfig(
+            num_workers=config.workers,
+            use_gpu=config.gpus_per_worker > 0,
+            resources_per_worker={
+                "CPU": plan.chosen["cpus_per_worker"],
+                **({"GPU": config.gpus_per_worker} if config.gpus_per_worker else {}),
+            },
+        ),
         datasets=datasets,
         run_config=RunConfig(
             name=RUN_NAME,
@@ -301,7 +329,9 @@ def run_training(config: TrainConfig, callbacks: list[Any] | None = None, log: A
             # controller_failure_limit 0: a worker group that cannot start (its start-up timeout,
             # RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S) ends the run with an error instead of retrying forever.
             failure_config=FailureConfig(max_failures=config.max_failures, controller_failure_limit=0),
-            checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=monitored, checkpoint_score_order="min"),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=2, checkpoint_score_attribute=monitored, checkpoint_score_order="min"
+            ),
             callbacks=callbacks,
         ),
     )
@@ -331,13 +361,21 @@ def _explain_start_timeout(error: BaseException, plan: Any) -> BaseException:
     text = f"{type(error).__name__}: {error}"
     if "WorkerGroupStartupTimeout" not in text and "worker group startup timed out" not in text.lower():
         return error
-    return RuntimeError(f"Ray Train's workers did not start in time (RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S): "
-                        f"the plan was {plan.line()}; the cluster's free CPUs may be held by another job")
+    return RuntimeError(
+        f"Ray Train's workers did not start in time (RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S): "
+        f"the plan was {plan.line()}; the cluster's free CPUs may be held by another job"
+    )
 
 
-def train_in_process(config: TrainConfig, report: Any, restore_from: Path | None = None, log: Any = None,
-                     cpus: float = 0.0, resource_plan: dict[str, Any] | None = None,
-                     finished: Any = None) -> dict[str, Any]:
+def train_in_process(
+    config: TrainConfig,
+    report: Any,
+    restore_from: Path | None = None,
+    log: Any = None,
+    cpus: float = 0.0,
+    resource_plan: dict[str, Any] | None = None,
+    finished: Any = None,
+) -> dict[str, Any]:
     """One worker, in this process, without Ray Train or Ray Data: the same `run_epochs` core, checkpoint format and
     outputs as `run_training`. A single-worker sweep trial runs this inside its Tune trial (no Train controller or
     worker process to start, one TensorFlow import per trial). `report(metrics, folder)` is called after every epoch
@@ -349,7 +387,14 @@ def train_in_process(config: TrainConfig, report: Any, restore_from: Path | None
 
     from train.augment import build_augmenter
     from train.feed import shuffled_batches, split_batches
-    from train.loop import PlateauState, StepRunner, TrainingState, restore_training_state, run_epochs, save_training_state
+    from train.loop import (
+        PlateauState,
+        StepRunner,
+        TrainingState,
+        restore_training_state,
+        run_epochs,
+        save_training_state,
+    )
     from train.models import build_model
 
     if cpus >= 1:
@@ -387,10 +432,17 @@ def train_in_process(config: TrainConfig, report: Any, restore_from: Path | None
             report({key: float(value) for key, value in metrics.items()}, folder)
 
     best = run_epochs(
-        runner, state, settings["epochs"],
+        runner,
+        state,
+        settings["epochs"],
         lambda epoch: shuffled_batches(setup.data, setup.train_splits, config.batch_size, config.seed, epoch, keep),
         (lambda: split_batches(setup.data, "val")) if setup.use_val else None,
-        config.patience, config.lr_patience, on_epoch_end, best_weights=best, before_epoch=before_epoch, log=log,
+        config.patience,
+        config.lr_patience,
+        on_epoch_end,
+        best_weights=best,
+        before_epoch=before_epoch,
+        log=log,
         extra_metrics={"workers": 1.0},
     )
     return summary or write_outputs(config, setup, state, best)
@@ -437,13 +489,25 @@ def write_outputs(config: TrainConfig, setup: RunSetup, state: Any, best_weights
     }
     manifest = json.loads(manifest_path.read_text()).get("config") if manifest_path.exists() else None
     card = make_card(
-        meta["task"], tuple(meta["image_shape"]), meta["color"], architecture=config.model, crop_margin=config.crop_margin,
-        trained_on={"data": Path(config.data).resolve().name, "train_label_counts": dict(zip(labels, counts.tolist())),
-                    "manifest": without_machine_paths(manifest)},
-        config=without_machine_paths(config_to_dict(config)), metrics=metrics,
+        meta["task"],
+        tuple(meta["image_shape"]),
+        meta["color"],
+        architecture=config.model,
+        crop_margin=config.crop_margin,
+        trained_on={
+            "data": Path(config.data).resolve().name,
+            "train_label_counts": dict(zip(labels, counts.tolist())),
+            "manifest": without_machine_paths(manifest),
+        },
+        config=without_machine_paths(config_to_dict(config)),
+        metrics=metrics,
     )
     save_model_dir(out, model, card)
-    return {"out": str(out), "metrics": metrics, "evaluation": {k: report[k] for k in ("split", "accuracy", "macro_f1", "chance_accuracy")}}
+    return {
+        "out": str(out),
+        "metrics": metrics,
+        "evaluation": {k: report[k] for k in ("split", "accuracy", "macro_f1", "chance_accuracy")},
+    }
 
 
 def run_evaluation(model_dir: str | Path, data: str | Path, split: str = "test") -> dict[str, Any]:

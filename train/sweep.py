@@ -42,10 +42,13 @@ def run_trial(params: dict[str, Any], base: dict[str, Any], plan: dict[str, Any]
     started = time.perf_counter()
 
     def finished(summary: dict[str, Any]) -> None:
-        write_json(Path(config.out) / "trial.json", {"trial_id": trial_id, "sampled": sampled,
-                                                      "seconds": time.perf_counter() - started, "summary": summary})
+        write_json(
+            Path(config.out) / "trial.json",
+            {"trial_id": trial_id, "sampled": sampled, "seconds": time.perf_counter() - started, "summary": summary},
+        )
 
     if config.workers == 1 and not in_ray_train:
+
         def report(metrics: dict[str, float], folder: str) -> None:
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
@@ -55,7 +58,9 @@ def run_trial(params: dict[str, Any], base: dict[str, Any], plan: dict[str, Any]
             train_in_process(config, report, cpus=cpus, resource_plan=plan, finished=finished)
         else:
             with checkpoint.as_directory() as folder:
-                train_in_process(config, report, restore_from=Path(folder), cpus=cpus, resource_plan=plan, finished=finished)
+                train_in_process(
+                    config, report, restore_from=Path(folder), cpus=cpus, resource_plan=plan, finished=finished
+                )
     else:
         from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -79,8 +84,13 @@ def train_final_in_task(config: TrainConfig, log: Any) -> dict[str, Any]:
     def final(settings: dict[str, Any]) -> dict[str, Any]:
         from train.pipeline import train_in_process
 
-        return train_in_process(TrainConfig(**settings), report=lambda metrics, folder: None, cpus=cpus,
-                                log=EpochLog(progress), resource_plan=plan.to_dict())
+        return train_in_process(
+            TrainConfig(**settings),
+            report=lambda metrics, folder: None,
+            cpus=cpus,
+            log=EpochLog(progress),
+            resource_plan=plan.to_dict(),
+        )
 
     task = ray.remote(num_cpus=cpus, max_retries=0)(final)
     if log is not None:
@@ -145,16 +155,24 @@ def trial_rows(result_grid: Any, space_keys: list[str]) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"trial_id": trial_id, **config}
         if frame is not None and len(frame) and METRIC in frame:
             best = frame.loc[frame[METRIC].idxmax()]
-            row.update(best_val_accuracy=float(best[METRIC]), best_val_loss=float(frame["val_loss"].min()),
-                       best_epoch=int(best["epoch"]), epochs_run=int(frame["epoch"].max()),
-                       seconds=float(frame["epoch_s"].sum()))
+            row.update(
+                best_val_accuracy=float(best[METRIC]),
+                best_val_loss=float(frame["val_loss"].min()),
+                best_epoch=int(best["epoch"]),
+                epochs_run=int(frame["epoch"].max()),
+                seconds=float(frame["epoch_s"].sum()),
+            )
             curve = frame[["epoch", METRIC]].values.tolist()
         else:
             row.update(best_val_accuracy=math.nan, best_val_loss=math.nan, best_epoch=0, epochs_run=0, seconds=0.0)
             curve = []
         if result.error is not None:
             row["status"] = "failed: " + str(result.error).strip().splitlines()[-1][:160]
-        elif row["epochs_run"] and row["epochs_run"] < int(trial_config.get("epochs", 0) or 0) and not _stopped_by_plateau(result):
+        elif (
+            row["epochs_run"]
+            and row["epochs_run"] < int(trial_config.get("epochs", 0) or 0)
+            and not _stopped_by_plateau(result)
+        ):
             row["status"] = "stopped early (ASHA)"
         else:
             row["status"] = "finished"
@@ -166,15 +184,29 @@ def trial_rows(result_grid: Any, space_keys: list[str]) -> list[dict[str, Any]]:
 
 def _stopped_by_plateau(result: Any) -> bool:
     frame = result.metrics_dataframe
-    return frame is not None and len(frame) and "best_epoch" in frame and \
-        int(frame["epoch"].max()) - int(frame["best_epoch"].iloc[-1]) >= int((result.config or {}).get("patience", 10))
+    return (
+        frame is not None
+        and len(frame)
+        and "best_epoch" in frame
+        and int(frame["epoch"].max()) - int(frame["best_epoch"].iloc[-1])
+        >= int((result.config or {}).get("patience", 10))
+    )
 
 
 def write_results(out: Path, rows: list[dict[str, Any]], space_keys: list[str]) -> dict[str, Any] | None:
     """results.csv, curves.png and best.json; returns the best row (None when every trial failed)."""
     from matplotlib.figure import Figure  # not pyplot: no global figure registry to close or share between threads
 
-    columns = ["trial_id", *space_keys, "best_val_accuracy", "best_val_loss", "best_epoch", "epochs_run", "status", "seconds"]
+    columns = [
+        "trial_id",
+        *space_keys,
+        "best_val_accuracy",
+        "best_val_loss",
+        "best_epoch",
+        "epochs_run",
+        "status",
+        "seconds",
+    ]
     with open(out / "results.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
@@ -184,7 +216,12 @@ def write_results(out: Path, rows: list[dict[str, Any]], space_keys: list[str]) 
     for row in rows:
         if row["_curve"]:
             epochs, values = zip(*row["_curve"])
-            axis.plot(epochs, values, marker="o", label=f"{row['trial_id']} " + " ".join(f"{key}={row[key]}" for key in space_keys))
+            axis.plot(
+                epochs,
+                values,
+                marker="o",
+                label=f"{row['trial_id']} " + " ".join(f"{key}={row[key]}" for key in space_keys),
+            )
     axis.set_xlabel("epoch")
     axis.set_ylabel("validation accuracy")
     axis.set_title("sweep: validation accuracy per trial")
@@ -192,7 +229,9 @@ def write_results(out: Path, rows: list[dict[str, Any]], space_keys: list[str]) 
         axis.legend(fontsize=6)
     figure.tight_layout()
     figure.savefig(out / "curves.png", dpi=100)
-    finished = [row for row in rows if not row["status"].startswith("failed") and not math.isnan(row["best_val_accuracy"])]
+    finished = [
+        row for row in rows if not row["status"].startswith("failed") and not math.isnan(row["best_val_accuracy"])
+    ]
     if not finished:
         return None
     best = max(finished, key=lambda row: (row["best_val_accuracy"], -row["best_val_loss"]))
@@ -204,8 +243,16 @@ def format_table(rows: list[dict[str, Any]], space_keys: list[str]) -> str:
     header = ["trial", *space_keys, "val_acc", "val_loss", "best_ep", "status"]
     lines = [header]
     for row in rows:
-        lines.append([row["trial_id"], *(str(row[key]) for key in space_keys), f"{row['best_val_accuracy']:.3f}",
-                      f"{row['best_val_loss']:.3f}", str(row["best_epoch"]), row["status"]])
+        lines.append(
+            [
+                row["trial_id"],
+                *(str(row[key]) for key in space_keys),
+                f"{row['best_val_accuracy']:.3f}",
+                f"{row['best_val_loss']:.3f}",
+                str(row["best_epoch"]),
+                row["status"],
+            ]
+        )
     widths = [max(len(str(line[index])) for line in lines) for index in range(len(header))]
     return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)) for line in lines)
 
@@ -230,35 +277,62 @@ def run_sweep(config: SweepConfig, log: Any = print, verbose: int = 0) -> dict[s
     share = float(plan.chosen["cpus_per_trial_worker"])
     out = Path(config.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "sweep_config.json", {**config_to_dict(config), "space_file": space, "resource_plan": plan.to_dict()})
-    base = {"data": str(Path(config.data).resolve()), "task": meta["task"], "out": str(out),
-            "cpus_per_worker": share, "max_failures": 0}
+    write_json(
+        out / "sweep_config.json", {**config_to_dict(config), "space_file": space, "resource_plan": plan.to_dict()}
+    )
+    base = {
+        "data": str(Path(config.data).resolve()),
+        "task": meta["task"],
+        "out": str(out),
+        "cpus_per_worker": share,
+        "max_failures": 0,
+    }
     in_trial = workers == 1 and not config.trials_in_ray_train
     param_space = to_tune_space(space)
     max_epochs = space["epochs"] if isinstance(space["epochs"], int) else config.epochs
     space_keys = [key for key in space if key != "epochs" or isinstance(space["epochs"], (list, dict))]
     varying = [key for key in space if isinstance(space[key], (list, dict))]
-    scheduler = (ASHAScheduler(time_attr="epoch", max_t=max_epochs, grace_period=min(config.grace_period, max_epochs),
-                               reduction_factor=2)
-                 if config.scheduler == "asha" else FIFOScheduler())
+    scheduler = (
+        ASHAScheduler(
+            time_attr="epoch", max_t=max_epochs, grace_period=min(config.grace_period, max_epochs), reduction_factor=2
+        )
+        if config.scheduler == "asha"
+        else FIFOScheduler()
+    )
     # A one-worker trial trains in its own process and holds its CPUs; a Ray Train trial only waits on its
     # workers (which hold theirs), so it takes a token share.
     trial = tune.with_parameters(run_trial, base=base, plan=plan.to_dict(), in_ray_train=not in_trial)
-    trainable = tune.with_resources(trial,
-                                    {"CPU": share if in_trial else 0.01, **({"GPU": gpus} if in_trial and gpus else {})})
+    trainable = tune.with_resources(
+        trial, {"CPU": share if in_trial else 0.01, **({"GPU": gpus} if in_trial and gpus else {})}
+    )
     experiment = out / TUNE_DIR / EXPERIMENT
     if tune.Tuner.can_restore(str(experiment)):
-        tuner = tune.Tuner.restore(str(experiment), trainable=trainable, param_space=param_space,
-                                   resume_unfinished=True, resume_errored=False, restart_errored=False)
+        tuner = tune.Tuner.restore(
+            str(experiment),
+            trainable=trainable,
+            param_space=param_space,
+            resume_unfinished=True,
+            resume_errored=False,
+            restart_errored=False,
+        )
     else:
         tuner = tune.Tuner(
             trainable,
             param_space=param_space,
-            tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, num_samples=config.trials, scheduler=scheduler,
-                                        max_concurrent_trials=int(plan.chosen["concurrent_trials"])),
-            run_config=tune.RunConfig(name=EXPERIMENT, storage_path=str(out / TUNE_DIR), verbose=verbose,
-                                      callbacks=[trial_progress(log, max_epochs, varying)] if log is not None else None,
-                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
+            tune_config=tune.TuneConfig(
+                metric=METRIC,
+                mode=MODE,
+                num_samples=config.trials,
+                scheduler=scheduler,
+                max_concurrent_trials=int(plan.chosen["concurrent_trials"]),
+            ),
+            run_config=tune.RunConfig(
+                name=EXPERIMENT,
+                storage_path=str(out / TUNE_DIR),
+                verbose=verbose,
+                callbacks=[trial_progress(log, max_epochs, varying)] if log is not None else None,
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            ),
         )
     # Tune's own console output: none at verbose 0 (its newer output engine prints an experiment table even then);
     # faceray's TrialProgress gives one line per trial epoch instead.
@@ -279,11 +353,22 @@ def run_sweep(config: SweepConfig, log: Any = print, verbose: int = 0) -> dict[s
         from train.pipeline import run_training
 
         chosen = {key: best[key] for key in space_keys}
-        final_config = resolve_config(TrainConfig, {**base, **chosen, "final": max(1, int(best["best_epoch"])),
-                                                     "out": str(out / "final"), "max_failures": 1, "cpus_per_worker": 0})
+        final_config = resolve_config(
+            TrainConfig,
+            {
+                **base,
+                **chosen,
+                "final": max(1, int(best["best_epoch"])),
+                "out": str(out / "final"),
+                "max_failures": 1,
+                "cpus_per_worker": 0,
+            },
+        )
         if final_config.workers == 1 and not config.trials_in_ray_train:
             summary["final"] = train_final_in_task(final_config, log)
         else:
             summary["final"] = run_training(final_config, log=log)
-        write_json(out / "best.json", {**{k: v for k, v in best.items() if not k.startswith("_")}, "final": summary["final"]})
+        write_json(
+            out / "best.json", {**{k: v for k, v in best.items() if not k.startswith("_")}, "final": summary["final"]}
+        )
     return summary

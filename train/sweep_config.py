@@ -12,18 +12,26 @@ class SweepConfig:
     """Settings of a learning-rate / augmentation sweep."""
 
     data: str = option("", "an ingest output folder", required=True)
-    task: str = option("", "emotion or gender; empty = the task recorded in the data", choices=("", "emotion", "gender"))
+    task: str = option(
+        "", "emotion or gender; empty = the task recorded in the data", choices=("", "emotion", "gender")
+    )
     space: str = option("", "search-space YAML (see train/spaces/report.yaml)", required=True)
     trials: int = option(1, "samples of the space (each grid point is tried this many times, with fresh random values)")
     max_concurrent: int = option(0, "trials running at once; 0 = as many as the cluster holds at 1 CPU per worker")
-    scheduler: str = option("asha", "asha stops hopeless trials early; fifo runs every trial to the end", choices=("asha", "fifo"))
+    scheduler: str = option(
+        "asha", "asha stops hopeless trials early; fifo runs every trial to the end", choices=("asha", "fifo")
+    )
     epochs: int = option(10, "maximum epochs per trial (unless the space sets epochs)")
     grace_period: int = option(2, "ASHA: epochs every trial runs before it can be stopped")
     final: bool = option(False, "retrain the best config on train+val for its best epoch count and evaluate test once")
     out: str = option("runs/sweep", "output folder: results.csv, best.json, curves.png, trials/, final/")
-    trial_cpus: float = option(0.0, "CPUs each trial worker reserves; 0 = the cluster split between the concurrent trials")
+    trial_cpus: float = option(
+        0.0, "CPUs each trial worker reserves; 0 = the cluster split between the concurrent trials"
+    )
     trials_in_ray_train: bool = option(False, "benchmarks only: one-worker trials run Ray Train too", cli=False)
-    address: str = option("", "Ray address: empty = embedded local Ray on loopback; 'auto' or ray://HOST:10001 = a cluster")
+    address: str = option(
+        "", "Ray address: empty = embedded local Ray on loopback; 'auto' or ray://HOST:10001 = a cluster"
+    )
 
     def validate(self) -> list[str]:
         problems = []

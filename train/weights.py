@@ -37,10 +37,18 @@ class PublishedWeights:
 
 SETS: dict[str, tuple[PublishedWeights, ...]] = {
     "paper": (
-        PublishedWeights("emotion", "emotion_models/fer2013_mini_XCEPTION.102-0.66.hdf5",
-                         "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e", 872_856),
-        PublishedWeights("gender", "gender_models/gender_mini_XCEPTION.21-0.95.hdf5",
-                         "7affc7bd520c48ca908eada26988d0e17fdfa1d447d8ae5675395f05ca6f943b", 802_960),
+        PublishedWeights(
+            "emotion",
+            "emotion_models/fer2013_mini_XCEPTION.102-0.66.hdf5",
+            "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e",
+            872_856,
+        ),
+        PublishedWeights(
+            "gender",
+            "gender_models/gender_mini_XCEPTION.21-0.95.hdf5",
+            "7affc7bd520c48ca908eada26988d0e17fdfa1d447d8ae5675395f05ca6f943b",
+            802_960,
+        ),
     ),
 }
 
@@ -81,14 +89,17 @@ def download_verified(url: str, target: Path, sha256: str, max_bytes: int, timeo
         raise
     if digest.hexdigest() != sha256:
         partial.unlink(missing_ok=True)
-        raise DownloadError(f"{url}: SHA-256 {digest.hexdigest()} is not the pinned {sha256}; the file was deleted "
-                            "(a tampered or changed file, or a mirror that serves something else)")
+        raise DownloadError(
+            f"{url}: SHA-256 {digest.hexdigest()} is not the pinned {sha256}; the file was deleted "
+            "(a tampered or changed file, or a mirror that serves something else)"
+        )
     partial.replace(target)
     return target
 
 
-def fetch_weights(name: str, out: str | Path, base_url: str = PAPER_BASE_URL,
-                  log: Callable[[str], None] | None = print) -> dict[str, Path]:
+def fetch_weights(
+    name: str, out: str | Path, base_url: str = PAPER_BASE_URL, log: Callable[[str], None] | None = print
+) -> dict[str, Path]:
     """Download set `name` into OUT/downloads/, verify each file, write OUT/<task>-<name>/ model directories.
     Returns {task: model directory}. Raises DownloadError (nothing half-written is left behind)."""
     from train.model_dir import import_legacy_model
@@ -122,7 +133,12 @@ def _add_provenance(folder: Path, url: str, weights: PublishedWeights) -> None:
     from train.model_dir import CARD_FILE
 
     card = json.loads((folder / CARD_FILE).read_text())
-    card["source"] = {"url": url, "file": weights.filename, "sha256": weights.sha256, "license": PAPER_LICENSE,
-                      "paper": "Arriaga, Ploger, Valdenegro: Real-time Convolutional Neural Networks for Emotion and "
-                               "Gender Classification (2017)"}
+    card["source"] = {
+        "url": url,
+        "file": weights.filename,
+        "sha256": weights.sha256,
+        "license": PAPER_LICENSE,
+        "paper": "Arriaga, Ploger, Valdenegro: Real-time Convolutional Neural Networks for Emotion and "
+        "Gender Classification (2017)",
+    }
     write_json(folder / CARD_FILE, card)

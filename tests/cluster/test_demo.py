@@ -19,9 +19,17 @@ def test_demo_small_end_to_end(tmp_path, capsys):
     assert facts["ingest"]["imdb"]["inputs"]["rejected"] >= 8 and facts["ingest"]["fer"]["inputs"]["rejected"] == 6
     assert set(facts["train"]) == {"emotion", "gender"}
     assert facts["serve"]["responses"] > 0 and facts["serve"]["frames_with_faces"] > 0
-    for path in ("models/emotion/model.keras", "models/gender/model_card.json", "models/emotion/confusion_matrix.png",
-                 "sweep/results.csv", "sweep/curves.png", "annotated.mp4", "annotated_frame.png", "client.jsonl",
-                 "data/imdb64/inspect/samples.png"):
+    for path in (
+        "models/emotion/model.keras",
+        "models/gender/model_card.json",
+        "models/emotion/confusion_matrix.png",
+        "sweep/results.csv",
+        "sweep/curves.png",
+        "annotated.mp4",
+        "annotated_frame.png",
+        "client.jsonl",
+        "data/imdb64/inspect/samples.png",
+    ):
         assert (out / path).is_file(), path
     with open(out / "sweep" / "results.csv") as handle:
         assert len(handle.read().strip().splitlines()) == 2  # header + the small size's one trial
@@ -52,9 +60,15 @@ def test_a_failed_step_fails_the_demo_and_the_report_says_which(tmp_path, monkey
     assert json.loads((out / "report.json").read_text())["failed"]["step"].startswith("run the client")
 
 
-@pytest.mark.parametrize(("read", "answered", "faces", "reason", "passes"), [
-    (60, 58, 40, "end of video", True), (60, 20, 10, "end of video", False), (60, 58, 0, "end of video", False),
-    (7, 7, 7, "service gone", False)])
+@pytest.mark.parametrize(
+    ("read", "answered", "faces", "reason", "passes"),
+    [
+        (60, 58, 40, "end of video", True),
+        (60, 20, 10, "end of video", False),
+        (60, 58, 0, "end of video", False),
+        (7, 7, 7, "service gone", False),
+    ],
+)
 def test_the_client_check(read, answered, faces, reason, passes):
     from cluster.demo import DemoFailed, check_client
     from serve.client import ClientSummary

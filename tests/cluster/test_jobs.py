@@ -10,15 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from faceray.runtime import free_loopback_port as free_port
 from cluster.jobs import entrypoint, is_local_address, list_jobs, submit
+from faceray.runtime import free_loopback_port as free_port
 
 pytestmark = pytest.mark.slow
 
 
 def test_entrypoint_quotes_arguments_and_checks_the_stage():
-    assert entrypoint("ingest", ["fer", "--csv", "a b.csv"], "/venv/bin/python") == \
-        "/venv/bin/python -m faceray.cli ingest fer --csv 'a b.csv'"
+    assert (
+        entrypoint("ingest", ["fer", "--csv", "a b.csv"], "/venv/bin/python")
+        == "/venv/bin/python -m faceray.cli ingest fer --csv 'a b.csv'"
+    )
     with pytest.raises(ValueError, match="unknown stage"):
         entrypoint("rm", [], "python")
     assert is_local_address("http://127.0.0.1:8265") and not is_local_address("http://192.0.2.10:8265")
@@ -31,8 +33,15 @@ def test_submit_ingest_to_a_two_node_cluster(sample_dir, tmp_path, monkeypatch):
     port = free_port()
     # Each node's dashboard agent gets its own free port: both run on this machine, and another Ray here
     # (the test session's) may hold the default one.
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": True, "dashboard_port": port,
-                                                            "dashboard_agent_listen_port": free_port()})
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 1,
+            "include_dashboard": True,
+            "dashboard_port": port,
+            "dashboard_agent_listen_port": free_port(),
+        },
+    )
     try:
         cluster.add_node(num_cpus=1, dashboard_agent_listen_port=free_port())
         cluster.wait_for_nodes()
@@ -40,8 +49,22 @@ def test_submit_ingest_to_a_two_node_cluster(sample_dir, tmp_path, monkeypatch):
         out = tmp_path / "fer"
         logs = tmp_path / "logs.txt"
         with open(logs, "w") as handle:
-            job_id, status = submit(address, "ingest", ["fer", "--csv", str(sample_dir / "fer2013.csv"), "--out", str(out),
-                                                        "--shard-rows", "50", "--no-progress"], python=sys.executable, out=handle)
+            job_id, status = submit(
+                address,
+                "ingest",
+                [
+                    "fer",
+                    "--csv",
+                    str(sample_dir / "fer2013.csv"),
+                    "--out",
+                    str(out),
+                    "--shard-rows",
+                    "50",
+                    "--no-progress",
+                ],
+                python=sys.executable,
+                out=handle,
+            )
         assert status == "SUCCEEDED", logs.read_text()[-3000:]
         manifest = json.loads((out / "manifest.json").read_text())
         assert manifest["inputs"]["total"] == 206 and manifest["inputs"]["rejected"] == 6
@@ -51,10 +74,17 @@ def test_submit_ingest_to_a_two_node_cluster(sample_dir, tmp_path, monkeypatch):
         assert any(job["job_id"] == job_id and job["status"] == "SUCCEEDED" for job in jobs)
         assert manifest["resource_plan"]["cluster"].startswith("2 CPUs, 0 GPUs on 2 nodes")
         # The resource planner, run against this live cluster from a client, places work on both nodes.
-        environment = {**{name: value for name, value in os.environ.items() if not name.startswith("RAY_ADDRESS")},
-                       "RAY_AUTH_MODE": "token"}
-        probe = subprocess.run([sys.executable, "-c", PLAN_PROBE, cluster.address], env=environment,
-                               capture_output=True, text=True, timeout=180)
+        environment = {
+            **{name: value for name, value in os.environ.items() if not name.startswith("RAY_ADDRESS")},
+            "RAY_AUTH_MODE": "token",
+        }
+        probe = subprocess.run(
+            [sys.executable, "-c", PLAN_PROBE, cluster.address],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         assert probe.returncode == 0, probe.stderr[-3000:]
         planned = json.loads(probe.stdout.strip().splitlines()[-1])
         assert planned["nodes"] == 2 and planned["sweep_nodes"] == [0, 1] and "across 2 nodes" in planned["line"]
@@ -100,8 +130,13 @@ def test_every_way_of_giving_the_token_works_and_a_bad_one_is_refused_clearly(tm
     """Against a loopback head with token auth (in its own process: Ray reads the auth mode once per process):
     RAY_AUTH_TOKEN (without RAY_AUTH_MODE), RAY_AUTH_TOKEN_PATH and ~/.ray/auth_token are accepted; a wrong or
     missing token and an absent cluster get one clear line, no traceback."""
-    head = subprocess.Popen([sys.executable, "-c", TOKEN_HEAD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                            env={name: value for name, value in os.environ.items() if not name.startswith("RAY_AUTH")})
+    head = subprocess.Popen(
+        [sys.executable, "-c", TOKEN_HEAD],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={name: value for name, value in os.environ.items() if not name.startswith("RAY_AUTH")},
+    )
     try:
         address = f"http://127.0.0.1:{int(head.stdout.readline())}"
         token = (Path.home() / ".ray" / "auth_token").read_text().strip()

@@ -32,8 +32,15 @@ def test_paths_outside_the_root_are_rejected_and_never_read(tmp_path):
 
     rows = read_imdb_metadata(mat_path)
     assert list(rows["full_path"][: len(OUTSIDE_PATHS)]) == list(OUTSIDE_PATHS)
-    settings = ChunkSettings(dataset="imdb", out=str(tmp_path / "out"), size=64, color="gray", task="gender",
-                             labels=GENDER_LABELS, root=str(root))
+    settings = ChunkSettings(
+        dataset="imdb",
+        out=str(tmp_path / "out"),
+        size=64,
+        color="gray",
+        task="gender",
+        labels=GENDER_LABELS,
+        root=str(root),
+    )
     summary = process_imdb_chunk(0, rows, settings)
 
     assert summary["rejected"].get("outside_root") == len(OUTSIDE_PATHS)
@@ -53,8 +60,15 @@ def test_a_link_that_stays_inside_the_root_is_fine(tmp_path):
     first = rows["full_path"][0]
     os.symlink(root / first, root / "alias.jpg")
     rows.loc[0, "full_path"] = "alias.jpg"
-    settings = ChunkSettings(dataset="imdb", out=str(tmp_path / "out"), size=64, color="gray", task="gender",
-                             labels=GENDER_LABELS, root=str(root))
+    settings = ChunkSettings(
+        dataset="imdb",
+        out=str(tmp_path / "out"),
+        size=64,
+        color="gray",
+        task="gender",
+        labels=GENDER_LABELS,
+        root=str(root),
+    )
     summary = process_imdb_chunk(0, rows, settings)
     assert "outside_root" not in summary["rejected"]
     assert sum(count for split in summary["accepted"].values() for count in split.values()) == 6

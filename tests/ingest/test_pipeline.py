@@ -36,8 +36,14 @@ def all_rows(out: Path) -> list[tuple[str, str, int, bytes]]:
     for split in ("train", "val", "test"):
         for path in sorted((out / split).glob("*.parquet")):
             table = pq.read_table(path)
-            rows += [(split, source, label, image) for source, label, image in zip(
-                table.column("source").to_pylist(), table.column("label").to_pylist(), table.column("image").to_pylist())]
+            rows += [
+                (split, source, label, image)
+                for source, label, image in zip(
+                    table.column("source").to_pylist(),
+                    table.column("label").to_pylist(),
+                    table.column("image").to_pylist(),
+                )
+            ]
     return sorted(rows)
 
 
@@ -67,8 +73,16 @@ def test_imdb_counts_and_rejects(imdb_out):
     assert inputs["accepted"] + inputs["rejected"] == inputs["total"]
     assert sum(manifest["splits"][split]["count"] for split in ("train", "val", "test")) == inputs["accepted"]
     # The sample breaks one file of each kind on purpose, and has each label problem.
-    for reason in ("truncated JPEG", "empty file", "not a decodable image", "missing file",
-                   "gender unknown", "no face", "face_score too low", "second face"):
+    for reason in (
+        "truncated JPEG",
+        "empty file",
+        "not a decodable image",
+        "missing file",
+        "gender unknown",
+        "no face",
+        "face_score too low",
+        "second face",
+    ):
         assert manifest["rejects"].get(reason, 0) >= 1, reason
     with open(imdb_out / "rejects.csv") as handle:
         rejects = list(csv.DictReader(handle))
@@ -152,8 +166,14 @@ def test_fer_ingest_honours_usage_and_rejects_bad_rows(sample_dir, ray_session, 
     manifest = run_ingest(fer_config(sample_dir, out, size=64))
     assert manifest["inputs"]["total"] == 206
     assert manifest["inputs"]["rejected"] == 6
-    assert set(manifest["rejects"]) == {"wrong pixel count", "non-numeric pixel", "pixel out of range",
-                                        "unknown emotion label", "wrong field count", "unknown Usage"}
+    assert set(manifest["rejects"]) == {
+        "wrong pixel count",
+        "non-numeric pixel",
+        "pixel out of range",
+        "unknown emotion label",
+        "wrong field count",
+        "unknown Usage",
+    }
     usage_of_split = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
     for split, usage in usage_of_split.items():
         for path in (out / split).glob("*.parquet"):
@@ -174,7 +194,9 @@ def test_missing_inputs_are_clear_errors(tmp_path, ray_session):
     with pytest.raises(ConfigError, match="--root"):
         run_ingest(resolve_config(IngestConfig, dict(dataset="imdb", root=str(tmp_path), out=str(tmp_path / "o"))))
     with pytest.raises(ConfigError, match="--csv"):
-        run_ingest(resolve_config(IngestConfig, dict(dataset="fer", csv=str(tmp_path / "no.csv"), out=str(tmp_path / "o2"))))
+        run_ingest(
+            resolve_config(IngestConfig, dict(dataset="fer", csv=str(tmp_path / "no.csv"), out=str(tmp_path / "o2")))
+        )
 
 
 def test_unknown_gender_kept_on_request_is_labelled_unknown_and_refused_by_training(sample_dir, ray_session, tmp_path):
@@ -187,6 +209,8 @@ def test_unknown_gender_kept_on_request_is_labelled_unknown_and_refused_by_train
     labels = [label for _, _, label, _ in all_rows(out)]
     assert labels.count(-1) == kept
     assert manifest["inputs"]["accepted"] + manifest["inputs"]["rejected"] == manifest["inputs"]["total"]
-    split_with_unknown = next(split for split in ("train", "val", "test") if manifest["splits"][split]["labels"].get("unknown"))
+    split_with_unknown = next(
+        split for split in ("train", "val", "test") if manifest["splits"][split]["labels"].get("unknown")
+    )
     with pytest.raises(ConfigError, match="unknown label"):
         label_counts(out, split_with_unknown, 2)

@@ -15,8 +15,18 @@ def test_sample_mat_has_the_real_layout(sample_dir):
     struct = contents["imdb"]
     assert struct.shape == (1, 1)
     record = struct[0, 0]
-    expected = {"dob", "photo_taken", "full_path", "gender", "name", "face_location", "face_score",
-                "second_face_score", "celeb_names", "celeb_id"}
+    expected = {
+        "dob",
+        "photo_taken",
+        "full_path",
+        "gender",
+        "name",
+        "face_location",
+        "face_score",
+        "second_face_score",
+        "celeb_names",
+        "celeb_id",
+    }
     assert set(record.dtype.names) == expected
     count = record["full_path"].shape[1]
     for field in expected - {"celeb_names"}:
@@ -59,8 +69,15 @@ def test_label_filters_give_each_reason():
         }
     )
     reasons = label_rejections(frame, LabelFilter())["reason"].tolist()
-    assert reasons == [None, "gender unknown", "no face", "face_score too low", "second face", "gender not 0 or 1",
-                       "face_score too low"]
+    assert reasons == [
+        None,
+        "gender unknown",
+        "no face",
+        "face_score too low",
+        "second face",
+        "gender not 0 or 1",
+        "face_score too low",
+    ]
     relaxed = label_rejections(frame, LabelFilter(min_face_score=None, drop_second_face=False))["reason"].tolist()
     assert relaxed == [None, "gender unknown", None, None, None, "gender not 0 or 1", None]
 

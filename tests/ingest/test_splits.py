@@ -17,7 +17,14 @@ def test_known_values_do_not_drift_between_machines():
     # A fixed hash (blake2b of "seed:key"), not Python's salted hash(): these values must never change.
     assert unit_hash("a", 0) == pytest.approx(0.741719, abs=1e-6)
     assert assign_splits(list("abcdefgh"), (0.5, 0.25, 0.25), seed=0) == [
-        "val", "train", "train", "test", "train", "train", "test", "train"
+        "val",
+        "train",
+        "train",
+        "test",
+        "train",
+        "train",
+        "test",
+        "train",
     ]
 
 

@@ -34,8 +34,12 @@ def model_dirs(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("models")
     if (REFERENCE_DIR / "fer2013_mini_XCEPTION.102-0.66.hdf5").is_file():
         return {
-            "emotion": import_legacy_model(REFERENCE_DIR / "fer2013_mini_XCEPTION.102-0.66.hdf5", "emotion", folder / "emotion"),
-            "gender": import_legacy_model(REFERENCE_DIR / "gender_mini_XCEPTION.21-0.95.hdf5", "gender", folder / "gender"),
+            "emotion": import_legacy_model(
+                REFERENCE_DIR / "fer2013_mini_XCEPTION.102-0.66.hdf5", "emotion", folder / "emotion"
+            ),
+            "gender": import_legacy_model(
+                REFERENCE_DIR / "gender_mini_XCEPTION.21-0.95.hdf5", "gender", folder / "gender"
+            ),
             "published": True,
         }
     dirs = {}
@@ -53,8 +57,15 @@ def service(ray_session, model_dirs):
     from serve.config import ServeConfig
     from serve.service import start_service, stop_service
 
-    config = resolve_config(ServeConfig, dict(emotion_model=str(model_dirs["emotion"]), gender_model=str(model_dirs["gender"]),
-                                              port=free_port(), max_body_bytes=3_000_000))
+    config = resolve_config(
+        ServeConfig,
+        dict(
+            emotion_model=str(model_dirs["emotion"]),
+            gender_model=str(model_dirs["gender"]),
+            port=free_port(),
+            max_body_bytes=3_000_000,
+        ),
+    )
     url = start_service(config)
     yield url
     stop_service()

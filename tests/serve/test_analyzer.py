@@ -30,8 +30,10 @@ def moving_face_frames(astronaut_bgr, count: int, step: int = 6) -> list[np.ndar
 
 
 def test_the_python_api_is_importable_from_faceray_without_loading_anything():
-    code = ("import sys, faceray; assert 'serve.analyzer' not in sys.modules and 'tensorflow' not in sys.modules; "
-            "from faceray import FaceAnalyzer; print(FaceAnalyzer.__module__)")
+    code = (
+        "import sys, faceray; assert 'serve.analyzer' not in sys.modules and 'tensorflow' not in sys.modules; "
+        "from faceray import FaceAnalyzer; print(FaceAnalyzer.__module__)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "serve.analyzer"
@@ -52,7 +54,9 @@ def test_analyze_batch_equals_analyze_frame_by_frame(analyzer, astronaut_bgr):
     frames = [astronaut_bgr, np.full((240, 320, 3), 128, np.uint8), np.roll(astronaut_bgr, 40, axis=1)]
     batched = analyzer.analyze_batch(frames)
     alone = [analyzer.analyze(frame) for frame in frames]
-    assert [[face["box"] for face in faces] for faces in batched] == [[face["box"] for face in faces] for faces in alone]
+    assert [[face["box"] for face in faces] for faces in batched] == [
+        [face["box"] for face in faces] for faces in alone
+    ]
     assert batched[1] == []
     for faces_batched, faces_alone in zip(batched, alone):
         for first, second in zip(faces_batched, faces_alone):

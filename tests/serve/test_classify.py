@@ -39,8 +39,12 @@ def test_a_conversion_that_disagrees_with_the_model_is_refused(model_dirs, monke
         from train.model_dir import load_model_dir
 
         model, _ = load_model_dir(model_dirs["gender"])
-        model.set_weights([np.random.default_rng(7).permutation(weight.ravel()).reshape(weight.shape)
-                           for weight in model.get_weights()])
+        model.set_weights(
+            [
+                np.random.default_rng(7).permutation(weight.ravel()).reshape(weight.shape)
+                for weight in model.get_weights()
+            ]
+        )
         return tf.function(lambda images: model(tf.cast(images, tf.float32), training=False), input_signature=signature)
 
     monkeypatch.setattr(classify, "_onnx_session", other_weights)

@@ -52,8 +52,11 @@ def test_an_outage_is_retried_and_the_picture_stays_live(tmp_path):
     service = {"connections": 0, "down": lambda: 0.5 <= time.monotonic() - started < 1.5}  # down for 1 s
     output = tmp_path / "out.mp4"
     messages = []
-    summary = run_client(ClientConfig(source=str(video(tmp_path / "in.mp4", 50)), output=str(output), display=False),
-                         log=messages.append, make_transport=lambda: FlakyTransport(service))
+    summary = run_client(
+        ClientConfig(source=str(video(tmp_path / "in.mp4", 50)), output=str(output), display=False),
+        log=messages.append,
+        make_transport=lambda: FlakyTransport(service),
+    )
     assert summary.exit_reason == "end of video" and summary.frames_read == 50
     assert summary.reconnects == 1 and service["connections"] == 2
     assert summary.responses > 0 and summary.frames_dropped > 0  # frames during the outage were shown, not sent
@@ -67,7 +70,10 @@ def test_an_outage_is_retried_and_the_picture_stays_live(tmp_path):
 def test_a_long_outage_ends_the_client_cleanly(tmp_path):
     started = time.monotonic()
     service = {"connections": 0, "down": lambda: time.monotonic() - started >= 0.3}  # gone for good
-    summary = run_client(ClientConfig(source=str(video(tmp_path / "in.mp4", 200)), display=False, give_up_s=1.0),
-                         log=lambda message: None, make_transport=lambda: FlakyTransport(service))
+    summary = run_client(
+        ClientConfig(source=str(video(tmp_path / "in.mp4", 200)), display=False, give_up_s=1.0),
+        log=lambda message: None,
+        make_transport=lambda: FlakyTransport(service),
+    )
     assert "unreachable" in summary.exit_reason
     assert summary.frames_read < 200  # stopped after about 1 s of outage, not at the end of the video

@@ -9,8 +9,14 @@ import numpy as np
 import pytest
 
 from serve import detect
-from serve.detect import (BlazeFaceDetector, DetectorSettings, HaarDetector, blazeface_anchors, make_detector,
-                          weighted_non_maximum_suppression)
+from serve.detect import (
+    BlazeFaceDetector,
+    DetectorSettings,
+    HaarDetector,
+    blazeface_anchors,
+    make_detector,
+    weighted_non_maximum_suppression,
+)
 from tests.conftest import REFERENCE_DIR
 
 DETECTOR_NAMES = ("blazeface", "haar")

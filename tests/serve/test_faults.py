@@ -32,8 +32,9 @@ def test_a_killed_replica_fails_requests_fast_and_is_replaced(service, astronaut
     while time.monotonic() - killed < 120:
         began = time.monotonic()
         try:
-            status = requests.post(f"{service}/v1/faces", data=body, headers={"Content-Type": "image/jpeg"},
-                                   timeout=30).status_code
+            status = requests.post(
+                f"{service}/v1/faces", data=body, headers={"Content-Type": "image/jpeg"}, timeout=30
+            ).status_code
         except requests.ConnectionError:
             status = "connection error"
         # Answered by the 5 s request timeout at the latest (plus slack for a loaded machine), where the first
@@ -48,8 +49,16 @@ def test_a_killed_replica_fails_requests_fast_and_is_replaced(service, astronaut
 
 def test_ctrl_c_stops_faceray_serve_and_its_ray_in_seconds(model_dirs, ray_session):
     port = free_port()
-    command = [str(Path(sys.executable).with_name("faceray")), "serve", "--emotion-model", str(model_dirs["emotion"]),
-               "--gender-model", str(model_dirs["gender"]), "--port", str(port)]
+    command = [
+        str(Path(sys.executable).with_name("faceray")),
+        "serve",
+        "--emotion-model",
+        str(model_dirs["emotion"]),
+        "--gender-model",
+        str(model_dirs["gender"]),
+        "--port",
+        str(port),
+    ]
     # Its own local Ray, as a user's: without the test session's RAY_ADDRESS, which would make it join that one.
     # (and without its HAProxy ports, which the test session's own service holds).
     inherited = ("RAY_ADDRESS", "RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT")

@@ -25,14 +25,21 @@ def test_serve_run_with_the_shipped_config(ray_session, model_dirs, astronaut_bg
     config = yaml.safe_load((ROOT / "serve" / "serve_config.yaml").read_text())
     port = free_port()
     config["http_options"]["port"] = port
-    config["applications"][0]["args"].update(emotion_model=str(model_dirs["emotion"]), gender_model=str(model_dirs["gender"]))
+    config["applications"][0]["args"].update(
+        emotion_model=str(model_dirs["emotion"]), gender_model=str(model_dirs["gender"])
+    )
     path = tmp_path / "serve_config.yaml"
     path.write_text(yaml.safe_dump(config))
     serve_command = Path(sys.executable).with_name("serve")
     address = ray.get_runtime_context().gcs_address  # the test session's Ray (loopback)
-    process = subprocess.Popen([str(serve_command), "run", "--address", address, str(path)], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env={**os.environ, "RAY_ADDRESS": address})
+    process = subprocess.Popen(
+        [str(serve_command), "run", "--address", address, str(path)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "RAY_ADDRESS": address},
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 240
@@ -42,8 +49,9 @@ def test_serve_run_with_the_shipped_config(ray_session, model_dirs, astronaut_bg
                     break
             except requests.RequestException:
                 time.sleep(1)
-        response = requests.post(url + "/v1/faces", data=jpeg(astronaut_bgr), headers={"Content-Type": "image/jpeg"},
-                                 timeout=60)
+        response = requests.post(
+            url + "/v1/faces", data=jpeg(astronaut_bgr), headers={"Content-Type": "image/jpeg"}, timeout=60
+        )
         assert response.status_code == 200 and len(response.json()["faces"]) == 1
     finally:
         process.send_signal(signal.SIGINT)

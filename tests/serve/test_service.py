@@ -61,7 +61,9 @@ def test_no_face_is_an_empty_list(service):
 def test_png_multipart_and_annotation(service, astronaut_bgr):
     ok, png = cv2.imencode(".png", astronaut_bgr)
     assert post(service, png.tobytes(), "image/png").status_code == 200
-    multipart = requests.post(f"{service}/v1/faces", files={"image": ("a.jpg", jpeg(astronaut_bgr), "image/jpeg")}, timeout=60)
+    multipart = requests.post(
+        f"{service}/v1/faces", files={"image": ("a.jpg", jpeg(astronaut_bgr), "image/jpeg")}, timeout=60
+    )
     assert multipart.status_code == 200 and len(multipart.json()["faces"]) == 1
     annotated = post(service, jpeg(astronaut_bgr), query="?annotate=1")
     assert annotated.headers["content-type"] == "image/jpeg"
@@ -110,8 +112,9 @@ def test_a_chunked_upload_over_the_limit_is_refused_while_it_streams(service, as
     assert response.status_code == 413 and "exceeds" in response.json()["error"]
     assert peak_rss(replica.pid) - before < 20_000_000
     assert requests.get(f"{service}/healthz", timeout=10).json() == {"status": "ok"}
-    good = requests.post(f"{service}/v1/faces", data=iter([jpeg(astronaut_bgr)]), headers={"Content-Type": "image/jpeg"},
-                         timeout=60)
+    good = requests.post(
+        f"{service}/v1/faces", data=iter([jpeg(astronaut_bgr)]), headers={"Content-Type": "image/jpeg"}, timeout=60
+    )
     assert good.status_code == 200 and len(good.json()["faces"]) == 1  # a chunked upload under the limit is fine
 
 
@@ -119,8 +122,11 @@ def service_replica():
     """The process of the service's replica (Ray names it after the deployment)."""
     import psutil
 
-    [replica] = [process for process in psutil.process_iter(["cmdline"])
-                 if "ServeReplica:faceray:FaceService" in " ".join(process.info["cmdline"] or [])]
+    [replica] = [
+        process
+        for process in psutil.process_iter(["cmdline"])
+        if "ServeReplica:faceray:FaceService" in " ".join(process.info["cmdline"] or [])
+    ]
     return replica
 
 
@@ -134,8 +140,11 @@ def peak_rss(pid: int) -> int:
 
 def test_a_multipart_body_with_two_files_is_refused(service, astronaut_bgr):
     body = jpeg(astronaut_bgr)
-    response = requests.post(f"{service}/v1/faces", files={"a": ("a.jpg", body, "image/jpeg"), "b": ("b.jpg", body, "image/jpeg")},
-                             timeout=60)
+    response = requests.post(
+        f"{service}/v1/faces",
+        files={"a": ("a.jpg", body, "image/jpeg"), "b": ("b.jpg", body, "image/jpeg")},
+        timeout=60,
+    )
     assert response.status_code == 400 and "exactly one file" in response.json()["error"]
 
 
@@ -260,8 +269,12 @@ def moving_face_video(path, astronaut_bgr, frames: int = 24):
 def test_client_end_to_end_headless(service, astronaut_bgr, tmp_path, transport):
     video = moving_face_video(tmp_path / "in.mp4", astronaut_bgr)
     output, jsonl = tmp_path / "annotated.mp4", tmp_path / "results.jsonl"
-    summary = run_client(ClientConfig(source=str(video), url=service, output=str(output), jsonl=str(jsonl), display=False,
-                                      transport=transport), log=lambda message: None)
+    summary = run_client(
+        ClientConfig(
+            source=str(video), url=service, output=str(output), jsonl=str(jsonl), display=False, transport=transport
+        ),
+        log=lambda message: None,
+    )
     assert summary.exit_reason == "end of video"
     assert summary.frames_read == 24 and summary.frames_sent + summary.frames_dropped == 24
     assert summary.responses == summary.frames_sent > 0
@@ -279,8 +292,17 @@ def test_client_end_to_end_headless(service, astronaut_bgr, tmp_path, transport)
 def test_client_exits_cleanly_when_the_service_is_gone(astronaut_bgr, tmp_path, transport):
     video = moving_face_video(tmp_path / "in.mp4", astronaut_bgr, frames=5)
     port = free_port()  # nothing listens there
-    summary = run_client(ClientConfig(source=str(video), url=f"http://127.0.0.1:{port}", jsonl=str(tmp_path / "r.jsonl"),
-                                      display=False, timeout_s=2, transport=transport), log=lambda message: None)
+    summary = run_client(
+        ClientConfig(
+            source=str(video),
+            url=f"http://127.0.0.1:{port}",
+            jsonl=str(tmp_path / "r.jsonl"),
+            display=False,
+            timeout_s=2,
+            transport=transport,
+        ),
+        log=lambda message: None,
+    )
     assert "unreachable" in summary.exit_reason and summary.responses == 0
     assert (tmp_path / "r.jsonl").exists()
 
@@ -295,8 +317,10 @@ def test_client_falls_back_to_headless_without_a_display(monkeypatch, astronaut_
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     messages = []
     video = moving_face_video(tmp_path / "in.mp4", astronaut_bgr, frames=2)
-    run_client(ClientConfig(source=str(video), url=f"http://127.0.0.1:{free_port()}", display=True, timeout_s=1),
-               log=messages.append)
+    run_client(
+        ClientConfig(source=str(video), url=f"http://127.0.0.1:{free_port()}", display=True, timeout_s=1),
+        log=messages.append,
+    )
     assert any("no display available" in message for message in messages)
 
 
@@ -308,7 +332,9 @@ def test_socket_helper_gives_a_closed_port():
 
 def test_the_page_and_only_its_files_are_served(service, astronaut_bgr):
     page = requests.get(service + "/", timeout=10)
-    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html") and "/web/page.js" in page.text
+    assert (
+        page.status_code == 200 and page.headers["content-type"].startswith("text/html") and "/web/page.js" in page.text
+    )
     script = requests.get(service + "/web/page.js", timeout=10)
     assert script.status_code == 200 and "window.faceray" in script.text
     for text in (page.text, script.text):  # nothing from another site: the only scheme is the stream's own
@@ -316,10 +342,18 @@ def test_the_page_and_only_its_files_are_served(service, astronaut_bgr):
     for path in ("/web/app.py", "/web/..%2Fapp.py", "/web/%2e%2e/config.py"):
         assert requests.get(service + path, timeout=10).status_code == 404, path
     # No CORS for other origins: a cross-origin POST gets its answer without an Access-Control-Allow-Origin header.
-    answer = requests.post(service + "/v1/faces", data=jpeg(astronaut_bgr), timeout=30,
-                           headers={"Content-Type": "image/jpeg", "Origin": "https://elsewhere.example"})
+    answer = requests.post(
+        service + "/v1/faces",
+        data=jpeg(astronaut_bgr),
+        timeout=30,
+        headers={"Content-Type": "image/jpeg", "Origin": "https://elsewhere.example"},
+    )
     assert answer.status_code == 200 and "access-control-allow-origin" not in {key.lower() for key in answer.headers}
-    assert requests.options(service + "/v1/faces", headers={"Origin": "https://elsewhere.example"}, timeout=10).status_code == 403
+    assert (
+        requests.options(service + "/v1/faces", headers={"Origin": "https://elsewhere.example"}, timeout=10).status_code
+        == 403
+    )
+
 
 # --- The live page in a real headless Chromium (Debian's chromium + chromium-driver, driven by Selenium): a fake camera
 # plays a real photo, the page streams it to /v1/stream and draws the faces; a refused camera gets its message. They
@@ -329,8 +363,11 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 ARTEFACTS = Path(os.environ.get("FACERAY_TEST_ARTEFACTS", "test-artefacts"))
 
-needs_chromium = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="Debian's chromium and chromium-driver are not "
-                                    "installed (.ci/run installs them: apt-get install chromium chromium-driver)")
+needs_chromium = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER),
+    reason="Debian's chromium and chromium-driver are not "
+    "installed (.ci/run installs them: apt-get install chromium chromium-driver)",
+)
 
 
 def write_y4m(path: Path, frame_bgr: np.ndarray, frames: int = 10, fps: int = 10) -> Path:
@@ -350,8 +387,14 @@ def browser(camera_file: Path | None, allow_camera: bool):
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1100,800",
-                     "--use-fake-device-for-media-stream", "--disable-gpu"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1100,800",
+        "--use-fake-device-for-media-stream",
+        "--disable-gpu",
+    ):
         options.add_argument(argument)
     if allow_camera:
         options.add_argument("--use-fake-ui-for-media-stream")
@@ -379,16 +422,24 @@ def test_the_page_labels_a_real_face_from_the_camera(service, astronaut_bgr, tmp
     driver = browser(camera, allow_camera=True)
     try:
         driver.get(service + "/")
-        result = wait_for(driver, "const s = window.faceray; return s.lastResult && s.lastResult.faces.length "
-                                  "&& s.framesAnswered >= 5 && s.lastResult")
+        result = wait_for(
+            driver,
+            "const s = window.faceray; return s.lastResult && s.lastResult.faces.length "
+            "&& s.framesAnswered >= 5 && s.lastResult",
+        )
         state = driver.execute_script("return window.faceray")
-        assert state["status"] == "streaming" and state["source"] == "camera" and state["framesSent"] >= state["framesAnswered"]
+        assert (
+            state["status"] == "streaming"
+            and state["source"] == "camera"
+            and state["framesSent"] >= state["framesAnswered"]
+        )
         face = result["faces"][0]
         x, y, w, h = face["box"]
         assert 150 < x + w / 2 < 400 and 40 < y + h / 2 < 250, face["box"]  # the astronaut's face
         assert {"emotion", "gender"} <= set(face)
         # The drawn box: canvas pixels on its left edge differ from the camera frame's pixels there.
-        differing = driver.execute_script("""
+        differing = driver.execute_script(
+            """
             const [x, y, w, h] = arguments[0];
             const view = document.getElementById('view');
             const drawn = view.getContext('2d').getImageData(x, y + Math.floor(h / 2), 1, 1).data;
@@ -397,7 +448,9 @@ def test_the_page_labels_a_real_face_from_the_camera(service, astronaut_bgr, tmp
             plain.getContext('2d').drawImage(document.getElementById('video'), 0, 0, view.width, view.height);
             const frame = plain.getContext('2d').getImageData(x, y + Math.floor(h / 2), 1, 1).data;
             return Math.abs(drawn[0] - frame[0]) + Math.abs(drawn[1] - frame[1]) + Math.abs(drawn[2] - frame[2]);
-        """, face["box"])
+        """,
+            face["box"],
+        )
         assert differing > 60, differing
         labels = driver.execute_script("return document.querySelectorAll('#bars .bar').length")
         assert labels == 9  # 7 emotions + 2 genders for the largest face
@@ -406,7 +459,9 @@ def test_the_page_labels_a_real_face_from_the_camera(service, astronaut_bgr, tmp
         # Frames per second as the page measures them (reported, not asserted: speed lives in bench/).
         started_answers, started = state["framesAnswered"], time.monotonic()
         time.sleep(3)
-        rate = (driver.execute_script("return window.faceray.framesAnswered") - started_answers) / (time.monotonic() - started)
+        rate = (driver.execute_script("return window.faceray.framesAnswered") - started_answers) / (
+            time.monotonic() - started
+        )
         (ARTEFACTS / "browser_page_fps.txt").write_text(f"{rate:.1f}\n")
         assert rate > 0
     finally:
@@ -418,7 +473,9 @@ def test_a_refused_camera_is_said_clearly(service):
     driver = browser(None, allow_camera=False)  # headless Chromium denies the camera prompt
     try:
         driver.get(service + "/")
-        status = wait_for(driver, "const s = window.faceray; return ['camera-denied', 'no-camera'].includes(s.status) && s.status", 30)
+        status = wait_for(
+            driver, "const s = window.faceray; return ['camera-denied', 'no-camera'].includes(s.status) && s.status", 30
+        )
         message = driver.execute_script("return document.getElementById('message').textContent")
         assert status == "camera-denied" and "camera was refused" in message and "image or a video file" in message
     finally:

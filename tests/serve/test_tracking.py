@@ -2,8 +2,14 @@ from serve.tracking import FaceTracker, iou
 
 
 def face(box, happy):
-    return {"box": box, "emotion": {"label": "happy" if happy > 0.5 else "sad", "score": max(happy, 1 - happy),
-                                    "scores": {"happy": happy, "sad": 1 - happy}}}
+    return {
+        "box": box,
+        "emotion": {
+            "label": "happy" if happy > 0.5 else "sad",
+            "score": max(happy, 1 - happy),
+            "scores": {"happy": happy, "sad": 1 - happy},
+        },
+    }
 
 
 def test_iou():

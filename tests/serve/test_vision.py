@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from serve.vision import RequestImageError, crop_faces, decode_frame, declared_size, draw_faces, square_crop_box
+from serve.vision import RequestImageError, crop_faces, declared_size, decode_frame, draw_faces, square_crop_box
 from tests.serve.conftest import jpeg
 
 
@@ -30,8 +30,10 @@ def test_crops_have_the_model_size_and_colour(astronaut_bgr):
     assert rgb[0, :, :, 0].mean() > rgb[0, :, :, 2].mean()
 
 
-@pytest.mark.parametrize(("body", "message"), [(b"", "empty"), (b"not an image", "not a decodable"),
-                                               (b"\xff\xd8\xff\xe0" + b"\x00" * 50 + b"\x01", "truncated")])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [(b"", "empty"), (b"not an image", "not a decodable"), (b"\xff\xd8\xff\xe0" + b"\x00" * 50 + b"\x01", "truncated")],
+)
 def test_decode_frame_errors(body, message):
     with pytest.raises(RequestImageError, match=message):
         decode_frame(body)
@@ -39,7 +41,13 @@ def test_decode_frame_errors(body, message):
 
 def test_decode_and_draw(astronaut_bgr):
     frame = decode_frame(jpeg(astronaut_bgr))
-    faces = [{"box": [175, 65, 100, 100], "emotion": {"label": "happy", "score": 0.9}, "gender": {"label": "woman", "score": 0.8}}]
+    faces = [
+        {
+            "box": [175, 65, 100, 100],
+            "emotion": {"label": "happy", "score": 0.9},
+            "gender": {"label": "woman", "score": 0.8},
+        }
+    ]
     drawn = draw_faces(frame, faces, "3.0 fps")
     assert drawn.shape == frame.shape and not np.array_equal(drawn, frame)
 

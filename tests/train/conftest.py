@@ -17,5 +17,7 @@ def fer_data(tmp_path_factory, ray_session) -> Path:
     folder = tmp_path_factory.mktemp("fer_train")
     write_fer_sample(folder / "fer2013.csv", 640, np.random.default_rng(11))
     out = folder / "fer48"
-    run_ingest(resolve_config(IngestConfig, dict(dataset="fer", csv=str(folder / "fer2013.csv"), out=str(out), progress=False)))
+    run_ingest(
+        resolve_config(IngestConfig, dict(dataset="fer", csv=str(folder / "fer2013.csv"), out=str(out), progress=False))
+    )
     return out

@@ -25,7 +25,14 @@ def test_plateau_lowers_the_rate_then_stops():
 
 def test_augmentation_settings_from_preset_and_overrides():
     config = TrainConfig(data="d", augment="paper", zoom=0.3, flip=False)
-    assert config.augmentation() == {"flip": 0.0, "rotation": 10.0, "shift": 0.1, "zoom": 0.3, "brightness": 0.0, "contrast": 0.0}
+    assert config.augmentation() == {
+        "flip": 0.0,
+        "rotation": 10.0,
+        "shift": 0.1,
+        "zoom": 0.3,
+        "brightness": 0.0,
+        "contrast": 0.0,
+    }
     assert build_augmenter(AUGMENT_PRESETS["off"]) is None
     augmenter = build_augmenter(AUGMENT_PRESETS["paper"])
     images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 1)).astype(np.float32)
@@ -54,8 +61,17 @@ def test_epochs_learn_and_state_round_trips(tmp_path):
         for start in range(0, len(images), 16):
             yield images[start : start + 16], labels[start : start + 16]
 
-    best = run_epochs(runner, state, 6, batches, lambda: batches(0), patience=10, lr_patience=10,
-                      on_epoch_end=lambda metrics, *_: reports.append(metrics), log=None)
+    best = run_epochs(
+        runner,
+        state,
+        6,
+        batches,
+        lambda: batches(0),
+        patience=10,
+        lr_patience=10,
+        on_epoch_end=lambda metrics, *_: reports.append(metrics),
+        log=None,
+    )
     assert [row["epoch"] for row in reports] == [1, 2, 3, 4, 5, 6]
     assert reports[-1]["loss"] < reports[0]["loss"]
     assert reports[-1]["val_accuracy"] >= 0.9

@@ -33,8 +33,9 @@ def test_unknown_architecture():
         build_model("resnet", (48, 48, 1), 7)
 
 
-@pytest.mark.parametrize(("file_name", "classes"), [("fer2013_mini_XCEPTION.102-0.66.hdf5", 7),
-                                                     ("gender_mini_XCEPTION.21-0.95.hdf5", 2)])
+@pytest.mark.parametrize(
+    ("file_name", "classes"), [("fer2013_mini_XCEPTION.102-0.66.hdf5", 7), ("gender_mini_XCEPTION.21-0.95.hdf5", 2)]
+)
 def test_published_weights_load_into_mini_xception(reference_dir, file_name, classes):
     legacy = keras.models.load_model(reference_dir / file_name, compile=False)
     body = mini_xception_body((64, 64, 1), classes)

@@ -20,8 +20,17 @@ pytestmark = pytest.mark.slow
 def config_for(data: Path, out: Path, **overrides) -> TrainConfig:
     # bn_momentum 0.9: with only ~16 steps an epoch, the paper's 0.99 leaves the inference-time
     # batch-norm statistics near their initial values and validation accuracy at chance.
-    settings = dict(data=str(data), task="emotion", model="residual", epochs=6, batch_size=32, bn_momentum=0.9,
-                    augment="off", out=str(out), seed=0)
+    settings = dict(
+        data=str(data),
+        task="emotion",
+        model="residual",
+        epochs=6,
+        batch_size=32,
+        bn_momentum=0.9,
+        augment="off",
+        out=str(out),
+        seed=0,
+    )
     settings.update(overrides)
     return resolve_config(TrainConfig, settings)
 
@@ -59,8 +68,15 @@ def test_short_run_lands_clearly_above_chance(trained):
 
 def test_model_directory_and_card(trained):
     out, _ = trained
-    for name in ("model.keras", "model_card.json", "history.csv", "learning_curves.png", "evaluation.json",
-                 "confusion_matrix.png", "train_config.json"):
+    for name in (
+        "model.keras",
+        "model_card.json",
+        "history.csv",
+        "learning_curves.png",
+        "evaluation.json",
+        "confusion_matrix.png",
+        "train_config.json",
+    ):
         assert (out / name).is_file(), name
     model, card = load_model_dir(out)
     assert card["task"] == "emotion" and card["labels"][3] == "happy" and card["input_shape"] == [48, 48, 1]
@@ -74,7 +90,12 @@ def test_model_directory_and_card(trained):
     assert plan["stage"] == "train" and plan["chosen"]["workers"] == 1
     with open(out / "history.csv") as handle:
         history = list(csv.DictReader(handle))
-    assert len(history) == card["metrics"]["epochs_run"] and {"loss", "val_loss", "val_accuracy", "images_per_s"} <= set(history[0])
+    assert len(history) == card["metrics"]["epochs_run"] and {
+        "loss",
+        "val_loss",
+        "val_accuracy",
+        "images_per_s",
+    } <= set(history[0])
 
 
 def test_evaluate_command(trained, fer_data, capsys):
@@ -85,8 +106,11 @@ def test_evaluate_command(trained, fer_data, capsys):
     assert saved["split"] == "val" and 0 <= saved["accuracy"] <= 1
     assert f"val: accuracy {saved['accuracy']:.3f}" in printed and "happy" in printed and "{" not in printed
     # A user's mistake is one line and exit status 2, never a traceback.
-    for arguments in (["evaluate", str(out / "nowhere"), "--data", str(fer_data)], ["evaluate", str(out), "--data", str(out)],
-                      ["inspect", str(out / "nowhere")]):
+    for arguments in (
+        ["evaluate", str(out / "nowhere"), "--data", str(fer_data)],
+        ["evaluate", str(out), "--data", str(out)],
+        ["inspect", str(out / "nowhere")],
+    ):
         with pytest.raises(SystemExit) as exited:
             main(arguments)
         assert exited.value.code == 2
@@ -104,7 +128,9 @@ def test_two_workers_recover_from_an_injected_failure(fer_data, tmp_path):
     """Worker 1 raises at epoch 2 of the fresh run. Finishing at all proves the restart resumed from the
     epoch-1 checkpoint: a restart from scratch would be 'fresh' again, fail again and exceed max_failures=1."""
     out = tmp_path / "two"
-    summary = run_training(config_for(fer_data, out, workers=2, epochs=2, fail_at_epoch=1, max_failures=1, batch_size=64))
+    summary = run_training(
+        config_for(fer_data, out, workers=2, epochs=2, fail_at_epoch=1, max_failures=1, batch_size=64)
+    )
     with open(out / "history.csv") as handle:
         history = list(csv.DictReader(handle))
     assert [int(float(row["epoch"])) for row in history] == [1, 2]

@@ -36,12 +36,39 @@ def test_bad_spaces_are_clear_errors(tmp_path):
 
 def test_best_is_the_highest_validation_accuracy(tmp_path):
     rows = [
-        {"trial_id": "a", "lr": 0.01, "best_val_accuracy": 0.5, "best_val_loss": 1.0, "best_epoch": 2, "epochs_run": 3,
-         "status": "finished", "seconds": 1.0, "_curve": [[1, 0.4], [2, 0.5]]},
-        {"trial_id": "b", "lr": 0.001, "best_val_accuracy": 0.7, "best_val_loss": 1.2, "best_epoch": 3, "epochs_run": 3,
-         "status": "finished", "seconds": 1.0, "_curve": [[1, 0.6], [3, 0.7]]},
-        {"trial_id": "c", "lr": 0.1, "best_val_accuracy": math.nan, "best_val_loss": math.nan, "best_epoch": 0,
-         "epochs_run": 0, "status": "failed: diverged", "seconds": 0.0, "_curve": []},
+        {
+            "trial_id": "a",
+            "lr": 0.01,
+            "best_val_accuracy": 0.5,
+            "best_val_loss": 1.0,
+            "best_epoch": 2,
+            "epochs_run": 3,
+            "status": "finished",
+            "seconds": 1.0,
+            "_curve": [[1, 0.4], [2, 0.5]],
+        },
+        {
+            "trial_id": "b",
+            "lr": 0.001,
+            "best_val_accuracy": 0.7,
+            "best_val_loss": 1.2,
+            "best_epoch": 3,
+            "epochs_run": 3,
+            "status": "finished",
+            "seconds": 1.0,
+            "_curve": [[1, 0.6], [3, 0.7]],
+        },
+        {
+            "trial_id": "c",
+            "lr": 0.1,
+            "best_val_accuracy": math.nan,
+            "best_val_loss": math.nan,
+            "best_epoch": 0,
+            "epochs_run": 0,
+            "status": "failed: diverged",
+            "seconds": 0.0,
+            "_curve": [],
+        },
     ]
     best = write_results(tmp_path, rows, ["lr"])
     assert best["trial_id"] == "b" and json.loads((tmp_path / "best.json").read_text())["lr"] == 0.001
@@ -55,8 +82,18 @@ def test_sweep_fits_the_machine_with_a_failing_trial_resume_and_final(fer_data, 
     once; one trial raises at its first epoch (max_failures is 0 inside sweeps). Then resume, then --final."""
     space = tmp_path / "space.yaml"
     space.write_text("lr: [1.0e-3, 3.0e-3]\nfail_at_epoch: [-1, 0]\nbn_momentum: 0.9\naugment: 'off'\nbatch_size: 64\n")
-    config = resolve_config(SweepConfig, dict(data=str(fer_data), space=str(space), epochs=2, scheduler="asha",
-                                              max_concurrent=2, final=True, out=str(tmp_path / "sweep")))
+    config = resolve_config(
+        SweepConfig,
+        dict(
+            data=str(fer_data),
+            space=str(space),
+            epochs=2,
+            scheduler="asha",
+            max_concurrent=2,
+            final=True,
+            out=str(tmp_path / "sweep"),
+        ),
+    )
     summary = run_sweep(config)
     out = tmp_path / "sweep"
     saved_plan = json.loads((out / "sweep_config.json").read_text())["resource_plan"]
@@ -65,7 +102,9 @@ def test_sweep_fits_the_machine_with_a_failing_trial_resume_and_final(fer_data, 
         rows = list(csv.DictReader(handle))
     assert len(rows) == 4
     statuses = sorted(row["status"].split(":")[0] for row in rows)
-    assert statuses[:2] == ["failed", "failed"] and all(status in ("finished", "stopped early (ASHA)") for status in statuses[2:])
+    assert statuses[:2] == ["failed", "failed"] and all(
+        status in ("finished", "stopped early (ASHA)") for status in statuses[2:]
+    )
     finished = [row for row in rows if not row["status"].startswith("failed")]
     best = json.loads((out / "best.json").read_text())
     assert best["trial_id"] in {row["trial_id"] for row in finished} and best["fail_at_epoch"] == -1
@@ -77,8 +116,11 @@ def test_sweep_fits_the_machine_with_a_failing_trial_resume_and_final(fer_data, 
 
     trial_file = next((out / "trials").glob("*/trial.json"))
     before = trial_file.stat().st_mtime_ns
-    resumed = run_sweep(resolve_config(SweepConfig, dict(data=str(fer_data), space=str(space), epochs=2, scheduler="asha",
-                                                         out=str(out))))
+    resumed = run_sweep(
+        resolve_config(
+            SweepConfig, dict(data=str(fer_data), space=str(space), epochs=2, scheduler="asha", out=str(out))
+        )
+    )
     assert len(resumed["rows"]) == 4 and trial_file.stat().st_mtime_ns == before  # finished trials kept, not re-run
 
 
@@ -87,7 +129,11 @@ def test_a_sweep_the_cluster_cannot_hold_is_refused_before_anything_starts(fer_d
 
     space = tmp_path / "space.yaml"
     space.write_text("lr: [1.0e-4, 3.0e-4, 1.0e-3, 3.0e-3, 1.0e-2, 3.0e-2, 1.0e-1, 3.0e-1]\n")
-    config = resolve_config(SweepConfig, dict(data=str(fer_data), space=str(space), max_concurrent=8, out=str(tmp_path / "sweep")))
-    with pytest.raises(ResourceError, match="--max-concurrent 8 needs .* this cluster has 2 CPUs.* --max-concurrent 4 or fewer"):
+    config = resolve_config(
+        SweepConfig, dict(data=str(fer_data), space=str(space), max_concurrent=8, out=str(tmp_path / "sweep"))
+    )
+    with pytest.raises(
+        ResourceError, match="--max-concurrent 8 needs .* this cluster has 2 CPUs.* --max-concurrent 4 or fewer"
+    ):
         run_sweep(config)
     assert not (tmp_path / "sweep").exists()
