@@ -64,7 +64,9 @@ def make_frames(count: int, hold: int = 6) -> tuple[list[np.ndarray], list[int]]
 
 
 def model_dirs(folder: Path) -> dict[str, Path]:
-    from train.model_dir import import_legacy_model, make_card, save_model_dir
+    from faceray.faces import UNRECORDED_CROP
+    from faceray.model_card import ModelCard, save_model_dir
+    from train.model_dir import import_legacy_model
     from train.models import build_model
 
     if (REFERENCE / "fer2013_mini_XCEPTION.102-0.66.hdf5").is_file():
@@ -78,7 +80,7 @@ def model_dirs(folder: Path) -> dict[str, Path]:
         task: save_model_dir(
             folder / task,
             build_model("residual", (64, 64, 1), classes),
-            make_card(task, (64, 64, 1), "gray", "residual", 0.1),
+            ModelCard(task, (64, 64, 1), "gray", "residual", UNRECORDED_CROP),
         )
         for task, classes in (("emotion", 7), ("gender", 2))
     }
@@ -86,7 +88,7 @@ def model_dirs(folder: Path) -> dict[str, Path]:
 
 def reference_loop(frames: list[np.ndarray], dirs: dict[str, Path]) -> float:
     """The paper's demo loop: frames/s."""
-    from train.model_dir import load_model_dir
+    from faceray.model_card import load_model_dir
 
     models = {task: load_model_dir(folder)[0] for task, folder in dirs.items()}
     cascade = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"))

@@ -80,10 +80,10 @@ def main() -> None:
 
     from faceray.config import resolve_config
     from faceray.runtime import init_ray, shutdown_ray
+    from faceray.shards import load_split_numpy
     from ingest.config import IngestConfig
     from ingest.pipeline import run_ingest
     from ingest.sample import write_fer_sample
-    from ingest.shards import load_split_numpy
 
     work = Path(tempfile.mkdtemp(prefix="faceray-bench-train-"))
     write_fer_sample(work / "fer2013.csv", arguments.images, np.random.default_rng(0))

@@ -1,5 +1,8 @@
 """Stage configs as frozen dataclasses: defaults in code, then a YAML file, then command-line flags.
 
+`None` is the only "unset" value: a field that may be left to faceray (a folder not given, a size or CPU share
+that fits the data or the cluster) is `X | None = None`, never an empty string, a zero or -1 standing for it.
+
 Each field carries its one-line help in `metadata["help"]`; that text becomes `--help`.
 `validate()` on a config returns every problem at once; `resolve_config` raises them in one error.
 """
@@ -55,6 +58,9 @@ def convert_value(config_class: type, name: str, value: Any) -> Any:
     if value is None:
         return None
     target = _base_type(annotation)
+    optional = target is not annotation
+    if optional and isinstance(value, str) and value.strip().lower() in ("", "none", "null"):
+        return None  # `--flag none` (or null in YAML) unsets an optional setting
     try:
         if typing.get_origin(target) is tuple:
             item_type = typing.get_args(target)[0]
@@ -101,7 +107,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_class: type, sk
         else:
             kwargs["metavar"] = field.name.upper()
             if field.metadata.get("choices"):
-                kwargs["choices"] = list(field.metadata["choices"])
+                kwargs["choices"] = [choice for choice in field.metadata["choices"] if choice is not None]
                 kwargs.pop("metavar")
         target_group = parser
         if field.metadata.get("required"):
@@ -155,7 +161,7 @@ def resolve_config(
     found = validate() if validate else []
     for field in dataclasses.fields(config_class):
         choices = field.metadata.get("choices")
-        if choices and getattr(config, field.name) not in choices:
+        if choices and getattr(config, field.name) is not None and getattr(config, field.name) not in choices:
             found.append(f"{flag_name(field.name)}: {getattr(config, field.name)!r} is not one of {list(choices)}")
     if found:
         raise ConfigError("invalid settings:\n  " + "\n  ".join(found))

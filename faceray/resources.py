@@ -137,13 +137,17 @@ def _largest_share(
 
 
 def plan_training(
-    cluster: ClusterResources, workers: int, cpus_per_worker: float = 0.0, gpus_per_worker: float = 0.0
+    cluster: ClusterResources, workers: int, cpus_per_worker: float | None = None, gpus_per_worker: float = 0.0
 ) -> ResourcePlan:
-    """`faceray train`: CPUs per Ray Train worker (`cpus_per_worker` 0 = the most that fits beside Ray Data)."""
-    requested = {"workers": workers, "cpus_per_worker": cpus_per_worker or "auto", "gpus_per_worker": gpus_per_worker}
+    """`faceray train`: CPUs per Ray Train worker (`cpus_per_worker` None = the most that fits beside Ray Data)."""
+    requested = {
+        "workers": workers,
+        "cpus_per_worker": "auto" if cpus_per_worker is None else cpus_per_worker,
+        "gpus_per_worker": gpus_per_worker,
+    }
     reserve = data_reserve(cluster)
     _check_gpus(cluster, "--gpus-per-worker", gpus_per_worker, workers, "worker")
-    if cpus_per_worker > 0:
+    if cpus_per_worker is not None:
         placement = pack([(cpus_per_worker, gpus_per_worker)] * workers, cluster, reserve)
         if placement is None:
             return _refuse_or_wait(
@@ -182,35 +186,35 @@ def plan_training(
 def plan_sweep(
     cluster: ClusterResources,
     trials: int,
-    max_concurrent: int = 0,
+    max_concurrent: int | None = None,
     workers: int = 1,
-    trial_cpus: float = 0.0,
+    trial_cpus: float | None = None,
     gpus_per_worker: float = 0.0,
 ) -> ResourcePlan:
     """`faceray sweep`: trials at once and CPUs per trial worker.
 
-    `max_concurrent` 0 = as many trials as fit at one CPU per worker (at least one, at most `trials`); `trial_cpus`
+    `max_concurrent` None = as many trials as fit at one CPU per worker (at least one, at most `trials`); `trial_cpus`
     0 = the cluster split evenly between the concurrent trials. A trial with one worker trains inside the Tune
     trial (no Ray Data tasks); with more it runs Ray Train, which keeps CPUs for Ray Data.
     """
     requested = {
         "trials": trials,
-        "max_concurrent": max_concurrent or "auto",
+        "max_concurrent": "auto" if max_concurrent is None else max_concurrent,
         "workers_per_trial": workers,
-        "trial_cpus": trial_cpus or "auto",
+        "trial_cpus": "auto" if trial_cpus is None else trial_cpus,
         "gpus_per_worker": gpus_per_worker,
     }
     reserve = 0.0 if workers == 1 else data_reserve(cluster)
     _check_gpus(cluster, "--gpus-per-worker", gpus_per_worker, workers, "trial worker")
     usable = cluster.cpus - reserve
-    if max_concurrent <= 0:
+    if max_concurrent is None:
         concurrent = max(1, min(trials, int(usable // workers)))
         if gpus_per_worker > 0 and cluster.gpus > 0:
             concurrent = max(1, min(concurrent, int(cluster.gpus // (workers * gpus_per_worker))))
     else:
         concurrent = min(max_concurrent, trials)
     count = concurrent * workers
-    if trial_cpus > 0:
+    if trial_cpus is not None:
         placement = pack([(trial_cpus, gpus_per_worker)] * count, cluster, reserve)
         fitted = (trial_cpus, placement) if placement is not None else None
         need = f"{concurrent} trials x {workers} worker{_plural(workers)} x {_number(trial_cpus)} CPU (--trial-cpus)"

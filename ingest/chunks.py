@@ -1,4 +1,4 @@
-"""Processing one chunk of inputs into shards, rejects and a done-marker (pure; the Ray wrapper calls it).
+"""Processing one chunk of a source's inputs into shards, rejects and a done-marker (pure; the Ray wrapper calls it).
 
 A chunk is the unit of work and of resumption: its shard files and rejects are written under temporary
 names and renamed, and the done-marker is written last, so a chunk is either wholly done or redone.
@@ -14,20 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import pyarrow as pa
 
-from faceray.labels import SPLITS
-from ingest.fer import parse_fer_row, read_rows
-from ingest.images import decode_and_resize, resize_pixels
-from ingest.imdb import LabelFilter, filter_and_split
-from ingest.rejections import Rejection
-from ingest.shards import shard_schema, write_shard
+from faceray.labels import SPLITS, labels_for_task
+from faceray.shards import ShardMetadata, write_shard
+from ingest.sources import ChunkSpec, Example, SourceInputs, get_source
 
 WORK_DIR = "_work"
-NUMBER_COLUMNS = ("gender", "face_score", "second_face_score", "dob", "photo_taken")
-UNKNOWN_LABEL = -1  # an IMDB NaN gender kept with drop_unknown_gender=False
 REJECT_SCHEMA = pa.schema(
     [
         pa.field("source", pa.string()),
@@ -40,24 +33,25 @@ REJECT_SCHEMA = pa.schema(
 
 @dataclass(frozen=True)
 class ChunkSettings:
-    """What every chunk of one ingest run shares."""
+    """What every chunk of one ingest run shares (plain values: they travel to Ray tasks)."""
 
-    dataset: str  # 'imdb' or 'fer'
+    dataset: str  # the source's name (ingest.sources)
     out: str
-    size: int
-    color: str
-    task: str
-    labels: tuple[str, ...]
-    root: str = ""  # IMDB image root
-    csv: str = ""  # FER CSV path
-    label_filter: LabelFilter = LabelFilter()  # IMDB label filters
-    split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)  # IMDB train/val/test
-    split_seed: int = 0
-    by_identity: bool = False
+    inputs: SourceInputs
 
     @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return (self.size, self.size, 1 if self.color == "gray" else 3)
+    def metadata(self) -> ShardMetadata:
+        """The metadata every shard of this run records."""
+        source = get_source(self.dataset)
+        channels = 1 if self.inputs.color == "gray" else 3
+        return ShardMetadata(
+            (self.inputs.size, self.inputs.size, channels),
+            self.inputs.color,
+            source.task,
+            labels_for_task(source.task),
+            source.name,
+            source.crop,
+        )
 
 
 def chunk_name(chunk_id: int) -> str:
@@ -91,15 +85,15 @@ class _ChunkCollector:
         self.rejected: Counter[str] = Counter()
         self.total = 0
 
-    def accept(self, split: str, image: Any, label: int, source: str, **extra: Any) -> None:
+    def accept(self, example: Example) -> None:
         self.total += 1
-        columns = self.rows[split]
-        columns["image"].append(image.tobytes())
-        columns["label"].append(int(label))
-        columns["source"].append(source)
-        for key, value in extra.items():
+        columns = self.rows[example.split]
+        columns["image"].append(example.image.tobytes())
+        columns["label"].append(int(example.label))
+        columns["source"].append(example.source)
+        for key, value in example.extra.items():
             columns[key].append(value)
-        self.accepted[split][int(label)] += 1
+        self.accepted[example.split][int(example.label)] += 1
 
     def reject(self, source: str, row: int, reason: str, detail: str) -> None:
         self.total += 1
@@ -111,7 +105,7 @@ class _ChunkCollector:
 
     def write(self, chunk_id: int, seconds: float) -> dict[str, Any]:
         settings = self.settings
-        schema = shard_schema(settings.dataset, settings.image_shape, settings.color, settings.task, settings.labels)
+        schema = settings.metadata.schema(get_source(settings.dataset).extra_fields)
         for split, columns in self.rows.items():
             write_shard(Path(settings.out) / split / f"{chunk_name(chunk_id)}.parquet", dict(columns), schema)
         if self.rejects:
@@ -134,84 +128,15 @@ class _ChunkCollector:
         return summary
 
 
-def path_inside_root(root: str, relative_path: str) -> str:
-    """`relative_path` joined onto `root`, or Rejection('outside_root') when it resolves elsewhere.
-
-    Resolved with symlinks followed, so `../` parts, absolute paths and links out of the dataset folder are all
-    caught: a metadata file must not make ingest read files outside the dataset.
-    """
-    real_root = os.path.realpath(root)
-    resolved = os.path.realpath(os.path.join(real_root, relative_path))
-    if os.path.commonpath([real_root, resolved]) != real_root:
-        raise Rejection("outside_root", f"{relative_path!r} resolves outside --root")
-    return resolved
-
-
-def read_file_bytes(path: str) -> bytes:
-    """The bytes of an input file, or a Rejection ('missing file', 'unreadable file')."""
-    try:
-        with open(path, "rb") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        raise Rejection("missing file", path) from None
-    except OSError as error:
-        raise Rejection("unreadable file", f"{path}: {error.strerror or error}") from None
-
-
-def process_imdb_chunk(chunk_id: int, rows: pd.DataFrame, settings: ChunkSettings) -> dict[str, Any]:
-    """Filter labels, split, decode, resize and write one IMDB chunk; `rows` are its read_imdb_metadata rows."""
+def process_chunk(spec: ChunkSpec, rows: pa.Table | None, settings: ChunkSettings) -> dict[str, Any]:
+    """Turn one chunk's inputs (its metadata `rows`, if its source plans with a table) into shards, rejects and
+    the done-marker; returns the chunk's summary (counts per split and label, rejects per reason)."""
     started = time.perf_counter()
-    remove_partial_outputs(settings.out, chunk_id)
-    rows = rows.copy()
-    for name in NUMBER_COLUMNS:  # plain float64 with NaN, whatever dtype the Arrow-to-pandas step chose
-        rows[name] = rows[name].to_numpy(dtype=np.float64, na_value=np.nan)
-    frame = filter_and_split(
-        rows, settings.label_filter, settings.split_ratios, settings.split_seed, settings.by_identity
-    )
-    columns = {
-        name: frame[name].tolist()
-        for name in ("full_path", "row", "reason", "detail", "split", "gender", "celeb_id", "face_score", "photo_taken")
-    }  # plain lists: cheaper than rows
+    remove_partial_outputs(settings.out, spec.chunk)
     collector = _ChunkCollector(settings)
-    for index, relative_path in enumerate(columns["full_path"]):
-        row, reason = columns["row"][index], columns["reason"][index]
-        if reason:  # None or "" when the labels passed the filters
-            collector.reject(relative_path, row, reason, columns["detail"][index])
-            continue
-        try:
-            data = read_file_bytes(path_inside_root(settings.root, relative_path))
-            image = decode_and_resize(data, settings.size, settings.color)
-        except Rejection as rejection:
-            collector.reject(relative_path, row, rejection.kind, rejection.detail)
-            continue
-        gender = columns["gender"][index]
-        collector.accept(
-            columns["split"][index],
-            image,
-            UNKNOWN_LABEL if gender != gender else int(gender),
-            relative_path,
-            celeb_id=int(columns["celeb_id"][index]),
-            face_score=float(columns["face_score"][index]),
-            photo_taken=float(columns["photo_taken"][index]),
-        )
-    return collector.write(chunk_id, time.perf_counter() - started)
-
-
-def process_fer_chunk(chunk_id: int, first_row: int, start: int, end: int, settings: ChunkSettings) -> dict[str, Any]:
-    """Parse, resize and write the rows of one FER-2013 chunk (bytes `start`..`end` of the CSV)."""
-    started = time.perf_counter()
-    remove_partial_outputs(settings.out, chunk_id)
-    collector = _ChunkCollector(settings)
-    source_name = Path(settings.csv).name
-    for offset, fields in enumerate(read_rows(settings.csv, start, end)):
-        row = first_row + offset
-        source = f"{source_name}:{row}"
-        try:
-            emotion, pixels, split = parse_fer_row(fields)
-        except Rejection as rejection:
-            collector.reject(source, row, rejection.kind, rejection.detail)
-            continue
-        image = resize_pixels(pixels, settings.size, settings.color, input_order="rgb")
-        usage = fields[2].strip()
-        collector.accept(split, image, emotion, source, usage=usage)
-    return collector.write(chunk_id, time.perf_counter() - started)
+    for item in get_source(settings.dataset).examples(spec, rows, settings.inputs):
+        if isinstance(item, Example):
+            collector.accept(item)
+        else:
+            collector.reject(item.source, item.row, item.reason, item.detail)
+    return collector.write(spec.chunk, time.perf_counter() - started)

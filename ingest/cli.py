@@ -1,4 +1,4 @@
-"""Command line of the ingest stage: `faceray sample`, `faceray ingest imdb|fer`, `faceray inspect`."""
+"""Command line of the ingest stage: `faceray sample`, `faceray ingest SOURCE`, `faceray inspect`."""
 
 from __future__ import annotations
 
@@ -7,31 +7,29 @@ from pathlib import Path
 
 from faceray.config import add_config_arguments, resolve_config
 from faceray.console import terminal_stderr
-from ingest.config import IngestConfig
-
-IMDB_ONLY = {"csv"}
-FER_ONLY = {"root", "mat", "split", "by_identity", "seed", "min_face_score", "drop_unknown_gender", "drop_second_face"}
+from ingest.config import IngestConfig, SampleConfig
+from ingest.sources import sources
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     sample = subparsers.add_parser(
         "sample", help="write synthetic IMDB-WIKI and FER-2013 sample data in the real layouts"
     )
-    sample.add_argument("--out", required=True, help="folder for imdb_crop/ and fer2013.csv")
-    sample.add_argument("--imdb", type=int, default=1200, help="IMDB-WIKI images (default: 1200)")
-    sample.add_argument("--fer", type=int, default=1200, help="FER-2013 rows (default: 1200)")
-    sample.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    sample.add_argument("--config", help="YAML file of settings (flags override it)")
+    add_config_arguments(sample, SampleConfig)
     sample.set_defaults(handler=run_sample)
 
     ingest = subparsers.add_parser("ingest", help="decode and resize a dataset into Parquet shards with Ray Data")
-    datasets = ingest.add_subparsers(dest="dataset", required=True, metavar="{imdb,fer}")
-    for dataset, skipped, text in (
-        ("imdb", IMDB_ONLY, "IMDB-WIKI face crops + imdb.mat/wiki.mat (gender)"),
-        ("fer", FER_ONLY, "FER-2013 CSV (emotion)"),
-    ):
-        parser = datasets.add_parser(dataset, help=text, description=f"Ingest {text} into OUT/<split>/*.parquet.")
+    all_sources = sources()
+    datasets = ingest.add_subparsers(dest="dataset", required=True, metavar="{" + ",".join(all_sources) + "}")
+    # Each source's flags: the common settings plus the ones it reads (Source.settings), none of the others'.
+    source_settings = set().union(*(source.settings for source in all_sources.values()))
+    for name, source in all_sources.items():
+        parser = datasets.add_parser(
+            name, help=source.description, description=f"Ingest {source.description} into OUT/<split>/*.parquet."
+        )
         parser.add_argument("--config", help="YAML file of settings (flags override it)")
-        add_config_arguments(parser, IngestConfig, skip=skipped)
+        add_config_arguments(parser, IngestConfig, skip=source_settings - source.settings)
         parser.set_defaults(handler=run_ingest_command)
 
     inspect = subparsers.add_parser("inspect", help="show an ingest output: counts table, sample grid, class chart")
@@ -43,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_sample(arguments: argparse.Namespace) -> int:
     from ingest.sample import write_sample
 
-    summary = write_sample(arguments.out, arguments.imdb, arguments.fer, arguments.seed)
+    config = resolve_config(SampleConfig, arguments, arguments.config)
+    summary = write_sample(str(config.out), config.imdb, config.fer, config.seed)
     print(
         f"wrote {summary.imdb_images} IMDB-WIKI rows ({summary.imdb_broken_files} broken files on purpose) "
         f"under {summary.imdb_root} and {summary.fer_rows} FER-2013 rows ({summary.fer_bad_rows} malformed on purpose) "

@@ -1,27 +1,29 @@
-"""IngestConfig: every setting of `faceray ingest imdb|fer`."""
+"""IngestConfig: every setting of `faceray ingest SOURCE` (the sources are ingest/sources/*.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from faceray.config import option
-from ingest.images import COLOR_CHANNELS
-from ingest.splits import parse_ratios
+from faceray.faces import COLOR_CHANNELS
+from ingest.sources import get_source
 
 
 @dataclass(frozen=True)
 class IngestConfig:
     """Settings of one ingest run (IMDB-WIKI or FER-2013 into Parquet shards)."""
 
-    dataset: str = option(
-        "imdb", "which dataset: imdb (IMDB-WIKI crops + .mat) or fer (FER-2013 CSV)", choices=("imdb", "fer"), cli=False
+    dataset: str = option("imdb", "which source (ingest/sources/): imdb, fer, ...; the CLI's subcommand", cli=False)
+    out: str | None = option(
+        None, "output directory for OUT/<split>/*.parquet, manifest.json and rejects.csv", required=True
     )
-    out: str = option("", "output directory for OUT/<split>/*.parquet, manifest.json and rejects.csv", required=True)
-    root: str = option("", "IMDB-WIKI: the crop folder holding imdb.mat (or wiki.mat) and the NN/ image folders")
-    mat: str = option("", "IMDB-WIKI: the .mat metadata file (default: ROOT/imdb.mat, else ROOT/wiki.mat)")
-    csv: str = option("", "FER-2013: the fer2013.csv file (emotion,pixels,Usage)")
-    size: int = option(
-        0, "side of the square output images in pixels; 0 = the dataset's own (64 IMDB as the paper, 48 FER)"
+    root: str | None = option(
+        None, "IMDB-WIKI: the crop folder holding imdb.mat (or wiki.mat) and the NN/ image folders"
+    )
+    mat: str | None = option(None, "IMDB-WIKI: the .mat metadata file (default: ROOT/imdb.mat, else ROOT/wiki.mat)")
+    csv: str | None = option(None, "FER-2013: the fer2013.csv file (emotion,pixels,Usage)")
+    size: int | None = option(
+        None, "side of the square output images in pixels (default: the dataset's own: 64 IMDB as the paper, 48 FER)"
     )
     color: str = option("gray", "colour mode of the output images", choices=tuple(COLOR_CHANNELS))
     split: tuple[float, float, float] = option(
@@ -29,8 +31,8 @@ class IngestConfig:
     )
     by_identity: bool = option(False, "IMDB-WIKI: keep every celeb_id in one split so test accuracy is honest")
     seed: int = option(0, "seed of the deterministic split hash")
-    min_face_score: float = option(
-        3.0, "IMDB-WIKI: reject images whose face_score is <= this (-Inf means no face); negative disables"
+    min_face_score: float | None = option(
+        3.0, "IMDB-WIKI: reject images whose face_score is <= this (-Inf means no face); 'none' disables"
     )
     drop_unknown_gender: bool = option(True, "IMDB-WIKI: reject images whose gender is NaN")
     drop_second_face: bool = option(True, "IMDB-WIKI: reject images with a second face (second_face_score not NaN)")
@@ -39,8 +41,8 @@ class IngestConfig:
     )
     overwrite: bool = option(False, "delete an existing output made with other settings instead of refusing")
     progress: bool = option(True, "show a progress bar")
-    address: str = option(
-        "", "Ray address: empty = embedded local Ray on loopback; 'auto' or ray://HOST:10001 = a cluster"
+    address: str | None = option(
+        None, "Ray address: 'auto' or ray://HOST:10001 = a cluster (default: an embedded local Ray on loopback)"
     )
 
     def validate(self) -> list[str]:
@@ -48,16 +50,12 @@ class IngestConfig:
         problems = []
         if not self.out:
             problems.append("--out: an output directory is required")
-        if self.dataset == "imdb" and not (self.root or self.mat):
-            problems.append("--root: the IMDB-WIKI crop folder is required")
-        if self.dataset == "fer" and not self.csv:
-            problems.append("--csv: the FER-2013 CSV file is required")
-        if self.size < 0 or self.size > 1024:
-            problems.append(f"--size: {self.size} is not in 0..1024")
         try:
-            parse_ratios(self.split)
+            problems += get_source(self.dataset).check(self)
         except ValueError as error:
-            problems.append(f"--split: {error}")
+            problems.append(f"dataset: {error}")
+        if self.size is not None and not 1 <= self.size <= 1024:
+            problems.append(f"--size: {self.size} is not in 1..1024")
         if self.shard_rows < 1:
             problems.append(f"--shard-rows: {self.shard_rows} must be at least 1")
         return problems
@@ -65,9 +63,25 @@ class IngestConfig:
     @property
     def image_size(self) -> int:
         """The output side in pixels, after applying the dataset default."""
-        return self.size or (64 if self.dataset == "imdb" else 48)
+        return self.size or get_source(self.dataset).default_size
 
     def plan_fields(self) -> dict[str, object]:
         """The settings that decide the output; a resumed run must match them."""
         ignored = {"out", "overwrite", "progress", "address"}
         return {name: value for name, value in self.__dict__.items() if name not in ignored}
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """Settings of `faceray sample`: synthetic IMDB-WIKI and FER-2013 data in the real layouts."""
+
+    out: str | None = option(None, "folder for imdb_crop/ and fer2013.csv", required=True)
+    imdb: int = option(1200, "IMDB-WIKI images")
+    fer: int = option(1200, "FER-2013 rows")
+    seed: int = option(0, "random seed")
+
+    def validate(self) -> list[str]:
+        problems = [] if self.out else ["--out: a folder is required"]
+        if self.imdb < 0 or self.fer < 0:
+            problems.append(f"--imdb {self.imdb} / --fer {self.fer}: sample sizes must be >= 0")
+        return problems

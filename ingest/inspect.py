@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from faceray.labels import SPLITS
-from ingest.shards import iter_split_numpy
+from faceray.shards import iter_split_numpy
 
 
 def manifest_table(manifest: dict[str, Any]) -> str:

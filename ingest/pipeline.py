@@ -1,7 +1,7 @@
 """The Ray Data wrapper of ingest: plan chunks, process pending ones in parallel, write the manifest.
 
 Layout of OUT:
-  OUT/<split>/part-NNNNN.parquet   shards (schema in ingest/shards.py)
+  OUT/<split>/part-NNNNN.parquet   shards (format in faceray/shards.py)
   OUT/manifest.json                resolved config, counts per split and label, rejects per reason, throughput
   OUT/rejects.csv                  every rejected input: source,row,reason,detail
   OUT/_work/                       plan, per-chunk rejects and done-markers (what resuming reads)
@@ -23,83 +23,20 @@ import pyarrow.parquet as pq
 
 from faceray.config import ConfigError, config_to_dict, write_json
 from faceray.console import terminal_stderr
-from faceray.labels import EMOTION_LABELS, GENDER_LABELS, SPLITS
-from ingest.chunks import (
-    WORK_DIR,
-    ChunkSettings,
-    chunk_name,
-    done_marker,
-    process_fer_chunk,
-    process_imdb_chunk,
-    reject_file,
-)
+from faceray.labels import SPLITS
+from faceray.shards import MANIFEST_FILE, REJECTS_FILE
+from ingest.chunks import WORK_DIR, ChunkSettings, chunk_name, done_marker, process_chunk, reject_file
 from ingest.config import IngestConfig
-from ingest.fer import chunk_byte_ranges
-from ingest.imdb import LabelFilter, read_imdb_metadata
-from ingest.splits import parse_ratios
+from ingest.sources import ChunkSpec, SourceInputs, get_source
 
-MANIFEST = "manifest.json"
-REJECTS = "rejects.csv"
+MANIFEST = MANIFEST_FILE
+REJECTS = REJECTS_FILE
 
 
 def chunk_settings(config: IngestConfig) -> ChunkSettings:
-    task, labels = ("gender", GENDER_LABELS) if config.dataset == "imdb" else ("emotion", EMOTION_LABELS)
-    return ChunkSettings(
-        dataset=config.dataset,
-        out=str(Path(config.out).resolve()),
-        size=config.image_size,
-        color=config.color,
-        task=task,
-        labels=labels,
-        root=str(Path(config.root or Path(config.mat).parent).resolve()) if config.dataset == "imdb" else "",
-        csv=str(Path(config.csv).resolve()) if config.csv else "",
-        label_filter=LabelFilter(
-            drop_unknown_gender=config.drop_unknown_gender,
-            min_face_score=config.min_face_score if config.min_face_score >= 0 else None,
-            drop_second_face=config.drop_second_face,
-        ),
-        split_ratios=parse_ratios(config.split),
-        split_seed=config.seed,
-        by_identity=config.by_identity,
-    )
-
-
-def resolve_mat_path(config: IngestConfig) -> Path:
-    if config.mat:
-        return Path(config.mat)
-    for name in ("imdb.mat", "wiki.mat"):
-        if (Path(config.root) / name).is_file():
-            return Path(config.root) / name
-    raise ConfigError(f"--root: no imdb.mat or wiki.mat in {config.root!r} (or pass --mat)")
-
-
-def plan_imdb(config: IngestConfig) -> tuple[list[dict[str, Any]], pa.Table]:
-    """Read the .mat; returns one spec per chunk and the metadata table (chunk `i` is rows i*shard_rows...).
-
-    Label filters and splits are applied by each chunk (ingest.imdb.filter_and_split), in parallel.
-    """
-    table = pa.Table.from_pandas(read_imdb_metadata(resolve_mat_path(config)), preserve_index=False)
-    specs = [
-        {
-            "chunk": chunk_id,
-            "rows": min(config.shard_rows, table.num_rows - start),
-            "first_row": start,
-            "start": 0,
-            "end": 0,
-        }
-        for chunk_id, start in enumerate(range(0, table.num_rows, config.shard_rows))
-    ]
-    return specs, table
-
-
-def plan_fer(config: IngestConfig) -> list[dict[str, Any]]:
-    """Chunk the FER CSV by byte ranges (one streaming pass, nothing held in memory)."""
-    if not Path(config.csv).is_file():
-        raise ConfigError(f"--csv: no such file {config.csv!r}")
-    return [
-        {"chunk": chunk_id, "rows": count, "first_row": first, "start": start, "end": end}
-        for chunk_id, (first, count, start, end) in enumerate(chunk_byte_ranges(config.csv, config.shard_rows))
-    ]
+    source = get_source(config.dataset)
+    inputs = SourceInputs(size=config.image_size, color=config.color, settings=source.inputs(config))
+    return ChunkSettings(dataset=source.name, out=str(Path(str(config.out)).resolve()), inputs=inputs)
 
 
 def plan_fingerprint(config: IngestConfig) -> str:
@@ -128,35 +65,28 @@ def prepare_output(config: IngestConfig, out: Path) -> None:
     write_json(plan_path, {"fingerprint": fingerprint, "settings": config.plan_fields()})
 
 
-def _process_imdb_block(rows: pa.Table, settings: ChunkSettings) -> pa.Table:
-    """Ray Data UDF: one block = one IMDB chunk's metadata rows (column `chunk` names it) -> its summary as JSON.
+def _process_block(rows: pa.Table, specs: dict[int, ChunkSpec], settings: ChunkSettings) -> pa.Table:
+    """Ray Data UDF: one block = one chunk (column `chunk` names it, beside its metadata rows when the source
+    planned with a table) -> its summary as JSON.
 
-    Blocks stay Arrow on the way in and out, and the chunk converts its rows itself: with no-op tasks, 20 pandas
-    batches took 0.15-0.3 s longer than 20 Arrow ones on 2 cores.
+    Blocks stay Arrow on the way in and out: with no-op tasks, 20 pandas batches took 0.15-0.3 s longer than 20
+    Arrow ones on 2 cores.
     """
     chunk_id = int(rows.column("chunk")[0].as_py())
-    summary = process_imdb_chunk(chunk_id, rows.drop_columns(["chunk"]).to_pandas(), settings)
+    metadata = rows.drop_columns(["chunk"]) if rows.num_columns > 1 else None
+    summary = process_chunk(specs[chunk_id], metadata, settings)
     return pa.table({"chunk": [chunk_id], "summary": [json.dumps(summary)]})
 
 
-def _process_fer_block(specs: pa.Table, settings: ChunkSettings) -> pa.Table:
-    """Ray Data UDF: one block = one FER chunk spec (a byte range of the CSV) -> its summary as JSON."""
-    spec = specs.to_pylist()[0]
-    summary = process_fer_chunk(
-        int(spec["chunk"]), int(spec["first_row"]), int(spec["start"]), int(spec["end"]), settings
-    )
-    return pa.table({"chunk": [int(spec["chunk"])], "summary": [json.dumps(summary)]})
-
-
 def process_chunks(
-    pending: list[dict[str, Any]],
+    pending: list[ChunkSpec],
     settings: ChunkSettings,
     progress: bool,
     parallelism: int | None = None,
     metadata: pa.Table | None = None,
 ) -> None:
     """Run the pending chunks through Ray Data (one block and one task per chunk, streaming), with a progress
-    bar in images. IMDB blocks carry the chunk's rows of `metadata`; FER blocks carry the chunk's byte range."""
+    bar in images. A block carries its chunk's rows of `metadata` when the source planned with a table."""
     import ray
     from tqdm import tqdm
 
@@ -168,24 +98,23 @@ def process_chunks(
     # the first second and left ~0.2 s idle between tasks (measured: 8 half-second tasks took 3.2 s, not 2.2 s).
     context.op_resource_reservation_enabled = False
     try:
-        if settings.dataset == "imdb":
-            assert metadata is not None, "IMDB chunks need the metadata table"
-            blocks = []
-            for spec in pending:
-                rows = metadata.slice(spec["first_row"], spec["rows"])
-                blocks.append(rows.append_column("chunk", pa.array([spec["chunk"]] * rows.num_rows, pa.int64())))
-            source, udf = ray.data.from_arrow(blocks), _process_imdb_block
+        if metadata is not None:
+            blocks = [
+                metadata.slice(spec.first_row, spec.rows).append_column("chunk", pa.array([spec.chunk] * spec.rows))
+                for spec in pending
+            ]
         else:
-            source, udf = ray.data.from_items(pending, override_num_blocks=len(pending)), _process_fer_block
+            blocks = [pa.table({"chunk": pa.array([spec.chunk], pa.int64())}) for spec in pending]
+        source = ray.data.from_arrow(blocks)
         dataset = source.map_batches(
-            udf,
+            _process_block,
             batch_size=None,  # the whole block: one chunk
             batch_format="pyarrow",
-            fn_kwargs={"settings": settings},
+            fn_kwargs={"specs": {spec.chunk: spec for spec in pending}, "settings": settings},
             num_cpus=1,
             compute=ray.data.TaskPoolStrategy(size=parallelism) if parallelism else None,
         )
-        total = sum(spec["rows"] for spec in pending)
+        total = sum(spec.rows for spec in pending)
         with tqdm(
             total=total,
             unit="img",
@@ -200,24 +129,24 @@ def process_chunks(
         context.enable_progress_bars, context.print_on_execution_start, context.op_resource_reservation_enabled = saved
 
 
-def collect_summaries(out: Path, specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def collect_summaries(out: Path, specs: list[ChunkSpec]) -> list[dict[str, Any]]:
     summaries = []
     for spec in specs:
-        marker = done_marker(out, spec["chunk"])
+        marker = done_marker(out, spec.chunk)
         if not marker.exists():
-            raise RuntimeError(f"chunk {chunk_name(spec['chunk'])} did not finish; rerun the same command to resume")
+            raise RuntimeError(f"chunk {chunk_name(spec.chunk)} did not finish; rerun the same command to resume")
         summaries.append(json.loads(marker.read_text()))
     return summaries
 
 
-def write_rejects_csv(out: Path, specs: list[dict[str, Any]]) -> None:
+def write_rejects_csv(out: Path, specs: list[ChunkSpec]) -> None:
     """Merge the per-chunk reject files into OUT/rejects.csv (streamed, chunk by chunk)."""
     temporary = out / (REJECTS + ".tmp")
     with open(temporary, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["source", "row", "reason", "detail"])
         for spec in specs:
-            path = reject_file(out, spec["chunk"])
+            path = reject_file(out, spec.chunk)
             if path.exists():
                 table = pq.read_table(path)
                 writer.writerows(
@@ -234,6 +163,7 @@ def build_manifest(
     config: IngestConfig, settings: ChunkSettings, summaries: list[dict[str, Any]], processed: set[int], elapsed: float
 ) -> dict[str, Any]:
     """Counts per split and label, rejects per reason, and this run's throughput."""
+    metadata = settings.metadata
     per_split: dict[str, Counter[str]] = defaultdict(Counter)
     rejected: Counter[str] = Counter()
     total = 0
@@ -241,17 +171,18 @@ def build_manifest(
         total += summary["total"]
         rejected.update(summary["rejected"])
         for split, counts in summary["accepted"].items():
-            per_split[split].update({label_name(settings.labels, int(label)): count for label, count in counts.items()})
+            per_split[split].update({label_name(metadata.labels, int(label)): count for label, count in counts.items()})
     accepted = sum(sum(counts.values()) for counts in per_split.values())
     if accepted + sum(rejected.values()) != total:
         raise RuntimeError(f"count mismatch: {accepted} accepted + {sum(rejected.values())} rejected != {total} inputs")
     images_processed = sum(summary["total"] for summary in summaries if summary["chunk"] in processed)
     return {
         "dataset": config.dataset,
-        "task": settings.task,
-        "labels": list(settings.labels),
-        "image_shape": list(settings.image_shape),
-        "color": settings.color,
+        "task": metadata.task,
+        "labels": list(metadata.labels),
+        "image_shape": list(metadata.image_shape),
+        "color": metadata.color,
+        "crop": metadata.crop.to_dict() if metadata.crop else None,
         "config": config_to_dict(config),
         "inputs": {"total": total, "accepted": accepted, "rejected": sum(rejected.values())},
         "splits": {
@@ -259,7 +190,7 @@ def build_manifest(
                 "count": sum(per_split[split].values()),
                 "labels": {
                     label: per_split[split].get(label, 0)
-                    for label in (*settings.labels, *(["unknown"] if per_split[split].get("unknown") else []))
+                    for label in (*metadata.labels, *(["unknown"] if per_split[split].get("unknown") else []))
                 },
             }
             for split in SPLITS
@@ -272,7 +203,7 @@ def build_manifest(
             "elapsed_s": round(elapsed, 3),
             "images_per_s": round(images_processed / elapsed, 1) if elapsed > 0 and images_processed else 0.0,
         },
-        "schema": "see ingest/shards.py: image binary (uint8 HxWxC), label int16, source string, + dataset extras",
+        "schema": "see faceray/shards.py: image binary (uint8 HxWxC), label int16, source string, + the source's columns",
     }
 
 
@@ -285,13 +216,13 @@ def run_ingest(config: IngestConfig, parallelism: int | None = None, log: Any = 
     plan = plan_ingest(read_cluster(), parallelism or 0)
     if log is not None:
         log(plan.line())
-    out = Path(config.out).resolve()
+    out = Path(str(config.out)).resolve()
     out.mkdir(parents=True, exist_ok=True)
     prepare_output(config, out)
     settings = chunk_settings(config)
     started = time.perf_counter()
-    specs, metadata = plan_imdb(config) if config.dataset == "imdb" else (plan_fer(config), None)
-    pending = [spec for spec in specs if not done_marker(out, spec["chunk"]).exists()]
+    specs, metadata = get_source(config.dataset).plan(config)
+    pending = [spec for spec in specs if not done_marker(out, spec.chunk).exists()]
     if not pending and (out / MANIFEST).exists():
         # A finished ingest: leave every file as it is (the manifest keeps the run that did the work).
         manifest = json.loads((out / MANIFEST).read_text())
@@ -301,7 +232,7 @@ def run_ingest(config: IngestConfig, parallelism: int | None = None, log: Any = 
         process_chunks(pending, settings, config.progress, parallelism, metadata)
     elapsed = time.perf_counter() - started
     summaries = collect_summaries(out, specs)
-    manifest = build_manifest(config, settings, summaries, {spec["chunk"] for spec in pending}, elapsed)
+    manifest = build_manifest(config, settings, summaries, {spec.chunk for spec in pending}, elapsed)
     manifest["resource_plan"] = plan.to_dict()
     if pending or not (out / REJECTS).exists():
         write_rejects_csv(out, specs)

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from faceray.faces import CropGeometry, crop_faces
 from serve.detect import Box, Detector, DetectorSettings, make_detector
 from serve.tracking import FaceTracker, follow_faces
-from serve.vision import crop_faces
 
 TASKS = ("emotion", "gender")
 
@@ -63,7 +63,7 @@ class FaceAnalyzer:
     @property
     def cards(self) -> dict[str, dict[str, Any]]:
         """The model card of each loaded task."""
-        return {task: classifier.card for task, classifier in self.classifiers.items()}
+        return {task: classifier.card.to_dict() for task, classifier in self.classifiers.items()}
 
     @property
     def detector(self) -> Detector:
@@ -95,10 +95,10 @@ class FaceAnalyzer:
             return faces
         for task, classifier in self.classifiers.items():
             card = classifier.card
-            margin = card["crop_margin"] if self.crop_margin is None else self.crop_margin
+            crop = card.crop if self.crop_margin is None else CropGeometry(self.crop_margin, "set by --crop-margin")
             crops = np.concatenate(
                 [
-                    crop_faces(frame, frame_boxes, card["input_shape"][0], card["color"], margin)
+                    crop_faces(frame, frame_boxes, card.size, card.color, crop)
                     for frame, frame_boxes in zip(frames, boxes)
                 ]
             )

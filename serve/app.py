@@ -22,7 +22,6 @@ import asyncio
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -54,20 +53,20 @@ def milliseconds(seconds: float) -> float:
 class FaceService:
     """One replica: the FaceAnalyzer (models, cards and detector loaded once, at start) behind HTTP and WebSocket."""
 
-    def __init__(self, settings: dict[str, Any]) -> None:
+    def __init__(self, config: ServeConfig) -> None:
         from serve.analyzer import FaceAnalyzer
         from serve.loopback import LOOPBACK_HOSTS, bind_internal_grpc_to_loopback
 
-        self.config = ServeConfig(**settings)
+        self.config = config
         if self.config.host in LOOPBACK_HOSTS:  # a local service listens on loopback only, Serve's own port too
             bind_internal_grpc_to_loopback()
         self.analyzer = FaceAnalyzer(
-            self.config.emotion_model or None,
-            self.config.gender_model or None,
+            self.config.emotion_model,
+            self.config.gender_model,
             self.config.detector_settings(),
             runtime=self.config.runtime,
-            crop_margin=None if self.config.crop_margin < 0 else self.config.crop_margin,
-            threads=self.config.classifier_threads,
+            crop_margin=self.config.crop_margin,
+            threads=self.config.classifier_threads or 0,
         )
         self.pool = ThreadPoolExecutor(self.config.workers, thread_name_prefix="faceray-analyze")
         self.warm_up()
@@ -305,8 +304,9 @@ class FaceService:
         }
 
 
-def build_app(args: dict[str, Any] | ServeConfig) -> serve.Application:
-    """App builder: `args` are ServeConfig fields (from the Serve YAML or `faceray serve`)."""
+def build_app(args: ServeConfig | dict[str, Any]) -> serve.Application:
+    """App builder: a ServeConfig (from `faceray serve`), or its fields as a mapping (the `args` of the Serve YAML),
+    resolved and checked by the same `resolve_config` as the command line."""
     config = args if isinstance(args, ServeConfig) else resolve_config(ServeConfig, dict(args))
     return FaceService.options(
         num_replicas=config.replicas,
@@ -318,4 +318,4 @@ def build_app(args: dict[str, Any] | ServeConfig) -> serve.Application:
         health_check_timeout_s=10.0,
         graceful_shutdown_wait_loop_s=0.5,
         graceful_shutdown_timeout_s=5.0,
-    ).bind(asdict(config))
+    ).bind(config)

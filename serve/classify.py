@@ -33,13 +33,13 @@ class FaceClassifier:
     def __init__(self, model_dir: str | Path, runtime: str = "onnx", threads: int = 0) -> None:
         import tensorflow as tf
 
-        from train.model_dir import load_model_dir
+        from faceray.model_card import load_model_dir
 
         if runtime not in RUNTIMES:
             raise ValueError(f"unknown runtime {runtime!r}: expected one of {RUNTIMES}")
         self.model, self.card = load_model_dir(model_dir)
         self.runtime = runtime
-        height, width, channels = self.card["input_shape"]
+        height, width, channels = self.card.input_shape
         model = self.model
         signature = [tf.TensorSpec([None, height, width, channels], tf.uint8, name="images")]
         # A traced function with a fixed signature: ~10x faster per face than eager calls, no retracing.
@@ -60,7 +60,7 @@ class FaceClassifier:
 
     @property
     def labels(self) -> list[str]:
-        return list(self.card["labels"])
+        return list(self.card.labels)
 
     def predict(self, crops: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         """uint8 (N, H, W, C) -> float32 (N, K) class probabilities."""

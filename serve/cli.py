@@ -6,7 +6,7 @@ import argparse
 import time
 
 from faceray.config import add_config_arguments, resolve_config
-from serve.config import ServeConfig
+from serve.config import ClientConfig, ServeConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,42 +20,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve_parser.set_defaults(handler=run_serve)
 
     client = subparsers.add_parser("client", help="webcam/video client: send frames, draw faces, exit cleanly")
-    client.add_argument("--source", default="0", help="webcam index or video file (default: 0)")
-    client.add_argument("--url", default="http://127.0.0.1:8000", help="service URL (default: http://127.0.0.1:8000)")
-    client.add_argument("--output", default="", help="write the annotated video here (.mp4)")
-    client.add_argument("--jsonl", default="", help="write one JSON line of results per answered frame here")
-    client.add_argument("--no-display", dest="display", action="store_false", help="headless: no window")
-    client.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (default: 0 = no limit)")
-    client.add_argument(
-        "--max-in-flight",
-        type=int,
-        default=2,
-        help="requests outstanding at once; other frames are dropped (default: 2)",
-    )
-    client.add_argument(
-        "--fast",
-        dest="realtime",
-        action="store_false",
-        help="read a video file as fast as possible instead of at its frame rate (more frames dropped)",
-    )
-    client.add_argument(
-        "--transport",
-        choices=("stream", "http"),
-        default="stream",
-        help="stream: one WebSocket to /v1/stream, faces tracked by the service (default); "
-        "http: one POST /v1/faces per frame",
-    )
-    client.add_argument(
-        "--give-up-after",
-        dest="give_up_s",
-        type=float,
-        default=30.0,
-        help="seconds of continuous service outage before the client stops; shorter outages are "
-        "retried with backoff while the picture stays live (default: 30)",
-    )
-    client.add_argument(
-        "--smoothing", type=float, default=0.6, help="weight of the past in each face's scores, 0..1 (default: 0.6)"
-    )
+    client.add_argument("--config", help="YAML file of settings (flags override it)")
+    add_config_arguments(client, ClientConfig)
+    # Older spellings, kept: --fast is --no-realtime, --give-up-after is --give-up-s.
+    client.add_argument("--fast", dest="realtime", action="store_false", default=argparse.SUPPRESS,
+                        help="same as --no-realtime")  # fmt: skip
+    client.add_argument("--give-up-after", dest="give_up_s", default=argparse.SUPPRESS, metavar="SECONDS",
+                        help="same as --give-up-s")  # fmt: skip
     client.set_defaults(handler=run_client_command)
 
 
@@ -100,23 +71,9 @@ def run_serve(arguments: argparse.Namespace) -> int:
 
 def run_client_command(arguments: argparse.Namespace) -> int:
     from faceray.config import ConfigError
-    from serve.client import ClientConfig, run_client
+    from serve.client import run_client
 
-    if arguments.max_in_flight < 1 or not 0 <= arguments.smoothing < 1:
-        raise ConfigError("--max-in-flight must be >= 1 and --smoothing in [0, 1)")
-    config = ClientConfig(
-        source=arguments.source,
-        url=arguments.url,
-        output=arguments.output,
-        jsonl=arguments.jsonl,
-        display=arguments.display,
-        max_frames=arguments.max_frames,
-        max_in_flight=arguments.max_in_flight,
-        smoothing=arguments.smoothing,
-        realtime=arguments.realtime,
-        transport=arguments.transport,
-        give_up_s=arguments.give_up_s,
-    )
+    config = resolve_config(ClientConfig, arguments, arguments.config)
     try:
         summary = run_client(config)
     except ValueError as problem:

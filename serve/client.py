@@ -22,29 +22,11 @@ from typing import Any
 import cv2
 import numpy as np
 
+from serve.config import ClientConfig
 from serve.tracking import FaceTracker
 from serve.vision import draw_faces
 
 QUIT_KEYS = {27, ord("q"), ord("Q")}
-
-
-@dataclass(frozen=True)
-class ClientConfig:
-    """Settings of `faceray client`."""
-
-    source: str = "0"
-    url: str = "http://127.0.0.1:8000"
-    output: str = ""
-    jsonl: str = ""
-    display: bool = True
-    max_frames: int = 0
-    max_in_flight: int = 2
-    jpeg_quality: int = 85
-    timeout_s: float = 10.0
-    smoothing: float = 0.6
-    realtime: bool = True  # read video files at their own frame rate, as a camera would deliver them
-    transport: str = "stream"  # "stream": one WebSocket (/v1/stream); "http": one POST /v1/faces per frame
-    give_up_s: float = 30.0  # an outage of the service longer than this ends the client; shorter ones are retried
 
 
 @dataclass

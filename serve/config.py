@@ -13,8 +13,8 @@ from serve.detect import DETECTORS, DetectorSettings
 class ServeConfig:
     """Settings of the face-classification service."""
 
-    emotion_model: str = option("", "emotion model directory (from `faceray train` or `faceray import-model`)")
-    gender_model: str = option("", "gender model directory")
+    emotion_model: str | None = option(None, "emotion model directory (from `faceray train` or `faceray import-model`)")
+    gender_model: str | None = option(None, "gender model directory")
     host: str = option("127.0.0.1", "address the HTTP server binds (127.0.0.1 = this machine only)")
     port: int = option(8000, "HTTP port")
     replicas: int = option(1, "replicas of the service deployment (each loads the detector and both models)")
@@ -37,8 +37,8 @@ class ServeConfig:
     )
     smoothing: float = option(0.6, "stream: weight of the past in each face's smoothed scores, 0..1 (0 = none)")
     stream_queue: int = option(2, "stream: frames that may wait per connection; beyond, the oldest is dropped")
-    crop_margin: float = option(
-        -1.0, "margin added to each side of a face box, fraction of its size; -1 = the model card's"
+    crop_margin: float | None = option(
+        None, "margin added to each side of a face box, fraction of its size (default: each model card's crop)"
     )
     runtime: str = option(
         "onnx",
@@ -46,7 +46,7 @@ class ServeConfig:
         "checked against it) or tensorflow",
         choices=RUNTIMES,
     )
-    classifier_threads: int = option(0, "ONNX Runtime threads per model; 0 = one per core")
+    classifier_threads: int | None = option(None, "ONNX Runtime threads per model (default: one per core)")
     max_ongoing_requests: int = option(32, "requests a replica accepts at once (HTTP requests and open streams)")
     request_timeout_s: float = option(
         5.0,
@@ -61,8 +61,8 @@ class ServeConfig:
         "other web origins (https://host:port) whose pages may call this "
         "service from a browser; empty = this service's own page only",
     )
-    address: str = option(
-        "", "Ray address: empty = embedded local Ray on loopback; 'auto' or ray://HOST:10001 = a cluster"
+    address: str | None = option(
+        None, "Ray address: 'auto' or ray://HOST:10001 = a cluster (default: an embedded local Ray on loopback)"
     )
 
     def detector_settings(self) -> DetectorSettings:
@@ -105,14 +105,57 @@ class ServeConfig:
             problems.append(f"--min-score: {self.min_score} must be in (0, 1)")
         if not 0 <= self.smoothing < 1:
             problems.append(f"--smoothing: {self.smoothing} must be in [0, 1)")
-        if self.classifier_threads < 0:
-            problems.append(f"--classifier-threads: {self.classifier_threads} must be >= 0")
+        if self.classifier_threads is not None and self.classifier_threads < 1:
+            problems.append(f"--classifier-threads: {self.classifier_threads} must be at least 1")
         if self.scale_factor <= 1:
             problems.append(f"--scale-factor: {self.scale_factor} must be > 1")
-        if self.crop_margin != -1 and not 0 <= self.crop_margin <= 1:
-            problems.append(f"--crop-margin: {self.crop_margin} must be in 0..1 (or -1 for the card's)")
+        if self.crop_margin is not None and not 0 <= self.crop_margin <= 1:
+            problems.append(f"--crop-margin: {self.crop_margin} must be in 0..1")
         if self.request_timeout_s <= 0:
             problems.append(f"--request-timeout-s: {self.request_timeout_s} must be > 0")
         if self.replica_cpus <= 0:
             problems.append(f"--replica-cpus: {self.replica_cpus} must be > 0")
+        return problems
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Settings of `faceray client`: a webcam or video sent to the service, the faces drawn."""
+
+    source: str = option("0", "webcam index or video file")
+    url: str = option("http://127.0.0.1:8000", "service URL")
+    output: str | None = option(None, "write the annotated video here (.mp4)")
+    jsonl: str | None = option(None, "write one JSON line of results per answered frame here")
+    display: bool = option(True, "show a window (--no-display: headless)")
+    max_frames: int | None = option(None, "stop after this many frames (default: no limit)")
+    max_in_flight: int = option(2, "requests outstanding at once; other frames are dropped")
+    jpeg_quality: int = option(85, "JPEG quality of the frames sent, 1..100")
+    timeout_s: float = option(10.0, "seconds one request or stream answer may take")
+    smoothing: float = option(0.6, "weight of the past in each face's scores, 0..1")
+    realtime: bool = option(
+        True, "read a video file at its frame rate, as a camera delivers it (--fast: as fast as possible)"
+    )
+    transport: str = option(
+        "stream",
+        "stream: one WebSocket to /v1/stream, faces tracked by the service; http: one POST /v1/faces per frame",
+        choices=("stream", "http"),
+    )
+    give_up_s: float = option(
+        30.0,
+        "seconds of continuous service outage before the client stops; shorter outages are retried with backoff "
+        "while the picture stays live",
+    )
+
+    def validate(self) -> list[str]:
+        problems = []
+        if self.max_in_flight < 1:
+            problems.append(f"--max-in-flight: {self.max_in_flight} must be at least 1")
+        if not 0 <= self.smoothing < 1:
+            problems.append(f"--smoothing: {self.smoothing} must be in [0, 1)")
+        if self.max_frames is not None and self.max_frames < 1:
+            problems.append(f"--max-frames: {self.max_frames} must be at least 1")
+        if not 1 <= self.jpeg_quality <= 100:
+            problems.append(f"--jpeg-quality: {self.jpeg_quality} must be in 1..100")
+        if self.timeout_s <= 0 or self.give_up_s <= 0:
+            problems.append("--timeout-s and --give-up-s must be > 0")
         return problems

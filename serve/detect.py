@@ -19,7 +19,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-Box = tuple[int, int, int, int]
+from faceray.faces import Box
+
 DETECTORS = ("blazeface", "haar")
 BLAZEFACE_MODEL = "face_detection_full_range.tflite"
 

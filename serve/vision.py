@@ -1,4 +1,4 @@
-"""Decoding request images, square face crops and drawing (pure OpenCV/numpy, no Ray).
+"""Decoding request images and drawing results (pure OpenCV/numpy, no Ray); face crops are faceray.faces'.
 
 Frames are uint8 (H, W, 3) in BGR order, as OpenCV decodes them. Boxes are (x, y, w, h) in frame pixels.
 """
@@ -9,8 +9,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from ingest.images import is_truncated_jpeg, jpeg_size
-from serve.detect import Box
+from faceray.image_bytes import declared_size, is_truncated_jpeg
 
 
 class RequestImageError(ValueError):
@@ -18,13 +17,6 @@ class RequestImageError(ValueError):
 
 
 MAX_PIXELS = 40_000_000  # largest accepted frame: 40 megapixels (a 120 MB BGR array)
-
-
-def declared_size(data: bytes) -> tuple[int, int] | None:
-    """(height, width) from a JPEG SOF or PNG IHDR header, read without decoding; None for other formats."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR" and len(data) >= 24:
-        return int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big")
-    return jpeg_size(data)
 
 
 def decode_frame(data: bytes, max_pixels: int = MAX_PIXELS) -> npt.NDArray[np.uint8]:
@@ -51,40 +43,6 @@ def decode_frame(data: bytes, max_pixels: int = MAX_PIXELS) -> npt.NDArray[np.ui
     if frame.shape[0] * frame.shape[1] > max_pixels:
         raise RequestImageError(f"image of {frame.shape[1]}x{frame.shape[0]} pixels exceeds the limit of {max_pixels}")
     return frame
-
-
-def square_crop_box(box: Box, margin: float, frame_shape: tuple[int, ...]) -> Box:
-    """A square around `box`, each side enlarged by `margin` x the box size, shifted and clamped into the frame.
-
-    Faces at the edge keep a square crop as long as the frame allows; it is never empty.
-    """
-    x, y, w, h = box
-    frame_height, frame_width = frame_shape[:2]
-    side = int(round(max(w, h) * (1 + 2 * margin)))
-    side = max(1, min(side, frame_width, frame_height))
-    centre_x, centre_y = x + w / 2, y + h / 2
-    left = int(round(centre_x - side / 2))
-    top = int(round(centre_y - side / 2))
-    left = min(max(left, 0), frame_width - side)
-    top = min(max(top, 0), frame_height - side)
-    return left, top, side, side
-
-
-def crop_faces(
-    frame: npt.NDArray[np.uint8], boxes: list[Box], size: int, color: str, margin: float
-) -> npt.NDArray[np.uint8]:
-    """Crops of each box as the model wants them: uint8 (N, size, size, 1) grey or (N, size, size, 3) RGB."""
-    channels = 1 if color == "gray" else 3
-    crops = np.zeros((len(boxes), size, size, channels), np.uint8)
-    for index, box in enumerate(boxes):
-        left, top, side, _ = square_crop_box(box, margin, frame.shape)
-        patch = frame[top : top + side, left : left + side]
-        patch = cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA if side > size else cv2.INTER_LINEAR)
-        if color == "gray":
-            crops[index, :, :, 0] = cv2.cvtColor(patch, cv2.COLOR_BGR2GRAY)
-        else:
-            crops[index] = cv2.cvtColor(patch, cv2.COLOR_BGR2RGB)
-    return crops
 
 
 GENDER_COLORS = {"woman": (180, 80, 255), "man": (255, 160, 60)}  # BGR

@@ -45,7 +45,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--input-shape", default="64,64,1", help="H,W,C the file expects (default: 64,64,1, the paper's)"
     )
     importer.add_argument("--color", default="gray", choices=("gray", "rgb"), help="colour mode (default: gray)")
-    importer.add_argument("--crop-margin", type=float, default=0.1, help="face-box margin per side (default: 0.1)")
+    importer.add_argument(
+        "--crop-margin",
+        type=float,
+        default=None,
+        help="face-box margin per side (default: the crop geometry of the task's training data: 0.4 for gender, IMDB-WIKI crops; 0 for emotion, FER-2013)",
+    )
     importer.set_defaults(handler=run_import)
 
     fetch = subparsers.add_parser(
@@ -105,7 +110,7 @@ def run_sweep_command(arguments: argparse.Namespace) -> int:
 
 def run_evaluate(arguments: argparse.Namespace) -> int:
     from faceray.config import ConfigError
-    from train.model_dir import CARD_FILE
+    from faceray.model_card import CARD_FILE
     from train.pipeline import run_evaluation
 
     if not (Path(arguments.model_dir) / CARD_FILE).is_file():

@@ -17,9 +17,9 @@ AUGMENT_PRESETS: dict[str, dict[str, float]] = {
 class TrainConfig:
     """Settings of one training run."""
 
-    data: str = option("", "an ingest output folder (OUT of `faceray ingest`)", required=True)
-    task: str = option(
-        "", "emotion or gender; empty = the task recorded in the data", choices=("", "emotion", "gender")
+    data: str | None = option(None, "an ingest output folder (OUT of `faceray ingest`)", required=True)
+    task: str | None = option(
+        None, "emotion or gender (default: the task recorded in the data)", choices=("emotion", "gender")
     )
     model: str = option("residual", "residual (mini-Xception) or basic (sequential CNN)", choices=("residual", "basic"))
     workers: int = option(1, "data-parallel Ray Train workers")
@@ -43,24 +43,28 @@ class TrainConfig:
     )
     patience: int = option(10, "early stopping: epochs without a better validation loss")
     lr_patience: int = option(4, "reduce the learning rate x0.1 after this many epochs without improvement")
-    final: int = option(0, "if > 0: retrain on train+val for this many epochs and evaluate the test split once")
+    final_epochs: int | None = option(
+        None, "retrain on train+val for this many epochs and evaluate the test split once (default: no final run)"
+    )
     out: str = option("runs/train", "output model directory")
     seed: int = option(0, "random seed (weights, shuffling, augmentation)")
-    cpus_per_worker: float = option(
-        0.0, "CPUs reserved per worker; 0 = the most that fits beside one CPU kept for Ray Data"
+    cpus_per_worker: float | None = option(
+        None, "CPUs reserved per worker (default: the most that fits beside one CPU kept for Ray Data)"
     )
     gpus_per_worker: float = option(
         0.0, "GPUs per worker (0 = train on CPUs); refused at once on a cluster without GPUs"
     )
     max_failures: int = option(1, "worker failures to recover from (restart from the last checkpoint)")
-    crop_margin: float = option(
-        0.1, "face-box margin (fraction of the box per side) the model expects; goes in the card"
+    crop_margin: float | None = option(
+        None,
+        "face-box margin per side (fraction of the box) the model expects; goes in the card (default: the crop "
+        "geometry the ingest recorded for the data)",
     )
     evaluate_split: str = option("test", "split evaluated at the end (evaluation.json)", choices=("test", "val"))
-    address: str = option(
-        "", "Ray address: empty = embedded local Ray on loopback; 'auto' or ray://HOST:10001 = a cluster"
+    address: str | None = option(
+        None, "Ray address: 'auto' or ray://HOST:10001 = a cluster (default: an embedded local Ray on loopback)"
     )
-    fail_at_epoch: int = option(-1, "testing only: one worker raises at this epoch of a fresh run", cli=False)
+    fail_at_epoch: int | None = option(None, "testing only: one worker raises at this epoch of a fresh run", cli=False)
 
     def validate(self) -> list[str]:
         problems = []
@@ -71,13 +75,15 @@ class TrainConfig:
                 problems.append(f"--{name.replace('_', '-')}: {getattr(self, name)} must be at least 1")
         if not 0 < self.lr < 1:
             problems.append(f"--lr: {self.lr} must be in (0, 1)")
-        if self.cpus_per_worker < 0 or self.gpus_per_worker < 0:
-            problems.append("--cpus-per-worker and --gpus-per-worker must be >= 0")
-        if self.final < 0:
-            problems.append(f"--final: {self.final} must be >= 0")
+        if self.cpus_per_worker is not None and self.cpus_per_worker <= 0:
+            problems.append(f"--cpus-per-worker: {self.cpus_per_worker} must be > 0")
+        if self.gpus_per_worker < 0:
+            problems.append(f"--gpus-per-worker: {self.gpus_per_worker} must be >= 0")
+        if self.final_epochs is not None and self.final_epochs < 1:
+            problems.append(f"--final-epochs: {self.final_epochs} must be at least 1")
         if not 0 < self.bn_momentum < 1:
             problems.append(f"--bn-momentum: {self.bn_momentum} must be in (0, 1)")
-        if not 0 <= self.crop_margin <= 1:
+        if self.crop_margin is not None and not 0 <= self.crop_margin <= 1:
             problems.append(f"--crop-margin: {self.crop_margin} must be in 0..1")
         for name in ("rotation", "shift", "zoom", "brightness", "contrast"):
             value = getattr(self, name)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from ingest.shards import iter_split_numpy, read_shard_metadata, read_shard_numpy, shard_files
+from faceray.shards import ShardMetadata, iter_split_numpy, read_shard_numpy, shard_files
 
 Batch = tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]
 
@@ -32,7 +32,7 @@ def shuffled_batches(
     rng = np.random.default_rng([seed, epoch])
     files = []
     for split in splits:  # each split's metadata once, not once per shard
-        shape = read_shard_metadata(data_dir, split)["image_shape"]
+        shape = ShardMetadata.read(data_dir, split).image_shape
         files += [(path, shape) for path in shard_files(data_dir, split)]
     order = rng.permutation(len(files))
     pending_images: list[npt.NDArray[np.uint8]] = []

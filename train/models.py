@@ -12,8 +12,6 @@ from collections.abc import Sequence
 import keras
 from keras import layers, regularizers
 
-NORMALIZATION = "(x / 255 - 0.5) * 2, inside the model (layer 'normalize')"
-
 
 def normalization_layer() -> layers.Layer:
     """(x / 255 - 0.5) * 2 == x * 2/255 - 1: pixels 0..255 -> [-1, 1]."""

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from faceray.config import ConfigError, config_to_dict, write_json
-from ingest.shards import load_split_numpy, read_shard_metadata, shard_files
+from faceray.shards import ShardMetadata, load_split_numpy, read_manifest, shard_files
 from train.config import TrainConfig
 
 RAY_RESULTS = "ray_results"
@@ -195,7 +195,7 @@ class RunSetup:
 
     data: Path
     out: Path
-    meta: dict[str, Any]
+    meta: ShardMetadata
     labels: list[str]
     counts: np.ndarray  # images per class in what is trained on
     train_splits: tuple[str, ...]
@@ -208,15 +208,15 @@ class RunSetup:
         return [float(present.min() / count) if count else 0.0 for count in self.counts]
 
 
-def training_data(data: str | Path, task: str = "") -> dict[str, Any]:
-    """The metadata of an ingest output's training split (see read_shard_metadata), checked against `task`;
-    raises ConfigError naming --data or --task (train, sweep and their CLI, before Ray starts)."""
+def training_data(data: str | Path, task: str | None = None) -> ShardMetadata:
+    """The metadata of an ingest output's training split, checked against `task`; raises ConfigError naming
+    --data or --task (train, sweep and their CLI, before Ray starts)."""
     try:
-        meta = read_shard_metadata(data, "train")
+        meta = ShardMetadata.read(data, "train")
     except ValueError as error:
         raise ConfigError(f"--data: {error}") from None
-    if task and task != meta["task"]:
-        raise ConfigError(f"--task: {task!r} but {data} holds {meta['task']!r} data")
+    if task and task != meta.task:
+        raise ConfigError(f"--task: {task!r} but {data} holds {meta.task!r} data")
     return meta
 
 
@@ -229,8 +229,8 @@ def prepare_run(config: TrainConfig, resource_plan: dict[str, Any] | None = None
     check_output(config, out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "train_config.json", {**config_to_dict(config), "resource_plan": resource_plan})
-    labels = list(meta["labels"])
-    final = config.final > 0
+    labels = list(meta.labels)
+    final = config.final_epochs is not None
     counts = label_counts(data, "train", len(labels))
     has_val = bool(shard_files(data, "val"))
     splits: tuple[str, ...] = ("train",)
@@ -244,11 +244,11 @@ def loop_settings(config: TrainConfig, setup: RunSetup) -> dict[str, Any]:
     """The plain settings a training loop needs besides the config (JSON-able: they travel to Ray Train workers)."""
     return {
         "config": dataclasses.asdict(config),
-        "input_shape": list(setup.meta["image_shape"]),
+        "input_shape": list(setup.meta.image_shape),
         "num_classes": len(setup.labels),
         "class_weights": class_weights_for(setup.counts).tolist() if config.balance == "class-weight" else None,
         "has_val": setup.use_val,
-        "epochs": config.final if setup.final else config.epochs,
+        "epochs": config.final_epochs if setup.final and config.final_epochs else config.epochs,
     }
 
 
@@ -281,7 +281,7 @@ def run_training(config: TrainConfig, callbacks: list[Any] | None = None, log: A
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.tensorflow import TensorflowTrainer
 
-    from ingest.dataset import read_split_dataset
+    from train.dataset import read_split_dataset
 
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
@@ -292,7 +292,7 @@ def run_training(config: TrainConfig, callbacks: list[Any] | None = None, log: A
     val_dataset = read_split_dataset(setup.data, "val") if "val" in setup.train_splits or setup.use_val else None
     if "val" in setup.train_splits:
         train_dataset = train_dataset.union(val_dataset)
-    image_bytes = int(np.prod(setup.meta["image_shape"]))
+    image_bytes = int(np.prod(setup.meta.image_shape))
     if setup.counts.sum() * image_bytes < MATERIALIZE_LIMIT_BYTES:
         train_dataset = train_dataset.materialize()
         if setup.use_val:
@@ -450,12 +450,14 @@ def train_in_process(
 
 def write_outputs(config: TrainConfig, setup: RunSetup, state: Any, best_weights: list[np.ndarray]) -> dict[str, Any]:
     """The best weights into model.keras, history, evaluation, card and plots."""
+    from faceray.faces import UNRECORDED_CROP, CropGeometry
+    from faceray.model_card import ModelCard, save_model_dir
     from train.evaluate import evaluate_model, plot_confusion_matrix, plot_learning_curves
-    from train.model_dir import make_card, save_model_dir, without_machine_paths
+    from train.model_dir import without_machine_paths
     from train.models import build_model
 
     meta, labels, counts, out, final = setup.meta, setup.labels, setup.counts, setup.out, setup.final
-    model = build_model(config.model, meta["image_shape"], len(labels), config.bn_momentum)
+    model = build_model(config.model, meta.image_shape, len(labels), config.bn_momentum)
     model.set_weights(best_weights)
 
     history = state.history
@@ -463,7 +465,7 @@ def write_outputs(config: TrainConfig, setup: RunSetup, state: Any, best_weights
         writer = csv.DictWriter(handle, fieldnames=list(history[0]))
         writer.writeheader()
         writer.writerows(history)
-    title = f"{meta['task']} / {config.model}"
+    title = f"{meta.task} / {config.model}"
     plot_learning_curves(history, out / "learning_curves.png", title)
 
     split = "test" if final else config.evaluate_split
@@ -475,7 +477,6 @@ def write_outputs(config: TrainConfig, setup: RunSetup, state: Any, best_weights
     write_json(out / "evaluation.json", report)
     plot_confusion_matrix(report, out / "confusion_matrix.png", f"{title} on {split}")
 
-    manifest_path = Path(config.data) / "manifest.json"
     best_row = min(history, key=lambda row: row.get("val_loss", row["loss"])) if not final else history[-1]
     metrics = {
         "epochs_run": state.epoch,
@@ -487,20 +488,26 @@ def write_outputs(config: TrainConfig, setup: RunSetup, state: Any, best_weights
         f"{split}_macro_f1": report["macro_f1"],
         "train_images_per_s": float(np.median([row["images_per_s"] for row in history])),
     }
-    manifest = json.loads(manifest_path.read_text()).get("config") if manifest_path.exists() else None
-    card = make_card(
-        meta["task"],
-        tuple(meta["image_shape"]),
-        meta["color"],
-        architecture=config.model,
-        crop_margin=config.crop_margin,
-        trained_on={
-            "data": Path(config.data).resolve().name,
-            "train_label_counts": dict(zip(labels, counts.tolist())),
-            "manifest": without_machine_paths(manifest),
-        },
-        config=without_machine_paths(config_to_dict(config)),
-        metrics=metrics,
+    manifest = read_manifest(config.data).get("config")
+    if config.crop_margin is not None:
+        crop = CropGeometry(config.crop_margin, "set by --crop-margin")
+    else:
+        crop = meta.crop or UNRECORDED_CROP
+    card = ModelCard(
+        meta.task,
+        meta.image_shape,
+        meta.color,
+        config.model,
+        crop,
+        extra=dict(
+            trained_on={
+                "data": Path(config.data).resolve().name,
+                "train_label_counts": dict(zip(labels, counts.tolist())),
+                "manifest": without_machine_paths(manifest),
+            },
+            config=without_machine_paths(config_to_dict(config)),
+            metrics=metrics,
+        ),
     )
     save_model_dir(out, model, card)
     return {
@@ -512,20 +519,20 @@ def write_outputs(config: TrainConfig, setup: RunSetup, state: Any, best_weights
 
 def run_evaluation(model_dir: str | Path, data: str | Path, split: str = "test") -> dict[str, Any]:
     """Evaluate a model directory on a split of an ingest output; writes evaluation_<split>.json and a PNG."""
+    from faceray.model_card import load_model_dir
     from train.evaluate import evaluate_model, plot_confusion_matrix
-    from train.model_dir import load_model_dir
 
     model, card = load_model_dir(model_dir)
-    meta = read_shard_metadata(data, split)
-    if list(meta["image_shape"]) != list(card["input_shape"]) or meta["task"] != card["task"]:
+    meta = ShardMetadata.read(data, split)
+    if meta.image_shape != card.input_shape or meta.task != card.task:
         raise ConfigError(
-            f"--data: {data} holds {meta['task']} images of shape {list(meta['image_shape'])}; the model expects "
-            f"{card['task']} images of shape {card['input_shape']}"
+            f"--data: {data} holds {meta.task} images of shape {list(meta.image_shape)}; the model expects "
+            f"{card.task} images of shape {list(card.input_shape)}"
         )
     images, targets = load_split_numpy(data, split)
-    report = evaluate_model(model, images, targets, card["labels"])
+    report = evaluate_model(model, images, targets, list(card.labels))
     report["split"] = split
     report["data"] = str(Path(data).resolve())
     write_json(Path(model_dir) / f"evaluation_{split}.json", report)
-    plot_confusion_matrix(report, Path(model_dir) / f"confusion_matrix_{split}.png", f"{card['task']} on {split}")
+    plot_confusion_matrix(report, Path(model_dir) / f"confusion_matrix_{split}.png", f"{card.task} on {split}")
     return report

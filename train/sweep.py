@@ -282,7 +282,7 @@ def run_sweep(config: SweepConfig, log: Any = print, verbose: int = 0) -> dict[s
     )
     base = {
         "data": str(Path(config.data).resolve()),
-        "task": meta["task"],
+        "task": meta.task,
         "out": str(out),
         "cpus_per_worker": share,
         "max_failures": 0,
@@ -358,10 +358,10 @@ def run_sweep(config: SweepConfig, log: Any = print, verbose: int = 0) -> dict[s
             {
                 **base,
                 **chosen,
-                "final": max(1, int(best["best_epoch"])),
+                "final_epochs": max(1, int(best["best_epoch"])),
                 "out": str(out / "final"),
                 "max_failures": 1,
-                "cpus_per_worker": 0,
+                "cpus_per_worker": None,
             },
         )
         if final_config.workers == 1 and not config.trials_in_ray_train:

@@ -11,13 +11,15 @@ from faceray.config import option
 class SweepConfig:
     """Settings of a learning-rate / augmentation sweep."""
 
-    data: str = option("", "an ingest output folder", required=True)
-    task: str = option(
-        "", "emotion or gender; empty = the task recorded in the data", choices=("", "emotion", "gender")
+    data: str | None = option(None, "an ingest output folder", required=True)
+    task: str | None = option(
+        None, "emotion or gender (default: the task recorded in the data)", choices=("emotion", "gender")
     )
-    space: str = option("", "search-space YAML (see train/spaces/report.yaml)", required=True)
+    space: str | None = option(None, "search-space YAML (see train/spaces/report.yaml)", required=True)
     trials: int = option(1, "samples of the space (each grid point is tried this many times, with fresh random values)")
-    max_concurrent: int = option(0, "trials running at once; 0 = as many as the cluster holds at 1 CPU per worker")
+    max_concurrent: int | None = option(
+        None, "trials running at once (default: as many as the cluster holds at 1 CPU per worker)"
+    )
     scheduler: str = option(
         "asha", "asha stops hopeless trials early; fifo runs every trial to the end", choices=("asha", "fifo")
     )
@@ -25,12 +27,12 @@ class SweepConfig:
     grace_period: int = option(2, "ASHA: epochs every trial runs before it can be stopped")
     final: bool = option(False, "retrain the best config on train+val for its best epoch count and evaluate test once")
     out: str = option("runs/sweep", "output folder: results.csv, best.json, curves.png, trials/, final/")
-    trial_cpus: float = option(
-        0.0, "CPUs each trial worker reserves; 0 = the cluster split between the concurrent trials"
+    trial_cpus: float | None = option(
+        None, "CPUs each trial worker reserves (default: the cluster split between the concurrent trials)"
     )
     trials_in_ray_train: bool = option(False, "benchmarks only: one-worker trials run Ray Train too", cli=False)
-    address: str = option(
-        "", "Ray address: empty = embedded local Ray on loopback; 'auto' or ray://HOST:10001 = a cluster"
+    address: str | None = option(
+        None, "Ray address: 'auto' or ray://HOST:10001 = a cluster (default: an embedded local Ray on loopback)"
     )
 
     def validate(self) -> list[str]:
@@ -42,6 +44,10 @@ class SweepConfig:
         for name in ("trials", "epochs", "grace_period"):
             if getattr(self, name) < 1:
                 problems.append(f"--{name.replace('_', '-')}: must be at least 1")
-        if self.max_concurrent < 0 or self.trial_cpus < 0:
-            problems.append("--max-concurrent and --trial-cpus must be >= 0 (0 = fit the cluster)")
+        if self.max_concurrent is not None and self.max_concurrent < 1:
+            problems.append(
+                f"--max-concurrent: {self.max_concurrent} must be at least 1 (leave it unset to fit the cluster)"
+            )
+        if self.trial_cpus is not None and self.trial_cpus <= 0:
+            problems.append(f"--trial-cpus: {self.trial_cpus} must be > 0 (leave it unset to fit the cluster)")
         return problems

@@ -127,13 +127,10 @@ def fetch_weights(
 
 
 def _add_provenance(folder: Path, url: str, weights: PublishedWeights) -> None:
-    import json
+    from faceray.model_card import ModelCard
 
-    from faceray.config import write_json
-    from train.model_dir import CARD_FILE
-
-    card = json.loads((folder / CARD_FILE).read_text())
-    card["source"] = {
+    card = ModelCard.read(folder)
+    source = {
         "url": url,
         "file": weights.filename,
         "sha256": weights.sha256,
@@ -141,4 +138,4 @@ def _add_provenance(folder: Path, url: str, weights: PublishedWeights) -> None:
         "paper": "Arriaga, Ploger, Valdenegro: Real-time Convolutional Neural Networks for Emotion and "
         "Gender Classification (2017)",
     }
-    write_json(folder / CARD_FILE, card)
+    card.with_extra(source=source).save(folder)

@@ -7,13 +7,27 @@ import os
 
 import cv2
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 from scipy.io import loadmat, savemat
 
-from faceray.labels import GENDER_LABELS
-from ingest.chunks import ChunkSettings, process_imdb_chunk, reject_file
+from ingest.chunks import ChunkSettings, process_chunk, reject_file
 from ingest.imdb import read_imdb_metadata
 from ingest.sample import write_imdb_sample
+from ingest.sources import ChunkSpec, SourceInputs
+
+
+def run_chunk(rows, root, out):
+    """The IMDB-WIKI source's chunk 0 over `rows` (read_imdb_metadata's frame), as the Ray task runs it."""
+    from ingest.config import IngestConfig
+    from ingest.sources import get_source
+
+    source = get_source("imdb")
+    inputs = SourceInputs(64, "gray", source.inputs(IngestConfig(dataset="imdb", root=str(root), out=str(out))))
+    settings = ChunkSettings(dataset="imdb", out=str(out), inputs=inputs)
+    table = pa.Table.from_pandas(rows, preserve_index=False)
+    return process_chunk(ChunkSpec(chunk=0, rows=table.num_rows, first_row=0), table, settings), settings
+
 
 OUTSIDE_PATHS = ("../../../../../../etc/passwd", "/etc/hostname", "../outside.jpg", "escape/outside.jpg")
 
@@ -32,16 +46,7 @@ def test_paths_outside_the_root_are_rejected_and_never_read(tmp_path):
 
     rows = read_imdb_metadata(mat_path)
     assert list(rows["full_path"][: len(OUTSIDE_PATHS)]) == list(OUTSIDE_PATHS)
-    settings = ChunkSettings(
-        dataset="imdb",
-        out=str(tmp_path / "out"),
-        size=64,
-        color="gray",
-        task="gender",
-        labels=GENDER_LABELS,
-        root=str(root),
-    )
-    summary = process_imdb_chunk(0, rows, settings)
+    summary, settings = run_chunk(rows, root, tmp_path / "out")
 
     assert summary["rejected"].get("outside_root") == len(OUTSIDE_PATHS)
     accepted = sum(count for split in summary["accepted"].values() for count in split.values())
@@ -60,15 +65,6 @@ def test_a_link_that_stays_inside_the_root_is_fine(tmp_path):
     first = rows["full_path"][0]
     os.symlink(root / first, root / "alias.jpg")
     rows.loc[0, "full_path"] = "alias.jpg"
-    settings = ChunkSettings(
-        dataset="imdb",
-        out=str(tmp_path / "out"),
-        size=64,
-        color="gray",
-        task="gender",
-        labels=GENDER_LABELS,
-        root=str(root),
-    )
-    summary = process_imdb_chunk(0, rows, settings)
+    summary, settings = run_chunk(rows, root, tmp_path / "out")
     assert "outside_root" not in summary["rejected"]
     assert sum(count for split in summary["accepted"].values() for count in split.values()) == 6

@@ -2,7 +2,9 @@ import cv2
 import numpy as np
 import pytest
 
-from ingest.images import ImageError, decode_and_resize, jpeg_size, reduction_factor, resize_pixels
+from faceray.faces import face_pixels
+from faceray.image_bytes import jpeg_size
+from ingest.images import ImageError, decode_and_resize, reduction_factor
 
 
 def encode(image: np.ndarray, extension: str = ".jpg") -> bytes:
@@ -55,7 +57,7 @@ def test_reduced_decoding_matches_full_decoding(colour_picture):
     big = cv2.resize(colour_picture, (600, 900), interpolation=cv2.INTER_NEAREST)
     data = encode(big)
     reduced = decode_and_resize(data, 64, "gray").astype(int)
-    full = resize_pixels(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE), 64, "gray").astype(int)
+    full = face_pixels(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), 64, "gray").astype(int)
     assert np.abs(reduced - full).mean() < 3
 
 

@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from faceray.config import ConfigError, resolve_config
+from faceray.shards import ShardMetadata, load_split_numpy
 from ingest.config import IngestConfig
 from ingest.pipeline import run_ingest
-from ingest.shards import load_split_numpy, read_shard_metadata
 
 pytestmark = pytest.mark.slow
 
@@ -109,7 +109,8 @@ def test_schema_round_trip_with_plain_pyarrow(imdb_out):
     assert first.std() > 5  # a real picture, not a blank
     images, labels = load_split_numpy(imdb_out, "train")
     assert images.shape[1:] == (64, 64, 1) and images.dtype == np.uint8 and set(labels) <= {0, 1}
-    assert read_shard_metadata(imdb_out, "train")["task"] == "gender"
+    assert ShardMetadata.read(imdb_out, "train").task == "gender"
+    assert ShardMetadata.read(imdb_out, "train").crop.margin == 0.4
 
 
 def test_rerunning_a_finished_ingest_does_nothing(sample_dir, imdb_out):
@@ -146,7 +147,7 @@ def test_other_settings_refuse_the_same_output_unless_overwrite(sample_dir, imdb
     shutil.copytree(imdb_out, copy)
     manifest = run_ingest(imdb_config(sample_dir, copy, size=32, color="rgb", overwrite=True))
     assert manifest["image_shape"] == [32, 32, 3]
-    assert read_shard_metadata(copy, "train")["image_shape"] == (32, 32, 3)
+    assert ShardMetadata.read(copy, "train").image_shape == (32, 32, 3)
 
 
 def test_identity_split_keeps_people_apart(sample_dir, ray_session, tmp_path):
@@ -183,7 +184,7 @@ def test_fer_ingest_honours_usage_and_rejects_bad_rows(sample_dir, ray_session, 
 
 
 def test_ray_dataset_reader(imdb_out, ray_session):
-    from ingest.dataset import read_split_dataset
+    from train.dataset import read_split_dataset
 
     batch = read_split_dataset(imdb_out, "val").take_batch(8)
     assert batch["image"].shape[1:] == (64, 64, 1) and batch["image"].dtype == np.uint8

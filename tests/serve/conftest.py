@@ -27,8 +27,10 @@ def jpeg(image: np.ndarray) -> bytes:
 def model_dirs(tmp_path_factory) -> dict[str, Path]:
     """Emotion and gender model directories: the published weights when ../shared/reference exists, else tiny
     untrained models with the same cards (the API contract does not depend on the weights)."""
+    from faceray.faces import UNRECORDED_CROP
+    from faceray.model_card import ModelCard, save_model_dir
     from tests.conftest import REFERENCE_DIR
-    from train.model_dir import import_legacy_model, make_card, save_model_dir
+    from train.model_dir import import_legacy_model
     from train.models import build_model
 
     folder = tmp_path_factory.mktemp("models")
@@ -45,7 +47,7 @@ def model_dirs(tmp_path_factory) -> dict[str, Path]:
     dirs = {}
     for task, classes, shape in (("emotion", 7, (48, 48, 1)), ("gender", 2, (64, 64, 1))):
         model = build_model("residual", shape, classes)
-        dirs[task] = save_model_dir(folder / task, model, make_card(task, shape, "gray", "residual", 0.1))
+        dirs[task] = save_model_dir(folder / task, model, ModelCard(task, shape, "gray", "residual", UNRECORDED_CROP))
     dirs["published"] = False
     return dirs
 

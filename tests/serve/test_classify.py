@@ -10,7 +10,7 @@ from serve.classify import FaceClassifier, RuntimeMismatchError
 
 
 def crops_for(classifier: FaceClassifier, count: int, seed: int = 1) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (count, *classifier.card["input_shape"])).astype(np.uint8)
+    return np.random.default_rng(seed).integers(0, 256, (count, *classifier.card.input_shape)).astype(np.uint8)
 
 
 @pytest.mark.parametrize("task", ["emotion", "gender"])
@@ -36,7 +36,7 @@ def test_a_conversion_that_disagrees_with_the_model_is_refused(model_dirs, monke
     def shuffled_call(signature):
         import tensorflow as tf
 
-        from train.model_dir import load_model_dir
+        from faceray.model_card import load_model_dir
 
         model, _ = load_model_dir(model_dirs["gender"])
         model.set_weights(

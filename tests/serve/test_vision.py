@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from serve.vision import RequestImageError, crop_faces, declared_size, decode_frame, draw_faces, square_crop_box
+from faceray.faces import crop_faces, square_crop_box
+from faceray.image_bytes import declared_size
+from serve.vision import RequestImageError, decode_frame, draw_faces
 from tests.serve.conftest import jpeg
 
 

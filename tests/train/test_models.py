@@ -8,7 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from train.model_dir import import_legacy_model, load_model_dir
+from faceray.model_card import load_model_dir
+from train.model_dir import import_legacy_model
 from train.models import build_model, mini_xception, mini_xception_body, simple_cnn
 
 
@@ -52,8 +53,8 @@ def test_published_weights_load_into_mini_xception(reference_dir, file_name, cla
 def test_import_model_writes_a_model_directory(reference_dir, tmp_path):
     folder = import_legacy_model(reference_dir / "gender_mini_XCEPTION.21-0.95.hdf5", "gender", tmp_path / "gender")
     model, card = load_model_dir(folder)
-    assert card["labels"] == ["woman", "man"] and card["input_shape"] == [64, 64, 1] and card["color"] == "gray"
-    assert "inside the model" in card["normalization"] and card["crop_margin"] == 0.1
+    assert card.labels == ("woman", "man") and card.input_shape == (64, 64, 1) and card.color == "gray"
+    assert "inside the model" in card.normalization and card.crop.margin == 0.4  # the paper's gender data: IMDB crops
     legacy = keras.models.load_model(reference_dir / "gender_mini_XCEPTION.21-0.95.hdf5", compile=False)
     pixels = np.random.default_rng(1).integers(0, 256, (3, 64, 64, 1)).astype(np.float32)
     assert np.allclose(np.asarray(model(pixels)), np.asarray(legacy((pixels / 255.0 - 0.5) * 2.0)), atol=1e-5)

@@ -10,8 +10,8 @@ import pytest
 
 from faceray.cli import main
 from faceray.config import ConfigError, resolve_config
+from faceray.model_card import load_model_dir
 from train.config import TrainConfig
-from train.model_dir import load_model_dir
 from train.pipeline import run_training
 
 pytestmark = pytest.mark.slow
@@ -79,18 +79,19 @@ def test_model_directory_and_card(trained):
     ):
         assert (out / name).is_file(), name
     model, card = load_model_dir(out)
-    assert card["task"] == "emotion" and card["labels"][3] == "happy" and card["input_shape"] == [48, 48, 1]
-    assert card["color"] == "gray" and card["crop_margin"] == 0.1 and card["config"]["lr"] == 1e-3
-    assert card["trained_on"]["manifest"]["dataset"] == "fer"
-    assert card["metrics"]["best_epoch"] >= 1
-    assert "inner" in " ".join(card["limitations"]) and "Not for decisions about people" in card["intended_use"]
+    assert card.task == "emotion" and card.labels[3] == "happy" and card.input_shape == (48, 48, 1)
+    assert card.color == "gray" and card.extra["config"]["lr"] == 1e-3
+    assert card.crop.margin == 0.0 and "FER-2013" in card.crop.description  # the crop the ingest recorded
+    assert card.extra["trained_on"]["manifest"]["dataset"] == "fer"
+    assert card.extra["metrics"]["best_epoch"] >= 1
+    assert "inner" in " ".join(card.limitations or ()) and "Not for decisions about people" in card.intended_use
     home, temporary = str(Path.home()), str(out.parent)
     assert home not in json.dumps(card) and temporary not in json.dumps(card)  # no path of the training machine
     plan = json.loads((out / "train_config.json").read_text())["resource_plan"]
     assert plan["stage"] == "train" and plan["chosen"]["workers"] == 1
     with open(out / "history.csv") as handle:
         history = list(csv.DictReader(handle))
-    assert len(history) == card["metrics"]["epochs_run"] and {
+    assert len(history) == card.extra["metrics"]["epochs_run"] and {
         "loss",
         "val_loss",
         "val_accuracy",

@@ -1,4 +1,4 @@
-"""Reading ingest output as a Ray Dataset of (uint8 image, int label) for train/ (thin Ray wrapper)."""
+"""Reading shards (faceray.shards) as a Ray Dataset of (uint8 image, int label) for training (thin Ray wrapper)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ingest.shards import decode_images, read_shard_metadata, shard_files
+from faceray.shards import ShardMetadata, decode_images, shard_files
 
 
 def _decode_batch(batch: dict[str, np.ndarray], image_shape: tuple[int, ...]) -> dict[str, np.ndarray]:
@@ -18,7 +18,7 @@ def read_split_dataset(data_dir: str | Path, split: str) -> Any:
     """A split as a `ray.data.Dataset` with columns image (uint8 (H, W, C) tensor) and label (int64)."""
     import ray
 
-    image_shape = read_shard_metadata(data_dir, split)["image_shape"]
+    image_shape = ShardMetadata.read(data_dir, split).image_shape
     files = [str(path) for path in shard_files(data_dir, split)]
     return ray.data.read_parquet(files, columns=["image", "label"]).map_batches(
         _decode_batch, fn_kwargs={"image_shape": image_shape}, batch_format="numpy"

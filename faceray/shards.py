@@ -1,0 +1,195 @@
+"""The Parquet shard format: ingest writes it, training reads it (plain pyarrow, no Ray).
+
+Layout: `OUT/<split>/part-NNNNN.parquet`, one folder per split. Columns (`BASE_FIELDS`, then the source's own):
+  image   binary   uint8 pixels, row-major (height, width, channels), RGB order when channels == 3
+  label   int16    class index into the task's labels (faceray.labels); -1 = unknown (IMDB NaN gender kept
+                   with --no-drop-unknown-gender; training refuses such data)
+  source  string   where the row came from (relative image path, or 'fer2013.csv:<row>')
+  + per source (ingest/sources/): celeb_id, face_score, photo_taken (IMDB-WIKI); usage (FER-2013)
+The schema's metadata is a `ShardMetadata` (bytes keys `faceray.*`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from faceray.faces import COLOR_CHANNELS, CropGeometry
+from faceray.labels import labels_for_task
+
+SHAPE_KEY = b"faceray.image_shape"
+COLOR_KEY = b"faceray.color"
+TASK_KEY = b"faceray.task"
+LABELS_KEY = b"faceray.labels"
+DATASET_KEY = b"faceray.dataset"
+CROP_KEY = b"faceray.crop"
+
+BASE_FIELDS = [pa.field("image", pa.binary()), pa.field("label", pa.int16()), pa.field("source", pa.string())]
+
+
+class FormatError(ValueError):
+    """A file that is not in the format faceray expects; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class ShardMetadata:
+    """What every shard of an ingest output records about its images.
+
+    image_shape: (H, W, C) of each image; color: 'gray' (C=1) or 'rgb' (C=3, RGB order); task and labels: the
+    classes in index order; dataset: the source's name; crop: how the source cut faces from photos.
+    `dataset` and `crop` are None in outputs written before faceray recorded them.
+    """
+
+    image_shape: tuple[int, int, int]
+    color: str
+    task: str
+    labels: tuple[str, ...]
+    dataset: str | None = None
+    crop: CropGeometry | None = None
+
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise FormatError("invalid shard metadata: " + "; ".join(problems))
+
+    def problems(self) -> list[str]:
+        """Every inconsistency, each naming its field."""
+        problems = []
+        if len(self.image_shape) != 3 or min(self.image_shape) < 1:
+            problems.append(f"image_shape {list(self.image_shape)} is not [height, width, channels]")
+        elif self.color not in COLOR_CHANNELS or self.image_shape[2] != COLOR_CHANNELS[self.color]:
+            problems.append(f"color {self.color!r} does not match image_shape {list(self.image_shape)}")
+        try:
+            expected = labels_for_task(self.task)
+            if tuple(self.labels) != expected:
+                problems.append(f"labels {list(self.labels)} are not the {self.task} labels {list(expected)}")
+        except ValueError as error:
+            problems.append(f"task: {error}")
+        return problems
+
+    def schema(self, extra_fields: Sequence[pa.Field] = ()) -> pa.Schema:
+        """The Arrow schema of shards with this metadata: BASE_FIELDS, then a source's `extra_fields`."""
+        metadata = {
+            SHAPE_KEY: json.dumps(list(self.image_shape)).encode(),
+            COLOR_KEY: self.color.encode(),
+            TASK_KEY: self.task.encode(),
+            LABELS_KEY: json.dumps(list(self.labels)).encode(),
+        }
+        if self.dataset is not None:
+            metadata[DATASET_KEY] = self.dataset.encode()
+        if self.crop is not None:
+            metadata[CROP_KEY] = json.dumps(self.crop.to_dict()).encode()
+        return pa.schema([*BASE_FIELDS, *extra_fields], metadata=metadata)
+
+    @classmethod
+    def from_schema(cls, schema: pa.Schema, path: str | Path) -> ShardMetadata:
+        """Read it back from a shard's schema; FormatError names `path` and the missing or bad field."""
+        metadata = schema.metadata or {}
+        if SHAPE_KEY not in metadata:
+            raise FormatError(f"{path} was not written by faceray ingest (no {SHAPE_KEY.decode()} in its schema)")
+        field = ""
+        try:
+            field = COLOR_KEY.decode()
+            color = metadata[COLOR_KEY].decode()
+            field = TASK_KEY.decode()
+            task = metadata[TASK_KEY].decode()
+            field = SHAPE_KEY.decode()
+            shape = tuple(int(side) for side in json.loads(metadata[SHAPE_KEY]))
+            field = LABELS_KEY.decode()
+            labels = tuple(str(label) for label in json.loads(metadata[LABELS_KEY]))
+            field = CROP_KEY.decode()
+            crop = CropGeometry.from_dict(json.loads(metadata[CROP_KEY])) if CROP_KEY in metadata else None
+        except (KeyError, ValueError, TypeError) as error:
+            raise FormatError(f"{path}: schema field {field}: missing or unreadable ({error})") from None
+        dataset = metadata[DATASET_KEY].decode() if DATASET_KEY in metadata else None
+        if len(shape) != 3:
+            raise FormatError(f"{path}: schema field {SHAPE_KEY.decode()}: {list(shape)} is not [h, w, c]")
+        try:
+            return cls(shape, color, task, labels, dataset, crop)  # type: ignore[arg-type]
+        except FormatError as error:
+            raise FormatError(f"{path}: {error}") from None
+
+    @classmethod
+    def read(cls, data_dir: str | Path, split: str = "train") -> ShardMetadata:
+        """The metadata of the shards of `split` in an ingest output (FormatError if there are none)."""
+        files = shard_files(data_dir, split)
+        if not files:
+            raise FormatError(f"no Parquet shards in {Path(data_dir) / split}")
+        return cls.from_schema(pq.read_schema(files[0]), files[0])
+
+
+def write_shard(path: Path, rows: dict[str, list[Any]], schema: pa.Schema) -> None:
+    """Write one shard atomically (temporary name, then rename), zstd-compressed."""
+    table = pa.Table.from_pydict(rows, schema=schema)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    pq.write_table(table, temporary, compression="zstd")
+    os.replace(temporary, path)
+
+
+def shard_files(data_dir: str | Path, split: str) -> list[Path]:
+    """The finished shard files of `split`, sorted (temporary files excluded)."""
+    folder = Path(data_dir) / split
+    return sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+
+
+def decode_images(column: Sequence[bytes] | npt.NDArray[Any], image_shape: Sequence[int]) -> npt.NDArray[np.uint8]:
+    """Turn a column of raw pixel bytes into uint8 (N, H, W, C)."""
+    count = len(column)
+    if count == 0:
+        return np.zeros((0, *image_shape), np.uint8)
+    joined = b"".join(bytes(item) for item in column)
+    return np.frombuffer(joined, np.uint8).reshape(count, *image_shape)
+
+
+def read_shard_numpy(
+    path: str | Path, image_shape: Sequence[int]
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
+    """One shard file as (uint8 (N, H, W, C) images, int64 (N,) labels)."""
+    table = pq.read_table(path, columns=["image", "label"])
+    return decode_images(table.column("image").to_pylist(), image_shape), table.column("label").to_numpy().astype(
+        np.int64
+    )
+
+
+def iter_split_numpy(data_dir: str | Path, split: str) -> Iterator[tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]]:
+    """Yield (uint8 (N, H, W, C) images, int64 (N,) labels) shard by shard."""
+    shape = ShardMetadata.read(data_dir, split).image_shape
+    for path in shard_files(data_dir, split):
+        yield read_shard_numpy(path, shape)
+
+
+def load_split_numpy(data_dir: str | Path, split: str) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
+    """A whole split in memory as (uint8 (N, H, W, C), int64 (N,)); for small data and evaluation."""
+    shape = ShardMetadata.read(data_dir, split).image_shape
+    parts = list(iter_split_numpy(data_dir, split))
+    if not parts:
+        return np.zeros((0, *shape), np.uint8), np.zeros((0,), np.int64)
+    return np.concatenate([images for images, _ in parts]), np.concatenate([labels for _, labels in parts])
+
+
+MANIFEST_FILE = "manifest.json"  # OUT/manifest.json: resolved config, counts per split and label, rejects, throughput
+REJECTS_FILE = "rejects.csv"  # OUT/rejects.csv: every rejected input (source,row,reason,detail)
+
+
+def read_manifest(data_dir: str | Path) -> dict[str, Any]:
+    """The manifest of a finished ingest output; FormatError names the folder when it is not one."""
+    path = Path(data_dir) / MANIFEST_FILE
+    if not path.is_file():
+        raise FormatError(f"{data_dir} is not a finished `faceray ingest` output (no {MANIFEST_FILE})")
+    try:
+        manifest = json.loads(path.read_text())
+    except ValueError as error:
+        raise FormatError(f"{path}: not JSON ({error})") from None
+    if not isinstance(manifest, dict) or "dataset" not in manifest:
+        raise FormatError(f"{path}: field 'dataset' missing: not a faceray ingest manifest")
+    return manifest

@@ -1,0 +1,143 @@
+"""IMDB-WIKI as an ingest source: face crops (imdb_crop/ or wiki_crop/) labelled by imdb.mat / wiki.mat (gender).
+
+The .mat is read once when planning; each chunk filters its rows' labels with the paper's filters, assigns splits by
+a deterministic hash, reads its image files and decodes them (ingest.images). Files that resolve outside --root are
+rejected, never read.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from faceray.config import ConfigError
+from faceray.faces import IMDB_WIKI_CROP
+from ingest.config import IngestConfig
+from ingest.images import decode_and_resize
+from ingest.imdb import LabelFilter, filter_and_split, read_imdb_metadata
+from ingest.rejections import Rejection
+from ingest.sources import ChunkSpec, Example, Rejected, SourceInputs
+from ingest.splits import parse_ratios
+
+UNKNOWN_LABEL = -1  # a NaN gender kept with --no-drop-unknown-gender
+NUMBER_COLUMNS = ("gender", "face_score", "second_face_score", "dob", "photo_taken")
+
+
+def resolve_mat_path(config: IngestConfig) -> Path:
+    """--mat, else ROOT/imdb.mat, else ROOT/wiki.mat."""
+    if config.mat:
+        return Path(config.mat)
+    for name in ("imdb.mat", "wiki.mat"):
+        if (Path(str(config.root)) / name).is_file():
+            return Path(str(config.root)) / name
+    raise ConfigError(f"--root: no imdb.mat or wiki.mat in {config.root!r} (or pass --mat)")
+
+
+def path_inside_root(root: str, relative_path: str) -> str:
+    """`relative_path` joined onto `root`, or Rejection('outside_root') when it resolves elsewhere.
+
+    Resolved with symlinks followed, so `../` parts, absolute paths and links out of the dataset folder are all
+    caught: a metadata file must not make ingest read files outside the dataset.
+    """
+    real_root = os.path.realpath(root)
+    resolved = os.path.realpath(os.path.join(real_root, relative_path))
+    if os.path.commonpath([real_root, resolved]) != real_root:
+        raise Rejection("outside_root", f"{relative_path!r} resolves outside --root")
+    return resolved
+
+
+def read_file_bytes(path: str) -> bytes:
+    """The bytes of an input file, or a Rejection ('missing file', 'unreadable file')."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise Rejection("missing file", path) from None
+    except OSError as error:
+        raise Rejection("unreadable file", f"{path}: {error.strerror or error}") from None
+
+
+class ImdbWikiSource:
+    """IMDB-WIKI crops + .mat metadata -> gender examples."""
+
+    name = "imdb"
+    description = "IMDB-WIKI face crops + imdb.mat/wiki.mat (gender)"
+    task = "gender"
+    default_size = 64  # the paper's gender input
+    crop = IMDB_WIKI_CROP
+    settings = frozenset(
+        {"root", "mat", "split", "by_identity", "seed", "min_face_score", "drop_unknown_gender", "drop_second_face"}
+    )
+    extra_fields = (
+        pa.field("celeb_id", pa.int64()),
+        pa.field("face_score", pa.float32()),
+        pa.field("photo_taken", pa.float32()),
+    )
+
+    def check(self, config: IngestConfig) -> list[str]:
+        problems = [] if (config.root or config.mat) else ["--root: the IMDB-WIKI crop folder is required"]
+        try:
+            parse_ratios(config.split)
+        except ValueError as error:
+            problems.append(f"--split: {error}")
+        return problems
+
+    def inputs(self, config: IngestConfig) -> Mapping[str, Any]:
+        return {
+            "root": str(Path(config.root or Path(str(config.mat)).parent).resolve()),
+            "label_filter": LabelFilter(
+                drop_unknown_gender=config.drop_unknown_gender,
+                min_face_score=config.min_face_score,
+                drop_second_face=config.drop_second_face,
+            ),
+            "split_ratios": parse_ratios(config.split),
+            "split_seed": config.seed,
+            "by_identity": config.by_identity,
+        }
+
+    def plan(self, config: IngestConfig) -> tuple[list[ChunkSpec], pa.Table | None]:
+        table = pa.Table.from_pandas(read_imdb_metadata(resolve_mat_path(config)), preserve_index=False)
+        specs = [
+            ChunkSpec(chunk=chunk, rows=min(config.shard_rows, table.num_rows - start), first_row=start)
+            for chunk, start in enumerate(range(0, table.num_rows, config.shard_rows))
+        ]
+        return specs, table
+
+    def examples(self, spec: ChunkSpec, rows: pa.Table | None, inputs: SourceInputs) -> Iterator[Example | Rejected]:
+        assert rows is not None, "IMDB-WIKI chunks carry their metadata rows"
+        settings = inputs.settings
+        frame = rows.to_pandas()
+        for name in NUMBER_COLUMNS:  # plain float64 with NaN, whatever dtype the Arrow-to-pandas step chose
+            frame[name] = frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
+        frame = filter_and_split(
+            frame, settings["label_filter"], settings["split_ratios"], settings["split_seed"], settings["by_identity"]
+        )
+        names = ("full_path", "row", "reason", "detail", "split", "gender", "celeb_id", "face_score", "photo_taken")
+        columns = {name: frame[name].tolist() for name in names}  # plain lists: cheaper than rows
+        for index, relative_path in enumerate(columns["full_path"]):
+            row, reason = columns["row"][index], columns["reason"][index]
+            if reason:  # None or "" when the labels passed the filters
+                yield Rejected(relative_path, row, reason, columns["detail"][index])
+                continue
+            try:
+                data = read_file_bytes(path_inside_root(settings["root"], relative_path))
+                image = decode_and_resize(data, inputs.size, inputs.color)
+            except Rejection as rejection:
+                yield Rejected(relative_path, row, rejection.kind, rejection.detail)
+                continue
+            gender = columns["gender"][index]
+            extra = {
+                "celeb_id": int(columns["celeb_id"][index]),
+                "face_score": float(columns["face_score"][index]),
+                "photo_taken": float(columns["photo_taken"][index]),
+            }
+            label = UNKNOWN_LABEL if gender != gender else int(gender)  # NaN != NaN
+            yield Example(columns["split"][index], image, label, relative_path, extra)
+
+
+SOURCE = ImdbWikiSource()
