@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--crop-margin",
         type=float,
         default=None,
-        help="face-box margin per side (default: the crop geometry of the task's training data: 0.4 for gender, IMDB-WIKI crops; 0 for emotion, FER-2013)",
+        help="face-box margin per side (default: the crop geometry of the task's training data: 0.4 for gender, IMDB-WIKI crops; 0.1 for emotion, FER-2013)",
     )
     importer.set_defaults(handler=run_import)
 

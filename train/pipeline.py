@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from faceray.config import ConfigError, config_to_dict, write_json
+from faceray.faces import UNRECORDED_CROP, CropGeometry
 from faceray.shards import ShardMetadata, load_split_numpy, read_manifest, shard_files
 from train.config import TrainConfig
 
@@ -448,9 +449,16 @@ def train_in_process(
     return summary or write_outputs(config, setup, state, best)
 
 
+def card_crop(crop_margin: float | None, meta: ShardMetadata) -> CropGeometry:
+    """The crop geometry a model card records: --crop-margin when given, else the one the ingest recorded for the
+    data, else (data written before faceray recorded it) the old 10% margin."""
+    if crop_margin is not None:
+        return CropGeometry(crop_margin, "set by --crop-margin")
+    return meta.crop or UNRECORDED_CROP
+
+
 def write_outputs(config: TrainConfig, setup: RunSetup, state: Any, best_weights: list[np.ndarray]) -> dict[str, Any]:
     """The best weights into model.keras, history, evaluation, card and plots."""
-    from faceray.faces import UNRECORDED_CROP, CropGeometry
     from faceray.model_card import ModelCard, save_model_dir
     from train.evaluate import evaluate_model, plot_confusion_matrix, plot_learning_curves
     from train.model_dir import without_machine_paths
@@ -489,16 +497,12 @@ def write_outputs(config: TrainConfig, setup: RunSetup, state: Any, best_weights
         "train_images_per_s": float(np.median([row["images_per_s"] for row in history])),
     }
     manifest = read_manifest(config.data).get("config")
-    if config.crop_margin is not None:
-        crop = CropGeometry(config.crop_margin, "set by --crop-margin")
-    else:
-        crop = meta.crop or UNRECORDED_CROP
     card = ModelCard(
         meta.task,
         meta.image_shape,
         meta.color,
         config.model,
-        crop,
+        card_crop(config.crop_margin, meta),
         extra=dict(
             trained_on={
                 "data": Path(config.data).resolve().name,

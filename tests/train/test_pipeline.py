@@ -81,7 +81,7 @@ def test_model_directory_and_card(trained):
     model, card = load_model_dir(out)
     assert card.task == "emotion" and card.labels[3] == "happy" and card.input_shape == (48, 48, 1)
     assert card.color == "gray" and card.extra["config"]["lr"] == 1e-3
-    assert card.crop.margin == 0.0 and "FER-2013" in card.crop.description  # the crop the ingest recorded
+    assert card.crop.margin == 0.1 and "FER-2013" in card.crop.description  # the crop the ingest recorded
     assert card.extra["trained_on"]["manifest"]["dataset"] == "fer"
     assert card.extra["metrics"]["best_epoch"] >= 1
     assert "inner" in " ".join(card.limitations or ()) and "Not for decisions about people" in card.intended_use

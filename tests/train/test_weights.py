@@ -46,7 +46,7 @@ def test_published_weights_are_fetched_checked_and_imported(mirror, reference_di
         card = json.loads((out / f"{task}-paper" / "model_card.json").read_text())
         assert (
             card["task"] == task
-            and card["crop"]["margin"] == (0.4 if task == "gender" else 0.0)
+            and card["crop"]["margin"] == (0.4 if task == "gender" else 0.1)
             and card["source"]["sha256"] == sha256_of(out / "downloads" / card["source"]["file"])
         )
         assert "MIT" in card["source"]["license"] and (out / f"{task}-paper" / "model.keras").is_file()
