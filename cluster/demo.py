@@ -80,12 +80,12 @@ class Progress:
         return time.perf_counter() - self.started
 
 
-def check_client(summary: Any, frames_with_faces: int) -> None:
+def check_client(client: Any, frames_with_faces: int) -> None:
     """The serving step's check: the client read the whole video, most frames were answered, faces were found."""
-    check(summary.exit_reason == "end of video", f"client: stopped before the end of the video ({summary.exit_reason})")
+    check(client.exit_reason == "end of video", f"client: stopped before the end of the video ({client.exit_reason})")
     check(
-        summary.responses >= max(1, summary.frames_read // 2),
-        f"client: only {summary.responses} of {summary.frames_read} frames were answered",
+        client.responses >= max(1, client.frames_read // 2),
+        f"client: only {client.responses} of {client.frames_read} frames were answered",
     )
     check(frames_with_faces > 0, "client: no face was found in any answered frame")
 
@@ -264,9 +264,10 @@ def run_steps(
             log=lambda line: log("  " + line),
         )
         try:
+            assert url is not None, "start_service returns a URL unless asked to stop"
             progress("run the client headless over a generated video")
             video = demo_video(out / "input.mp4", plan.video_frames)
-            summary = run_client(
+            client = run_client(
                 ClientConfig(
                     source=str(video),
                     url=url,
@@ -290,21 +291,21 @@ def run_steps(
     )
     totals = [result["timings_ms"]["total"] for result in results if result.get("timings_ms")]
     facts["serve"] = {
-        "responses": summary.responses,
-        "frames_read": summary.frames_read,
-        "frames_dropped": summary.frames_dropped,
-        "client_fps": round(summary.fps, 2),
-        "client_mean_latency_ms": round(summary.mean_latency_ms, 1),
+        "responses": client.responses,
+        "frames_read": client.frames_read,
+        "frames_dropped": client.frames_dropped,
+        "client_fps": round(client.fps, 2),
+        "client_mean_latency_ms": round(client.mean_latency_ms, 1),
         "server_p50_ms": round(float(np.percentile(totals, 50)), 1) if totals else None,
         "frames_with_faces": sum(1 for result in results if result["faces"]),
-        "exit_reason": summary.exit_reason,
+        "exit_reason": client.exit_reason,
     }
     log(
-        f"  client: {summary.responses} of {summary.frames_read} frames answered ({summary.frames_dropped} dropped, never "
-        f"queued), {facts['serve']['frames_with_faces']} with a face; {summary.fps:.1f} frames/s, mean round trip "
-        f"{summary.mean_latency_ms:.0f} ms; ended: {summary.exit_reason}"
+        f"  client: {client.responses} of {client.frames_read} frames answered ({client.frames_dropped} dropped, never "
+        f"queued), {facts['serve']['frames_with_faces']} with a face; {client.fps:.1f} frames/s, mean round trip "
+        f"{client.mean_latency_ms:.0f} ms; ended: {client.exit_reason}"
     )
-    check_client(summary, facts["serve"]["frames_with_faces"])
+    check_client(client, facts["serve"]["frames_with_faces"])
     snapshot_frame(out / "annotated.mp4", out / "annotated_frame.png")
 
 

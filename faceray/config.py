@@ -95,7 +95,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_class: type, sk
     for field in dataclasses.fields(config_class):
         if field.name in skipped or not field.metadata.get("cli", True):
             continue
-        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()  # type: ignore[misc]
+        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()  # type: ignore[operator]
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         help_text = field.metadata.get("help", "")
         if not field.metadata.get("required") and shown not in ("", None):
@@ -109,7 +109,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_class: type, sk
             if field.metadata.get("choices"):
                 kwargs["choices"] = [choice for choice in field.metadata["choices"] if choice is not None]
                 kwargs.pop("metavar")
-        target_group = parser
+        target_group: Any = parser
         if field.metadata.get("required"):
             if required_group is None:
                 required_group = parser.add_argument_group("required (as a flag or in --config)")
@@ -131,7 +131,7 @@ def resolve_config(
 
     values: dict[str, Any] = {}
     problems: list[str] = []
-    names = {field.name for field in dataclasses.fields(config_class)}
+    names = {field.name for field in dataclasses.fields(typing.cast(Any, config_class))}
     if config_file is not None:
         path = Path(config_file)
         if not path.is_file():
@@ -159,7 +159,7 @@ def resolve_config(
     config = config_class(**converted)
     validate = getattr(config, "validate", None)
     found = validate() if validate else []
-    for field in dataclasses.fields(config_class):
+    for field in dataclasses.fields(typing.cast(Any, config_class)):
         choices = field.metadata.get("choices")
         if choices and getattr(config, field.name) is not None and getattr(config, field.name) not in choices:
             found.append(f"{flag_name(field.name)}: {getattr(config, field.name)!r} is not one of {list(choices)}")

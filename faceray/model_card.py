@@ -132,7 +132,7 @@ class ModelCard:
         try:
             return cls(
                 task=known["task"],
-                input_shape=tuple(known["input_shape"]),  # type: ignore[arg-type]
+                input_shape=tuple(known["input_shape"]),
                 color=known["color"],
                 architecture=str(known.get("architecture", "unknown")),
                 crop=crop,

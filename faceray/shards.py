@@ -114,7 +114,7 @@ class ShardMetadata:
         if len(shape) != 3:
             raise FormatError(f"{path}: schema field {SHAPE_KEY.decode()}: {list(shape)} is not [h, w, c]")
         try:
-            return cls(shape, color, task, labels, dataset, crop)  # type: ignore[arg-type]
+            return cls((shape[0], shape[1], shape[2]), color, task, labels, dataset, crop)
         except FormatError as error:
             raise FormatError(f"{path}: {error}") from None
 

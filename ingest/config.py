@@ -75,7 +75,7 @@ class IngestConfig:
 class SampleConfig:
     """Settings of `faceray sample`: synthetic IMDB-WIKI and FER-2013 data in the real layouts."""
 
-    out: str | None = option(None, "folder for imdb_crop/ and fer2013.csv", required=True)
+    out: str = option(None, "folder for imdb_crop/ and fer2013.csv", required=True)
     imdb: int = option(1200, "IMDB-WIKI images")
     fer: int = option(1200, "FER-2013 rows")
     seed: int = option(0, "random seed")

@@ -184,8 +184,8 @@ def write_imdb_sample(
     for index in range(count):
         celeb = int(rng.integers(0, celeb_count))
         birth = celeb_birth[celeb]
-        year = int(min(2015, birth.year + rng.integers(18, 60)))
-        relative = f"{celeb % 100:02d}/nm{celeb + 1:07d}_rm{int(rng.integers(1e8, 4e9))}_{birth.year}-{birth.month}-{birth.day}_{year}.jpg"
+        year = min(2015, birth.year + int(rng.integers(18, 60)))
+        relative = f"{celeb % 100:02d}/nm{celeb + 1:07d}_rm{int(rng.integers(100_000_000, 4_000_000_000))}_{birth.year}-{birth.month}-{birth.day}_{year}.jpg"
         full_path[0, index] = relative
         name[0, index] = str(celeb_names[0, celeb])
         dob[0, index] = _matlab_datenum(birth)

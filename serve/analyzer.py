@@ -155,6 +155,7 @@ class StreamSession:
         else:
             self._since_detection += 1
         located = time.perf_counter()
+        assert boxes is not None
         faces = self.analyzer.classify(image_bgr, boxes)
         classified = time.perf_counter()
         self._boxes, self._previous_grey = list(boxes), grey

@@ -308,7 +308,8 @@ def build_app(args: ServeConfig | dict[str, Any]) -> serve.Application:
     """App builder: a ServeConfig (from `faceray serve`), or its fields as a mapping (the `args` of the Serve YAML),
     resolved and checked by the same `resolve_config` as the command line."""
     config = args if isinstance(args, ServeConfig) else resolve_config(ServeConfig, dict(args))
-    return FaceService.options(
+    # `options` is added by @serve.deployment, which the type checker does not follow.
+    return FaceService.options(  # type: ignore[attr-defined]
         num_replicas=config.replicas,
         ray_actor_options={"num_cpus": config.replica_cpus},
         max_ongoing_requests=config.max_ongoing_requests,

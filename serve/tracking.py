@@ -3,6 +3,7 @@ between detections by template matching (pure)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +12,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
 
-def iou(first: list[float] | tuple, second: list[float] | tuple) -> float:
+def iou(first: Sequence[float], second: Sequence[float]) -> float:
     """Intersection over union of two (x, y, w, h) boxes."""
     ax, ay, aw, ah = first
     bx, by, bw, bh = second
@@ -36,7 +37,7 @@ class Track:
         """A response-shaped face with the smoothed label and score per task."""
         face: dict[str, Any] = {"box": self.box, "track": self.track_id}
         for task, scores in self.scores.items():
-            label = max(scores, key=scores.get)
+            label = max(scores, key=lambda name: scores[name])
             face[task] = {"label": label, "score": scores[label], "scores": dict(scores)}
         return face
 

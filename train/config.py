@@ -17,7 +17,7 @@ AUGMENT_PRESETS: dict[str, dict[str, float]] = {
 class TrainConfig:
     """Settings of one training run."""
 
-    data: str | None = option(None, "an ingest output folder (OUT of `faceray ingest`)", required=True)
+    data: str = option(None, "an ingest output folder (OUT of `faceray ingest`)", required=True)
     task: str | None = option(
         None, "emotion or gender (default: the task recorded in the data)", choices=("emotion", "gender")
     )

@@ -7,7 +7,7 @@ serving cannot disagree.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import keras
 from keras import layers, regularizers
@@ -77,7 +77,7 @@ def with_normalization(body: keras.Model, name: str | None = None) -> keras.Mode
     return keras.Model(pixels, body(normalization_layer()(pixels)), name=name or body.name)
 
 
-ARCHITECTURES = {"residual": mini_xception_body, "basic": simple_cnn_body}
+ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {"residual": mini_xception_body, "basic": simple_cnn_body}
 
 
 def build_model(

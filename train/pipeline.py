@@ -159,6 +159,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             yield batch["image"], batch["label"]
 
     def val_batches():
+        assert val_shard is not None
         for batch in val_shard.iter_batches(batch_size=256, batch_format="numpy"):
             yield batch["image"], batch["label"]
 
@@ -296,7 +297,7 @@ def run_training(config: TrainConfig, callbacks: list[Any] | None = None, log: A
     image_bytes = int(np.prod(setup.meta.image_shape))
     if setup.counts.sum() * image_bytes < MATERIALIZE_LIMIT_BYTES:
         train_dataset = train_dataset.materialize()
-        if setup.use_val:
+        if setup.use_val and val_dataset is not None:
             val_dataset = val_dataset.materialize()
     train_dataset = train_dataset.randomize_block_order()
     if config.balance == "downsample":
@@ -457,8 +458,12 @@ def card_crop(crop_margin: float | None, meta: ShardMetadata) -> CropGeometry:
     return meta.crop or UNRECORDED_CROP
 
 
-def write_outputs(config: TrainConfig, setup: RunSetup, state: Any, best_weights: list[np.ndarray]) -> dict[str, Any]:
+def write_outputs(
+    config: TrainConfig, setup: RunSetup, state: Any, best_weights: list[np.ndarray] | None
+) -> dict[str, Any]:
     """The best weights into model.keras, history, evaluation, card and plots."""
+    if best_weights is None:
+        raise RuntimeError("training ended before any epoch finished: there are no weights to write")
     from faceray.model_card import ModelCard, save_model_dir
     from train.evaluate import evaluate_model, plot_confusion_matrix, plot_learning_curves
     from train.model_dir import without_machine_paths

@@ -184,7 +184,7 @@ def trial_rows(result_grid: Any, space_keys: list[str]) -> list[dict[str, Any]]:
 
 def _stopped_by_plateau(result: Any) -> bool:
     frame = result.metrics_dataframe
-    return (
+    return bool(
         frame is not None
         and len(frame)
         and "best_epoch" in frame

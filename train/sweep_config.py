@@ -11,11 +11,11 @@ from faceray.config import option
 class SweepConfig:
     """Settings of a learning-rate / augmentation sweep."""
 
-    data: str | None = option(None, "an ingest output folder", required=True)
+    data: str = option(None, "an ingest output folder", required=True)
     task: str | None = option(
         None, "emotion or gender (default: the task recorded in the data)", choices=("emotion", "gender")
     )
-    space: str | None = option(None, "search-space YAML (see train/spaces/report.yaml)", required=True)
+    space: str = option(None, "search-space YAML (see train/spaces/report.yaml)", required=True)
     trials: int = option(1, "samples of the space (each grid point is tried this many times, with fresh random values)")
     max_concurrent: int | None = option(
         None, "trials running at once (default: as many as the cluster holds at 1 CPU per worker)"
