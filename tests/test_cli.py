@@ -124,3 +124,29 @@ def test_an_unexpected_failure_is_one_line_and_a_log(tmp_path, monkeypatch, caps
     assert "failed: RuntimeError: disk on fire" in error and "second line" not in error and "Traceback" not in error
     assert "Traceback" in next(tmp_path.glob("sample-*.log")).read_text()
     assert not (tmp_path / "s").exists()  # no output folder made just for a log
+
+
+def test_every_command_is_built_from_its_config_with_none_as_unset(tmp_path):
+    import argparse
+
+    from faceray.cli import build_parser
+    from faceray.config import resolve_config
+    from serve.config import ClientConfig
+    from train.config import TrainConfig
+
+    parser = build_parser()
+    imdb = parser.parse_args(["ingest", "imdb", "--out", "o", "--root", "r", "--min-face-score", "none"])
+    assert imdb.min_face_score == "none" and not hasattr(imdb, "csv")  # FER's flag is not IMDB's, and the reverse
+    with pytest.raises(SystemExit):
+        parser.parse_args(["ingest", "fer", "--out", "o", "--root", "r"])
+    from ingest.config import IngestConfig
+
+    assert resolve_config(IngestConfig, imdb, dataset="imdb").min_face_score is None
+    client = parser.parse_args(["client", "--fast", "--give-up-after", "3", "--max-frames", "5"])
+    config = resolve_config(ClientConfig, client)
+    assert config.realtime is False and config.give_up_s == 3.0 and config.max_frames == 5 and config.output is None
+    yaml_file = tmp_path / "train.yaml"
+    yaml_file.write_text("data: d\ncrop_margin: null\nfinal_epochs: 3\n")
+    train = resolve_config(TrainConfig, argparse.Namespace(task="gender"), yaml_file)
+    assert train.crop_margin is None and train.final_epochs == 3 and train.task == "gender"
+    assert resolve_config(TrainConfig, {"data": "d"}).task is None  # unset: the task recorded in the data
