@@ -151,146 +151,173 @@ def clear_output(out: Path) -> None:
         shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
 
 
+@dataclass
+class DemoRun:
+    """What every step of one demo run shares."""
+
+    out: Path
+    plan: DemoSize
+    progress: Progress
+    facts: dict[str, Any]
+    log: Any
+
+    def detail(self, line: str) -> None:
+        """A line under the current step."""
+        self.log("  " + line)
+
+
 def run_steps(
     out: Path, plan: DemoSize, address: str | None, progress: Progress, facts: dict[str, Any], log: Any
 ) -> None:
-    """The demo's steps; each records its facts and checks its own result."""
-    from faceray.runtime import free_loopback_port, init_ray, shutdown_ray
-    from ingest.config import IngestConfig
-    from ingest.inspect import inspect_output
-    from ingest.pipeline import run_ingest, summary_line
-    from ingest.sample import write_sample
-    from serve.client import ClientConfig, run_client
-    from serve.config import ServeConfig
-    from serve.service import start_service, stop_service
-    from train.config import TrainConfig
-    from train.pipeline import run_training
-    from train.sweep import format_table, run_sweep
-    from train.sweep_config import SweepConfig
+    """The demo's steps, in order; each records its facts and checks its own result."""
+    from faceray.runtime import init_ray, shutdown_ray
 
+    run = DemoRun(out, plan, progress, facts, log)
     progress("starting a local Ray on 127.0.0.1")
     started_ray = init_ray(address)  # a Ray this process already runs is used, and left running
     try:
-        progress(
-            f"sample data: {plan.imdb_images} IMDB-WIKI crops + {plan.fer_rows} FER-2013 rows (synthetic, real layouts)"
-        )
-        sample = write_sample(out / "data" / "sample", plan.imdb_images, plan.fer_rows, seed=0)
-
-        progress("ingest both datasets into Parquet shards with Ray Data")
-        manifests = {}
-        for name, settings in (
-            ("imdb", dict(dataset="imdb", root=str(sample.imdb_root), out=str(out / "data" / "imdb64"))),
-            ("fer", dict(dataset="fer", csv=str(sample.fer_csv), out=str(out / "data" / "fer48"))),
-        ):
-            manifest = run_ingest(
-                resolve_config(IngestConfig, {**settings, "shard_rows": 500, "progress": False}),
-                log=log if name == "imdb" else None,
-            )
-            inputs = manifest["inputs"]
-            check(
-                inputs["accepted"] > 0 and inputs["accepted"] + inputs["rejected"] == inputs["total"],
-                f"ingest {name}: {inputs['accepted']} accepted + {inputs['rejected']} rejected of {inputs['total']} inputs",
-            )
-            inspect_output(settings["out"])
-            manifests[name] = manifest
-            log("  " + summary_line(manifest))
-        facts["ingest"] = {
-            name: {"inputs": manifest["inputs"], "rejects": manifest["rejects"], "throughput": manifest["this_run"]}
-            for name, manifest in manifests.items()
-        }
-
-        progress("train the residual model (mini-Xception) for emotion and for gender with Ray Train")
-        facts["train"] = {}
-        for task, data, epochs in (("emotion", "fer48", plan.emotion_epochs), ("gender", "imdb64", plan.gender_epochs)):
-            # bn_momentum 0.9: the sample gives a few hundred steps, too few for the paper's 0.99.
-            config = resolve_config(
-                TrainConfig,
-                dict(
-                    data=str(out / "data" / data),
-                    task=task,
-                    model="residual",
-                    epochs=epochs,
-                    bn_momentum=0.9,
-                    augment="off",
-                    out=str(out / "models" / task),
-                ),
-            )
-            summary = run_training(config, log=lambda line: log("  " + line))
-            evaluation = summary["evaluation"]
-            check((out / "models" / task / "model.keras").is_file(), f"train {task}: no model.keras was written")
-            log(
-                f"  {task}: {evaluation['split']} accuracy {evaluation['accuracy']:.3f} (majority-class chance "
-                f"{evaluation['chance_accuracy']:.3f}), macro-F1 {evaluation['macro_f1']:.3f}"
-            )
-            facts["train"][task] = evaluation | {"metrics": summary["metrics"]}
-
-        progress(f"a small sweep of the learning rate with Ray Tune ({len(plan.sweep_learning_rates)} trials)")
-        space = out / "sweep_space.yaml"
-        rates = ", ".join(f"{rate:.1e}" for rate in plan.sweep_learning_rates)
-        space.write_text(f"lr: [{rates}]\naugment: 'off'\nbn_momentum: 0.9\n")
-        # Trials side by side, as many as the machine holds (faceray.resources.plan_sweep), each training in its trial.
-        sweep = run_sweep(
-            resolve_config(
-                SweepConfig,
-                dict(
-                    data=str(out / "data" / "fer48"),
-                    space=str(space),
-                    epochs=plan.sweep_epochs,
-                    scheduler="fifo",
-                    out=str(out / "sweep"),
-                ),
-            ),
-            log=lambda line: log("  " + line),
-        )
-        failed_trials = [row["trial_id"] for row in sweep["rows"] if row["status"].startswith("failed")]
-        check(
-            not failed_trials and sweep["best"] is not None,
-            f"sweep: trials failed: {', '.join(failed_trials) or 'all'}",
-        )
-        facts["sweep_table"] = format_table(sweep["rows"], sweep["space_keys"])
-        log("\n".join("  " + line for line in facts["sweep_table"].splitlines()))
-
-        progress("start the face-classification service on Ray Serve")
-        port = free_loopback_port()
-        url = start_service(
-            resolve_config(
-                ServeConfig,
-                dict(
-                    emotion_model=str(out / "models" / "emotion"),
-                    gender_model=str(out / "models" / "gender"),
-                    port=port,
-                ),
-            ),
-            log=lambda line: log("  " + line),
-        )
-        try:
-            assert url is not None, "start_service returns a URL unless asked to stop"
-            progress("run the client headless over a generated video")
-            video = demo_video(out / "input.mp4", plan.video_frames)
-            client = run_client(
-                ClientConfig(
-                    source=str(video),
-                    url=url,
-                    output=str(out / "annotated.mp4"),
-                    jsonl=str(out / "client.jsonl"),
-                    display=False,
-                ),
-                log=lambda line: log("  " + line),
-            )
-        finally:
-            stop_service()
+        sample = write_sample_data(run)
+        ingest_datasets(run, sample)
+        train_models(run)
+        sweep_learning_rate(run)
+        client = serve_and_run_client(run)
     finally:
         if started_ray:
             shutdown_ray()
+    check_answers(run, client)
 
-    progress("check the client's answers and write the report")
+
+def write_sample_data(run: DemoRun) -> Any:
+    from ingest.sample import write_sample
+
+    plan = run.plan
+    run.progress(
+        f"sample data: {plan.imdb_images} IMDB-WIKI crops + {plan.fer_rows} FER-2013 rows (synthetic, real layouts)"
+    )
+    return write_sample(run.out / "data" / "sample", plan.imdb_images, plan.fer_rows, seed=0)
+
+
+def ingest_datasets(run: DemoRun, sample: Any) -> None:
+    from ingest.config import IngestConfig
+    from ingest.inspect import inspect_output
+    from ingest.pipeline import run_ingest, summary_line
+
+    run.progress("ingest both datasets into Parquet shards with Ray Data")
+    manifests = {}
+    for name, settings in (
+        ("imdb", dict(dataset="imdb", root=str(sample.imdb_root), out=str(run.out / "data" / "imdb64"))),
+        ("fer", dict(dataset="fer", csv=str(sample.fer_csv), out=str(run.out / "data" / "fer48"))),
+    ):
+        manifest = run_ingest(
+            resolve_config(IngestConfig, {**settings, "shard_rows": 500, "progress": False}),
+            log=run.log if name == "imdb" else None,
+        )
+        inputs = manifest["inputs"]
+        check(
+            inputs["accepted"] > 0 and inputs["accepted"] + inputs["rejected"] == inputs["total"],
+            f"ingest {name}: {inputs['accepted']} accepted + {inputs['rejected']} rejected of {inputs['total']} inputs",
+        )
+        inspect_output(settings["out"])
+        manifests[name] = manifest
+        run.detail(summary_line(manifest))
+    run.facts["ingest"] = {
+        name: {"inputs": manifest["inputs"], "rejects": manifest["rejects"], "throughput": manifest["this_run"]}
+        for name, manifest in manifests.items()
+    }
+
+
+def train_models(run: DemoRun) -> None:
+    from train.config import TrainConfig
+    from train.pipeline import run_training
+
+    run.progress("train the residual model (mini-Xception) for emotion and for gender with Ray Train")
+    run.facts["train"] = {}
+    plan = run.plan
+    for task, data, epochs in (("emotion", "fer48", plan.emotion_epochs), ("gender", "imdb64", plan.gender_epochs)):
+        # bn_momentum 0.9: the sample gives a few hundred steps, too few for the paper's 0.99.
+        config = resolve_config(
+            TrainConfig,
+            dict(
+                data=str(run.out / "data" / data),
+                task=task,
+                model="residual",
+                epochs=epochs,
+                bn_momentum=0.9,
+                augment="off",
+                out=str(run.out / "models" / task),
+            ),
+        )
+        summary = run_training(config, log=run.detail)
+        evaluation = summary["evaluation"]
+        check((run.out / "models" / task / "model.keras").is_file(), f"train {task}: no model.keras was written")
+        run.detail(
+            f"{task}: {evaluation['split']} accuracy {evaluation['accuracy']:.3f} (majority-class chance "
+            f"{evaluation['chance_accuracy']:.3f}), macro-F1 {evaluation['macro_f1']:.3f}"
+        )
+        run.facts["train"][task] = evaluation | {"metrics": summary["metrics"]}
+
+
+def sweep_learning_rate(run: DemoRun) -> None:
+    from train.sweep import format_table, run_sweep
+    from train.sweep_config import SweepConfig
+
+    rates = run.plan.sweep_learning_rates
+    run.progress(f"a small sweep of the learning rate with Ray Tune ({len(rates)} trials)")
+    space = run.out / "sweep_space.yaml"
+    space.write_text(f"lr: [{', '.join(f'{rate:.1e}' for rate in rates)}]\naugment: 'off'\nbn_momentum: 0.9\n")
+    # Trials side by side, as many as the machine holds (faceray.resources.plan_sweep), each training in its trial.
+    config = dict(
+        data=str(run.out / "data" / "fer48"),
+        space=str(space),
+        epochs=run.plan.sweep_epochs,
+        scheduler="fifo",
+        out=str(run.out / "sweep"),
+    )
+    sweep = run_sweep(resolve_config(SweepConfig, config), log=run.detail)
+    failed_trials = [row["trial_id"] for row in sweep["rows"] if row["status"].startswith("failed")]
+    check(not failed_trials and sweep["best"] is not None, f"sweep: trials failed: {', '.join(failed_trials) or 'all'}")
+    run.facts["sweep_table"] = format_table(sweep["rows"], sweep["space_keys"])
+    run.log("\n".join("  " + line for line in run.facts["sweep_table"].splitlines()))
+
+
+def serve_and_run_client(run: DemoRun) -> Any:
+    """Start the service on the two trained models, run the client headless over a generated video, stop it."""
+    from faceray.runtime import free_loopback_port
+    from serve.client import run_client
+    from serve.config import ClientConfig, ServeConfig
+    from serve.service import start_service, stop_service
+
+    run.progress("start the face-classification service on Ray Serve")
+    models = run.out / "models"
+    config = dict(emotion_model=str(models / "emotion"), gender_model=str(models / "gender"), port=free_loopback_port())
+    url = start_service(resolve_config(ServeConfig, config), log=run.detail)
+    try:
+        assert url is not None, "start_service returns a URL unless asked to stop"
+        run.progress("run the client headless over a generated video")
+        video = demo_video(run.out / "input.mp4", run.plan.video_frames)
+        client_config = ClientConfig(
+            source=str(video),
+            url=url,
+            output=str(run.out / "annotated.mp4"),
+            jsonl=str(run.out / "client.jsonl"),
+            display=False,
+        )
+        return run_client(client_config, log=run.detail)
+    finally:
+        stop_service()
+
+
+def check_answers(run: DemoRun, client: Any) -> None:
+    """The client's answers (client.jsonl) into the report's facts, checked; a frame of the video as a PNG."""
+    out = run.out
+    run.progress("check the client's answers and write the report")
     results = (
         [json.loads(line) for line in (out / "client.jsonl").read_text().splitlines()]
         if (out / "client.jsonl").exists()
         else []
     )
     totals = [result["timings_ms"]["total"] for result in results if result.get("timings_ms")]
-    facts["serve"] = {
+    run.facts["serve"] = {
         "responses": client.responses,
         "frames_read": client.frames_read,
         "frames_dropped": client.frames_dropped,
@@ -300,12 +327,12 @@ def run_steps(
         "frames_with_faces": sum(1 for result in results if result["faces"]),
         "exit_reason": client.exit_reason,
     }
-    log(
-        f"  client: {client.responses} of {client.frames_read} frames answered ({client.frames_dropped} dropped, never "
-        f"queued), {facts['serve']['frames_with_faces']} with a face; {client.fps:.1f} frames/s, mean round trip "
+    run.detail(
+        f"client: {client.responses} of {client.frames_read} frames answered ({client.frames_dropped} dropped, never "
+        f"queued), {run.facts['serve']['frames_with_faces']} with a face; {client.fps:.1f} frames/s, mean round trip "
         f"{client.mean_latency_ms:.0f} ms; ended: {client.exit_reason}"
     )
-    check_client(client, facts["serve"]["frames_with_faces"])
+    check_client(client, run.facts["serve"]["frames_with_faces"])
     snapshot_frame(out / "annotated.mp4", out / "annotated_frame.png")
 
 

@@ -20,7 +20,6 @@ CPU work runs on the replica's thread pool, never on its event loop, so /healthz
 
 import asyncio
 import time
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -217,56 +216,21 @@ class FaceService:
     @api.websocket("/v1/stream")
     async def stream(self, websocket: WebSocket) -> None:
         """One stream: frames in, answers out in order; at most `stream_queue` frames wait, the oldest is dropped."""
+        from serve.inbox import StreamInbox
+
         if not self.origin_allowed(websocket.headers.get("origin"), websocket.headers.get("host", "")):
             await websocket.close(code=1008, reason="this origin may not use the stream (see --allowed-origins)")
             return
         await websocket.accept()
         session = self.analyzer.stream(detect_every=self.config.detect_every, smoothing=self.config.smoothing)
-        waiting: deque[tuple[int, bytes]] = deque()
-        dropped: deque[int] = deque()
-        arrived = asyncio.Event()
-        closed = False
-
-        async def receive() -> None:
-            nonlocal closed
-            received = 0
-            try:
-                while True:
-                    message = await websocket.receive()
-                    if message["type"] == "websocket.disconnect":
-                        break
-                    data = message.get("bytes")
-                    if data is None:
-                        data = b""  # a text message is not a frame; it is answered with an error in its turn
-                    if len(waiting) >= self.config.stream_queue:
-                        dropped.append(waiting.popleft()[0])
-                    waiting.append((received, data))
-                    received += 1
-                    arrived.set()
-            except WebSocketDisconnect:
-                pass
-            finally:
-                closed = True
-                arrived.set()
-
-        receiver = asyncio.create_task(receive())
+        inbox = StreamInbox(self.config.stream_queue)
+        receiver = asyncio.create_task(receive_frames(websocket, inbox))
         try:
-            while True:
-                await arrived.wait()
-                arrived.clear()
-                while waiting:
-                    frame_id, data = waiting.popleft()
-                    while dropped and dropped[0] < frame_id:
-                        await websocket.send_json(
-                            {
-                                "frame": dropped.popleft(),
-                                "dropped": True,
-                                "reason": f"more than {self.config.stream_queue} frames were waiting",
-                            }
-                        )
-                    await websocket.send_json(await self.run(self.analyze_stream_frame, session, frame_id, data))
-                if closed:
-                    break
+            async for frame_id, data, dropped_before in inbox.frames():
+                for dropped_id in dropped_before:
+                    reason = f"more than {self.config.stream_queue} frames were waiting"
+                    await websocket.send_json({"frame": dropped_id, "dropped": True, "reason": reason})
+                await websocket.send_json(await self.run(self.analyze_stream_frame, session, frame_id, data))
         except (WebSocketDisconnect, RuntimeError):
             pass  # the client went away while we answered
         finally:
@@ -302,6 +266,21 @@ class FaceService:
                 "total": milliseconds(time.perf_counter() - started),
             },
         }
+
+
+async def receive_frames(websocket: WebSocket, inbox: Any) -> None:
+    """Put every message of the stream into `inbox` until the client disconnects, then close it."""
+    try:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            data = message.get("bytes")
+            inbox.put(b"" if data is None else data)  # a text message is not a frame: answered with an error
+    except WebSocketDisconnect:
+        pass
+    finally:
+        inbox.close()
 
 
 def build_app(args: ServeConfig | dict[str, Any]) -> serve.Application:

@@ -237,146 +237,191 @@ class Reconnector:
             self.transport.close()
 
 
+class ClientSession:
+    """The state of one client run: the capture, the connection (with reconnects), the frames in flight, the faces
+    on screen and the outputs. `run_client` drives it one frame at a time."""
+
+    def __init__(
+        self, config: ClientConfig, session: Any, log: Callable[[str], None], make_transport: Callable[[], Any] | None
+    ) -> None:
+        self.config = config
+        self.show = config.display
+        if self.show and not display_available():
+            log("no display available (DISPLAY is not set): running headless; pass --no-display to silence this")
+            self.show = False
+        self.capture = open_capture(config.source)
+        self.writer: cv2.VideoWriter | None = None
+        self.jsonl = open(config.jsonl, "w") if config.jsonl else None
+        self.tracker = FaceTracker(smoothing=config.smoothing)
+        self.summary = ClientSummary()
+        self.sent_at: dict[int, float] = {}
+        self.latencies: deque[float] = deque(maxlen=30)
+        self.shown_faces: list[dict[str, Any]] = []
+        if make_transport is None:
+            make_transport = (
+                (lambda: StreamTransport(config))
+                if config.transport == "stream"
+                else (lambda: HttpTransport(config, session))
+            )
+        self.link = Reconnector(make_transport, config.give_up_s, log)
+        self.started = time.perf_counter()
+        is_file = not config.source.isdigit()
+        fps = self.capture.get(cv2.CAP_PROP_FPS) or 25.0
+        self.frame_interval = 1.0 / fps if is_file and config.realtime else 0.0
+        self.next_frame_at = time.perf_counter()
+
+    def wait_for_next_frame(self) -> None:
+        """Pace a video file at its frame rate, taking answers as they come meanwhile (the round trip is then
+        measured when the answer arrives, not at the next frame)."""
+        if not self.frame_interval:
+            return
+        self.next_frame_at += self.frame_interval
+        while (remaining := self.next_frame_at - time.perf_counter()) > 0:
+            if self.link.transport is not None and self.link.transport.in_flight:
+                self.collect(block=False)
+            time.sleep(min(remaining, 0.002))
+
+    def read_frame(self) -> np.ndarray | None:
+        """The next BGR frame, or None at the end of the video."""
+        ok, frame = self.capture.read()
+        if not ok:
+            return None
+        self.summary.frames_read += 1
+        return frame
+
+    def send(self, frame: np.ndarray) -> None:
+        """Send the frame if the connection is up and has room; else it is dropped (the picture stays live)."""
+        transport = self.link.current()
+        if transport is None or transport.in_flight >= self.config.max_in_flight:
+            self.summary.frames_dropped += 1
+            return
+        _, encoded = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, self.config.jpeg_quality])
+        index = self.summary.frames_read - 1
+        self.sent_at[index] = time.perf_counter()
+        try:
+            transport.send(index, encoded.tobytes())
+            self.summary.frames_sent += 1
+        except ServiceGone as problem:
+            self.lose_connection(problem)
+
+    def lose_connection(self, problem: ServiceGone) -> None:
+        self.summary.frames_dropped += len(self.sent_at)  # the frames in flight are lost with the connection
+        self.sent_at.clear()
+        self.shown_faces = []
+        self.link.lost(problem)  # raises ServiceGone when it is time to give up
+
+    def collect(self, block: bool) -> None:
+        """Take the answers that arrived (all of those in flight when `block`): faces to show, JSON lines."""
+        transport = self.link.transport
+        if transport is None:
+            return
+        try:
+            answers = transport.answers(block)
+        except ServiceGone as problem:
+            self.lose_connection(problem)
+            return
+        for frame_index, result in answers:
+            self.latencies.append((time.perf_counter() - self.sent_at.pop(frame_index)) * 1000)
+            if result.get("dropped"):  # the service dropped it (only when it falls behind)
+                self.summary.frames_dropped += 1
+                continue
+            self.summary.responses += 1
+            if transport.smooths:
+                self.shown_faces = result["faces"]
+            else:
+                self.shown_faces = [track.as_face() for track in self.tracker.update(result["faces"])]
+            if self.jsonl is not None:
+                line = {
+                    "frame": frame_index,
+                    "faces": result["faces"],
+                    "smoothed": self.shown_faces,
+                    "timings_ms": result.get("timings_ms"),
+                }
+                self.jsonl.write(json.dumps(line) + "\n")
+
+    def annotate(self, frame: np.ndarray) -> np.ndarray:
+        """The frame with the faces on screen and a status line (rate and latency, or the outage)."""
+        if self.link.transport is None:
+            overlay = f"service unavailable, reconnecting ({self.link.problem[:60]})"
+        else:
+            elapsed = time.perf_counter() - self.started
+            latency = float(np.mean(self.latencies)) if self.latencies else 0.0
+            overlay = f"{self.summary.responses / elapsed:.1f} fps  {latency:.0f} ms  faces {len(self.shown_faces)}"
+        return draw_faces(frame, self.shown_faces, overlay)
+
+    def output(self, annotated: np.ndarray) -> str | None:
+        """Write the annotated frame to the video file and the window; returns why to stop, if it is time."""
+        if self.config.output:
+            if self.writer is None:
+                fps = self.capture.get(cv2.CAP_PROP_FPS) or 15.0
+                fourcc = cv2.VideoWriter_fourcc(*"mp4v")
+                self.writer = cv2.VideoWriter(self.config.output, fourcc, fps, annotated.shape[1::-1])
+            self.writer.write(annotated)
+        if self.show:
+            cv2.imshow("faceray", annotated)
+            if (cv2.waitKey(1) & 0xFF) in QUIT_KEYS:
+                return "quit key"
+        if self.config.max_frames and self.summary.frames_read >= self.config.max_frames:
+            return "max frames"
+        return None
+
+    def close(self) -> None:
+        """Release the connection, the capture, the outputs and the window (also after Ctrl-C)."""
+        self.link.close()
+        self.capture.release()
+        if self.writer is not None:
+            self.writer.release()
+        if self.jsonl is not None:
+            self.jsonl.close()
+        if self.show:
+            cv2.destroyAllWindows()
+            cv2.waitKey(1)
+
+    def outage_without_answers(self) -> str | None:
+        """The connection problem, when the service is down and never answered while the video lasted."""
+        if self.link.transport is None and self.summary.responses == 0 and self.link.problem:
+            return self.link.problem
+        return None
+
+    def finish(self) -> ClientSummary:
+        """The summary, with the rates over the whole run."""
+        summary = self.summary
+        summary.reconnects = self.link.reconnects
+        elapsed = time.perf_counter() - self.started
+        summary.fps = summary.responses / elapsed if elapsed > 0 else 0.0
+        summary.mean_latency_ms = float(np.mean(self.latencies)) if self.latencies else 0.0
+        return summary
+
+
 def run_client(
     config: ClientConfig, session: Any = None, log=print, make_transport: Callable[[], Any] | None = None
 ) -> ClientSummary:
     """Run the capture -> request -> draw loop until a quit key, Ctrl-C, end of video, max_frames, or an outage of
     the service longer than `give_up_s` (shorter ones are retried with backoff while the picture stays live).
     `make_transport` replaces the configured transport (tests)."""
-    show = config.display
-    if show and not display_available():
-        log("no display available (DISPLAY is not set): running headless; pass --no-display to silence this")
-        show = False
-    capture = open_capture(config.source)
-    writer: cv2.VideoWriter | None = None
-    jsonl = open(config.jsonl, "w") if config.jsonl else None
-    tracker = FaceTracker(smoothing=config.smoothing)
-    summary = ClientSummary()
-    sent_at: dict[int, float] = {}
-    latencies: deque[float] = deque(maxlen=30)
-    shown_faces: list[dict[str, Any]] = []
-    if make_transport is None:
-        make_transport = (
-            (lambda: StreamTransport(config))
-            if config.transport == "stream"
-            else (lambda: HttpTransport(config, session))
-        )
-    link = Reconnector(make_transport, config.give_up_s, log)
-    started = time.perf_counter()
-
-    def lose_connection(problem: ServiceGone) -> None:
-        nonlocal shown_faces
-        summary.frames_dropped += len(sent_at)  # the frames in flight are lost with the connection
-        sent_at.clear()
-        shown_faces = []
-        link.lost(problem)  # raises ServiceGone when it is time to give up
-
-    def collect(transport: Any, block: bool) -> None:
-        nonlocal shown_faces
-        try:
-            answers = transport.answers(block)
-        except ServiceGone as problem:
-            lose_connection(problem)
-            return
-        for frame_index, result in answers:
-            latencies.append((time.perf_counter() - sent_at.pop(frame_index)) * 1000)
-            if result.get("dropped"):  # the service dropped it (only when it falls behind)
-                summary.frames_dropped += 1
-                continue
-            summary.responses += 1
-            if transport.smooths:
-                shown_faces = result["faces"]
-            else:
-                shown_faces = [track.as_face() for track in tracker.update(result["faces"])]
-            if jsonl is not None:
-                jsonl.write(
-                    json.dumps(
-                        {
-                            "frame": frame_index,
-                            "faces": result["faces"],
-                            "smoothed": shown_faces,
-                            "timings_ms": result.get("timings_ms"),
-                        }
-                    )
-                    + "\n"
-                )
-
-    is_file = not config.source.isdigit()
-    frame_interval = 1.0 / (capture.get(cv2.CAP_PROP_FPS) or 25.0) if is_file and config.realtime else 0.0
-    next_frame_at = time.perf_counter()
+    client = ClientSession(config, session, log, make_transport)
     try:
         while True:
-            if frame_interval:
-                next_frame_at += frame_interval
-                # Wait for the video's next frame while taking answers as they come (the round trip is then
-                # measured when the answer arrives, not at the next frame).
-                while (remaining := next_frame_at - time.perf_counter()) > 0:
-                    if link.transport is not None and link.transport.in_flight:
-                        collect(link.transport, block=False)
-                    time.sleep(min(remaining, 0.002))
-            ok, frame = capture.read()
-            if not ok:
-                summary.exit_reason = "end of video"
+            client.wait_for_next_frame()
+            frame = client.read_frame()
+            if frame is None:
+                client.summary.exit_reason = "end of video"
                 break
-            summary.frames_read += 1
-            transport = link.current()
-            if transport is not None and transport.in_flight < config.max_in_flight:
-                ok, encoded = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, config.jpeg_quality])
-                sent_at[summary.frames_read - 1] = time.perf_counter()
-                try:
-                    transport.send(summary.frames_read - 1, encoded.tobytes())
-                    summary.frames_sent += 1
-                except ServiceGone as problem:
-                    lose_connection(problem)
-            else:
-                summary.frames_dropped += 1
-            if link.transport is not None:
-                collect(link.transport, block=False)
-            elapsed = time.perf_counter() - started
-            latency = float(np.mean(latencies)) if latencies else 0.0
-            if link.transport is None:
-                overlay = f"service unavailable, reconnecting ({link.problem[:60]})"
-            else:
-                overlay = f"{summary.responses / elapsed:.1f} fps  {latency:.0f} ms  faces {len(shown_faces)}"
-            annotated = draw_faces(frame, shown_faces, overlay)
-            if config.output:
-                if writer is None:
-                    fps = capture.get(cv2.CAP_PROP_FPS) or 15.0
-                    writer = cv2.VideoWriter(
-                        config.output, cv2.VideoWriter_fourcc(*"mp4v"), fps, annotated.shape[1::-1]
-                    )
-                writer.write(annotated)
-            if show:
-                cv2.imshow("faceray", annotated)
-                if (cv2.waitKey(1) & 0xFF) in QUIT_KEYS:
-                    summary.exit_reason = "quit key"
-                    break
-            if config.max_frames and summary.frames_read >= config.max_frames:
-                summary.exit_reason = "max frames"
+            client.send(frame)
+            client.collect(block=False)
+            stop = client.output(client.annotate(frame))
+            if stop:
+                client.summary.exit_reason = stop
                 break
-        if link.transport is not None:
-            collect(link.transport, block=True)
-        if link.transport is None and summary.responses == 0 and link.problem:
-            summary.exit_reason = link.problem  # the service never answered while the video lasted
+        client.collect(block=True)
+        client.summary.exit_reason = client.outage_without_answers() or client.summary.exit_reason
     except KeyboardInterrupt:
-        summary.exit_reason = "interrupted (Ctrl-C)"
+        client.summary.exit_reason = "interrupted (Ctrl-C)"
     except ServiceGone as problem:
-        summary.exit_reason = str(problem)
+        client.summary.exit_reason = str(problem)
     finally:
-        link.close()
-        capture.release()
-        if writer is not None:
-            writer.release()
-        if jsonl is not None:
-            jsonl.close()
-        if show:
-            cv2.destroyAllWindows()
-            cv2.waitKey(1)
-    summary.reconnects = link.reconnects
-    elapsed = time.perf_counter() - started
-    summary.fps = summary.responses / elapsed if elapsed > 0 else 0.0
-    summary.mean_latency_ms = float(np.mean(latencies)) if latencies else 0.0
-    return summary
+        client.close()
+    return client.finish()
 
 
 def write_test_video(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> Path:

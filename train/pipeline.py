@@ -278,18 +278,24 @@ def run_training(config: TrainConfig, callbacks: list[Any] | None = None, log: A
     plan = plan_training(read_cluster(), config.workers, config.cpus_per_worker, config.gpus_per_worker)
     if log is not None:
         log(plan.line())
+    setup = prepare_run(config, plan.to_dict())
+    datasets = training_datasets(config, setup)
+    progress_file = setup.out / "epochs.log" if log is not None else None
+    trainer = make_trainer(config, setup, plan, datasets, callbacks, progress_file)
+    state, best_weights = fit_trainer(trainer, plan, progress_file, log)
+    return write_outputs(config, setup, state, best_weights)
 
+
+def training_datasets(config: TrainConfig, setup: RunSetup) -> dict[str, Any]:
+    """The Ray Datasets the workers read: "train" (train+val for a final run; held in the object store when small,
+    blocks in random order, downsampled per epoch with --balance downsample) and "val" when validating."""
     import ray  # Ray Train and TensorFlow are imported only once the plan fits
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.tensorflow import TensorflowTrainer
 
     from train.dataset import read_split_dataset
 
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
-    setup = prepare_run(config, plan.to_dict())
-
     train_dataset = read_split_dataset(setup.data, "train")
     val_dataset = read_split_dataset(setup.data, "val") if "val" in setup.train_splits or setup.use_val else None
     if "val" in setup.train_splits:
@@ -307,15 +313,25 @@ def run_training(config: TrainConfig, callbacks: list[Any] | None = None, log: A
     datasets = {"train": train_dataset}
     if setup.use_val:
         datasets["val"] = val_dataset
+    return datasets
+
+
+def make_trainer(
+    config: TrainConfig,
+    setup: RunSetup,
+    plan: Any,
+    datasets: dict[str, Any],
+    callbacks: list[Any] | None,
+    progress_file: Path | None,
+) -> Any:
+    """The TensorflowTrainer of this run: the plan's CPUs per worker, checkpoints ranked by the monitored loss."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.tensorflow import TensorflowTrainer
 
     monitored = "val_loss" if setup.use_val else "loss"
-    progress_file = setup.out / "epochs.log"
-    trainer = TensorflowTrainer(
+    return TensorflowTrainer(
         train_loop_per_worker,
-        train_loop_config={
-            **loop_settings(config, setup),
-            "progress_file": str(progress_file) if log is not None else "",
-        },
+        train_loop_config={**loop_settings(config, setup), "progress_file": str(progress_file or "")},
         scaling_config=ScalingConfig(
             num_workers=config.workers,
             use_gpu=config.gpus_per_worker > 0,
@@ -337,8 +353,15 @@ def run_training(config: TrainConfig, callbacks: list[Any] | None = None, log: A
             callbacks=callbacks,
         ),
     )
+
+
+def fit_trainer(trainer: Any, plan: Any, progress_file: Path | None, log: Any) -> tuple[Any, list[np.ndarray]]:
+    """Run the trainer (relaying the workers' epoch lines from `progress_file` to `log`); returns the training
+    state and best weights of its last checkpoint. A worker group that could not start is said in the plan's words."""
+    from train.loop import read_training_state
+
     try:
-        if log is not None:
+        if progress_file is not None:
             with follow_lines(progress_file, log):
                 result = trainer.fit()
         else:
@@ -349,13 +372,11 @@ def run_training(config: TrainConfig, callbacks: list[Any] | None = None, log: A
         raise _explain_start_timeout(result.error, plan)
     if result.checkpoint is None:
         raise RuntimeError("training finished without a checkpoint")
-    from train.loop import read_training_state
-
     with result.checkpoint.as_directory() as folder:
         state, best_weights = read_training_state(Path(folder))
     if best_weights is None:
         raise RuntimeError("training finished without best weights in its checkpoint")
-    return write_outputs(config, setup, state, best_weights)
+    return state, best_weights
 
 
 def _explain_start_timeout(error: BaseException, plan: Any) -> BaseException:
