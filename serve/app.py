@@ -47,6 +47,24 @@ def milliseconds(seconds: float) -> float:
     return round(seconds * 1000, 2)
 
 
+async def receive_frames(websocket: WebSocket, inbox: Any) -> None:
+    """Put every message of the stream into `inbox` until the client disconnects, then close it.
+
+    Defined above FaceService on purpose: Serve captures the class with the module globals that exist when it is
+    decorated, so a helper defined below it is missing in the replica (NameError)."""
+    try:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            data = message.get("bytes")
+            inbox.put(b"" if data is None else data)  # a text message is not a frame: answered with an error
+    except WebSocketDisconnect:
+        pass
+    finally:
+        inbox.close()
+
+
 @serve.deployment
 @serve.ingress(api)
 class FaceService:
@@ -266,21 +284,6 @@ class FaceService:
                 "total": milliseconds(time.perf_counter() - started),
             },
         }
-
-
-async def receive_frames(websocket: WebSocket, inbox: Any) -> None:
-    """Put every message of the stream into `inbox` until the client disconnects, then close it."""
-    try:
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                break
-            data = message.get("bytes")
-            inbox.put(b"" if data is None else data)  # a text message is not a frame: answered with an error
-    except WebSocketDisconnect:
-        pass
-    finally:
-        inbox.close()
 
 
 def build_app(args: ServeConfig | dict[str, Any]) -> serve.Application:
