@@ -151,10 +151,10 @@ def main() -> None:
             _, pool_s = timed(lambda: sum(pool.map(decode_chunk, chunks)))
             pool_rates.append(len(paths) / pool_s)
             manifest, faceray_s = ingest_once(data / "out")
-            faceray_rates.append(manifest["inputs"]["accepted"] / faceray_s)
+            faceray_rates.append(manifest.inputs["accepted"] / faceray_s)
     shutdown_ray()
     pool_rate, faceray_rate = float(np.median(pool_rates)), float(np.median(faceray_rates))
-    faceray_s = manifest["inputs"]["accepted"] / faceray_rate
+    faceray_s = manifest.inputs["accepted"] / faceray_rate
 
     payload = {
         "benchmark": "ingest",
@@ -172,8 +172,8 @@ def main() -> None:
         "ratio_faceray_to_limit": round(faceray_rate / pool_rate, 3),
         "ratio_faceray_to_naive": round(faceray_rate / naive_rate, 2),
         "peak_rss_command_tree_mib": round(peak_tree_bytes / 2**20, 1),
-        "accepted": manifest["inputs"]["accepted"],
-        "rejected": manifest["inputs"]["rejected"],
+        "accepted": manifest.inputs["accepted"],
+        "rejected": manifest.inputs["rejected"],
     }
     rows = [
         ("images (mean JPEG)", f"{len(paths)} ({mean_kb:.0f} KB)"),

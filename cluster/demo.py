@@ -212,7 +212,7 @@ def ingest_datasets(run: DemoRun, sample: Any) -> None:
             resolve_config(IngestConfig, {**settings, "shard_rows": 500, "progress": False}),
             log=run.log if name == "imdb" else None,
         )
-        inputs = manifest["inputs"]
+        inputs = manifest.inputs
         check(
             inputs["accepted"] > 0 and inputs["accepted"] + inputs["rejected"] == inputs["total"],
             f"ingest {name}: {inputs['accepted']} accepted + {inputs['rejected']} rejected of {inputs['total']} inputs",
@@ -221,7 +221,7 @@ def ingest_datasets(run: DemoRun, sample: Any) -> None:
         manifests[name] = manifest
         run.detail(summary_line(manifest))
     run.facts["ingest"] = {
-        name: {"inputs": manifest["inputs"], "rejects": manifest["rejects"], "throughput": manifest["this_run"]}
+        name: {"inputs": manifest.inputs, "rejects": manifest.rejects, "throughput": manifest.this_run}
         for name, manifest in manifests.items()
     }
 

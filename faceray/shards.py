@@ -181,15 +181,100 @@ MANIFEST_FILE = "manifest.json"  # OUT/manifest.json: resolved config, counts pe
 REJECTS_FILE = "rejects.csv"  # OUT/rejects.csv: every rejected input (source,row,reason,detail)
 
 
-def read_manifest(data_dir: str | Path) -> dict[str, Any]:
-    """The manifest of a finished ingest output; FormatError names the folder when it is not one."""
-    path = Path(data_dir) / MANIFEST_FILE
-    if not path.is_file():
-        raise FormatError(f"{data_dir} is not a finished `faceray ingest` output (no {MANIFEST_FILE})")
-    try:
-        manifest = json.loads(path.read_text())
-    except ValueError as error:
-        raise FormatError(f"{path}: not JSON ({error})") from None
-    if not isinstance(manifest, dict) or "dataset" not in manifest:
-        raise FormatError(f"{path}: field 'dataset' missing: not a faceray ingest manifest")
-    return manifest
+@dataclass(frozen=True)
+class IngestManifest:
+    """OUT/manifest.json of a finished ingest: what the shards hold (`metadata`), the resolved config, counts of
+    inputs, per split and label, rejects per reason, chunks, the last run's throughput and its resource plan."""
+
+    dataset: str
+    metadata: ShardMetadata
+    config: dict[str, Any]
+    inputs: dict[str, int]  # total, accepted, rejected (accepted + rejected == total)
+    splits: dict[str, dict[str, Any]]  # split -> {"count", "labels": {label: count}}
+    rejects: dict[str, int]  # reason -> count, most frequent first
+    chunks: int
+    this_run: dict[str, float]  # chunks_processed, images_processed, elapsed_s, images_per_s
+    resource_plan: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        accepted, rejected, total = (self.inputs.get(key) for key in ("accepted", "rejected", "total"))
+        if accepted is None or rejected is None or total is None or accepted + rejected != total:
+            raise FormatError(f"manifest field 'inputs': {self.inputs} is not accepted + rejected = total")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (the metadata's fields at the top level, as faceray has always written it)."""
+        meta = self.metadata
+        return {
+            "dataset": self.dataset,
+            "task": meta.task,
+            "labels": list(meta.labels),
+            "image_shape": list(meta.image_shape),
+            "color": meta.color,
+            "crop": meta.crop.to_dict() if meta.crop else None,
+            "config": self.config,
+            "inputs": self.inputs,
+            "splits": self.splits,
+            "rejects": self.rejects,
+            "chunks": self.chunks,
+            "this_run": self.this_run,
+            "schema": "see faceray/shards.py: image binary (uint8 HxWxC), label int16, source string, + the source's "
+            "columns",
+            "resource_plan": self.resource_plan,
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = MANIFEST_FILE) -> IngestManifest:
+        """Read the JSON form (also manifests written before faceray recorded crop geometry); FormatError names
+        `source` and the field."""
+        field = ""
+        try:
+            field = "crop"
+            crop = CropGeometry.from_dict(values["crop"]) if values.get("crop") else None
+            field = "task/labels/image_shape/color"
+            shape = tuple(int(side) for side in values["image_shape"])
+            metadata = ShardMetadata(
+                (shape[0], shape[1], shape[2]),
+                values["color"],
+                values["task"],
+                tuple(values["labels"]),
+                values["dataset"],
+                crop,
+            )
+            manifest = cls(
+                dataset=values["dataset"],
+                metadata=metadata,
+                config=values["config"],
+                inputs=values["inputs"],
+                splits=values["splits"],
+                rejects=values["rejects"],
+                chunks=int(values["chunks"]),
+                this_run=values["this_run"],
+                resource_plan=values.get("resource_plan"),
+            )
+        except KeyError as missing:
+            raise FormatError(f"{source}: field {missing} is missing: not a faceray ingest manifest") from None
+        except (TypeError, ValueError, IndexError) as error:
+            raise FormatError(f"{source}: field {field}: {error}") from None
+        return manifest
+
+    @classmethod
+    def read(cls, data_dir: str | Path) -> IngestManifest:
+        """The manifest of a finished ingest output; FormatError names the folder when it is not one."""
+        path = Path(data_dir) / MANIFEST_FILE
+        if not path.is_file():
+            raise FormatError(f"{data_dir} is not a finished `faceray ingest` output (no {MANIFEST_FILE})")
+        try:
+            values = json.loads(path.read_text())
+        except ValueError as error:
+            raise FormatError(f"{path}: not JSON ({error})") from None
+        if not isinstance(values, dict):
+            raise FormatError(f"{path}: expected a JSON object, found {type(values).__name__}")
+        return cls.from_dict(values, str(path))
+
+    def save(self, data_dir: str | Path) -> Path:
+        """Write OUT/manifest.json atomically; returns its path."""
+        from faceray.config import write_json
+
+        path = Path(data_dir) / MANIFEST_FILE
+        write_json(path, self.to_dict())
+        return path

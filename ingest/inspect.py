@@ -2,32 +2,31 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from faceray.labels import SPLITS
-from faceray.shards import iter_split_numpy
+from faceray.shards import IngestManifest, iter_split_numpy
 
 
-def manifest_table(manifest: dict[str, Any]) -> str:
+def manifest_table(manifest: IngestManifest) -> str:
     """A plain-text table: rows = labels, columns = splits, then the rejects per reason."""
-    labels = manifest["labels"]
+    labels = list(manifest.metadata.labels)
     width = max(len(label) for label in [*labels, "rejected", "total"]) + 2
-    lines = [f"{manifest['dataset']} ({manifest['task']}, {manifest['image_shape']} {manifest['color']})"]
+    meta = manifest.metadata
+    lines = [f"{manifest.dataset} ({meta.task}, {list(meta.image_shape)} {meta.color})"]
     lines.append("".ljust(width) + "".join(split.rjust(10) for split in SPLITS))
     for label in labels:
         lines.append(
-            label.ljust(width) + "".join(str(manifest["splits"][split]["labels"][label]).rjust(10) for split in SPLITS)
+            label.ljust(width) + "".join(str(manifest.splits[split]["labels"][label]).rjust(10) for split in SPLITS)
         )
-    lines.append("total".ljust(width) + "".join(str(manifest["splits"][split]["count"]).rjust(10) for split in SPLITS))
-    inputs = manifest["inputs"]
+    lines.append("total".ljust(width) + "".join(str(manifest.splits[split]["count"]).rjust(10) for split in SPLITS))
+    inputs = manifest.inputs
     lines.append(f"inputs {inputs['total']}: accepted {inputs['accepted']}, rejected {inputs['rejected']}")
-    for reason, count in manifest["rejects"].items():
+    for reason, count in manifest.rejects.items():
         lines.append(f"  rejected  {count:>8}  {reason}")
-    run = manifest["this_run"]
+    run = manifest.this_run
     lines.append(f"last run: {run['images_processed']} inputs, {run['elapsed_s']} s, {run['images_per_s']} img/s")
     return "\n".join(lines)
 
@@ -59,23 +58,20 @@ def inspect_output(data_dir: str | Path, per_class: int = 8) -> tuple[str, list[
     from matplotlib.figure import Figure  # not pyplot: no global figure registry to close or share between threads
 
     data_dir = Path(data_dir)
-    manifest_path = data_dir / "manifest.json"
-    if not manifest_path.is_file():
-        raise ValueError(f"{data_dir} has no manifest.json: not a finished `faceray ingest` output")
-    manifest = json.loads(manifest_path.read_text())
-    labels = manifest["labels"]
+    manifest = IngestManifest.read(data_dir)
+    labels = list(manifest.metadata.labels)
     folder = data_dir / "inspect"
     folder.mkdir(exist_ok=True)
     written = []
 
     grid = sample_grid(data_dir, labels, per_class)
-    tile = manifest["image_shape"][0]
+    tile = manifest.metadata.image_shape[0]
     figure = Figure(figsize=(per_class * 0.9 + 1.5, len(labels) * 0.9 + 0.5))
     axis = figure.subplots()
     axis.imshow(grid)
     axis.set_yticks([tile * (index + 0.5) for index in range(len(labels))], labels)
     axis.set_xticks([])
-    axis.set_title(f"{manifest['dataset']}: training samples per class")
+    axis.set_title(f"{manifest.dataset}: training samples per class")
     figure.tight_layout()
     written.append(folder / "samples.png")
     figure.savefig(written[-1], dpi=100)
@@ -84,11 +80,11 @@ def inspect_output(data_dir: str | Path, per_class: int = 8) -> tuple[str, list[
     axis = figure.subplots()
     positions = np.arange(len(labels))
     for offset, split in enumerate(SPLITS):
-        counts = [manifest["splits"][split]["labels"][label] for label in labels]
+        counts = [manifest.splits[split]["labels"][label] for label in labels]
         axis.bar(positions + (offset - 1) * 0.27, counts, width=0.27, label=split)
     axis.set_xticks(positions, labels)
     axis.set_ylabel("images")
-    axis.set_title(f"{manifest['dataset']}: class distribution")
+    axis.set_title(f"{manifest.dataset}: class distribution")
     axis.legend()
     figure.tight_layout()
     written.append(folder / "class_distribution.png")

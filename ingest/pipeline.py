@@ -10,6 +10,7 @@ Layout of OUT:
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -24,7 +25,7 @@ import pyarrow.parquet as pq
 from faceray.config import ConfigError, config_to_dict, write_json
 from faceray.console import terminal_stderr
 from faceray.labels import SPLITS
-from faceray.shards import MANIFEST_FILE, REJECTS_FILE
+from faceray.shards import MANIFEST_FILE, REJECTS_FILE, IngestManifest
 from ingest.chunks import WORK_DIR, ChunkSettings, chunk_name, done_marker, process_chunk, reject_file
 from ingest.config import IngestConfig
 from ingest.sources import ChunkSpec, SourceInputs, get_source
@@ -161,7 +162,7 @@ def label_name(labels: tuple[str, ...], label: int) -> str:
 
 def build_manifest(
     config: IngestConfig, settings: ChunkSettings, summaries: list[dict[str, Any]], processed: set[int], elapsed: float
-) -> dict[str, Any]:
+) -> IngestManifest:
     """Counts per split and label, rejects per reason, and this run's throughput."""
     metadata = settings.metadata
     per_split: dict[str, Counter[str]] = defaultdict(Counter)
@@ -176,16 +177,12 @@ def build_manifest(
     if accepted + sum(rejected.values()) != total:
         raise RuntimeError(f"count mismatch: {accepted} accepted + {sum(rejected.values())} rejected != {total} inputs")
     images_processed = sum(summary["total"] for summary in summaries if summary["chunk"] in processed)
-    return {
-        "dataset": config.dataset,
-        "task": metadata.task,
-        "labels": list(metadata.labels),
-        "image_shape": list(metadata.image_shape),
-        "color": metadata.color,
-        "crop": metadata.crop.to_dict() if metadata.crop else None,
-        "config": config_to_dict(config),
-        "inputs": {"total": total, "accepted": accepted, "rejected": sum(rejected.values())},
-        "splits": {
+    return IngestManifest(
+        dataset=config.dataset,
+        metadata=metadata,
+        config=config_to_dict(config),
+        inputs={"total": total, "accepted": accepted, "rejected": sum(rejected.values())},
+        splits={
             split: {
                 "count": sum(per_split[split].values()),
                 "labels": {
@@ -195,19 +192,18 @@ def build_manifest(
             }
             for split in SPLITS
         },
-        "rejects": dict(rejected.most_common()),
-        "chunks": len(summaries),
-        "this_run": {
+        rejects=dict(rejected.most_common()),
+        chunks=len(summaries),
+        this_run={
             "chunks_processed": len(processed),
             "images_processed": images_processed,
             "elapsed_s": round(elapsed, 3),
             "images_per_s": round(images_processed / elapsed, 1) if elapsed > 0 and images_processed else 0.0,
         },
-        "schema": "see faceray/shards.py: image binary (uint8 HxWxC), label int16, source string, + the source's columns",
-    }
+    )
 
 
-def run_ingest(config: IngestConfig, parallelism: int | None = None, log: Any = None) -> dict[str, Any]:
+def run_ingest(config: IngestConfig, parallelism: int | None = None, log: Any = None) -> IngestManifest:
     """Ingest one dataset into OUT (resumable). Ray must be initialised. Returns the manifest (with the resource
     plan); `log` gets the plan's line."""
     from faceray.resources import plan_ingest
@@ -225,30 +221,29 @@ def run_ingest(config: IngestConfig, parallelism: int | None = None, log: Any = 
     pending = [spec for spec in specs if not done_marker(out, spec.chunk).exists()]
     if not pending and (out / MANIFEST).exists():
         # A finished ingest: leave every file as it is (the manifest keeps the run that did the work).
-        manifest = json.loads((out / MANIFEST).read_text())
-        manifest["this_run"] = {"chunks_processed": 0, "images_processed": 0, "elapsed_s": 0.0, "images_per_s": 0.0}
-        return manifest
+        idle = {"chunks_processed": 0, "images_processed": 0, "elapsed_s": 0.0, "images_per_s": 0.0}
+        return dataclasses.replace(IngestManifest.read(out), this_run=idle)
     if pending:
         process_chunks(pending, settings, config.progress, parallelism, metadata)
     elapsed = time.perf_counter() - started
     summaries = collect_summaries(out, specs)
     manifest = build_manifest(config, settings, summaries, {spec.chunk for spec in pending}, elapsed)
-    manifest["resource_plan"] = plan.to_dict()
+    manifest = dataclasses.replace(manifest, resource_plan=plan.to_dict())
     if pending or not (out / REJECTS).exists():
         write_rejects_csv(out, specs)
-    write_json(out / MANIFEST, manifest)
+    manifest.save(out)
     return manifest
 
 
-def summary_line(manifest: dict[str, Any]) -> str:
+def summary_line(manifest: IngestManifest) -> str:
     """One line: accepted/rejected counts per split and the run's throughput."""
-    inputs, run = manifest["inputs"], manifest["this_run"]
-    splits = " ".join(f"{split}={manifest['splits'][split]['count']}" for split in SPLITS)
+    inputs, run = manifest.inputs, manifest.this_run
+    splits = " ".join(f"{split}={manifest.splits[split]['count']}" for split in SPLITS)
     if run["chunks_processed"] == 0:
         action = "already complete, nothing to do"
     else:
         action = f"{run['images_processed']} inputs in {run['elapsed_s']:.1f}s ({run['images_per_s']:.0f} img/s)"
     return (
-        f"{manifest['dataset']}: {inputs['accepted']} accepted ({splits}), {inputs['rejected']} rejected "
+        f"{manifest.dataset}: {inputs['accepted']} accepted ({splits}), {inputs['rejected']} rejected "
         f"of {inputs['total']}; {action}"
     )

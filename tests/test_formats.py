@@ -21,7 +21,7 @@ from faceray.faces import (
     square_crop_box,
 )
 from faceray.model_card import CARD_FILE, ModelCard
-from faceray.shards import BASE_FIELDS, FormatError, ShardMetadata, load_split_numpy, read_manifest
+from faceray.shards import BASE_FIELDS, FormatError, IngestManifest, ShardMetadata, load_split_numpy
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,7 @@ def test_shard_metadata_round_trips_and_names_the_file_and_field(tmp_path):
     with pytest.raises(FormatError, match="no Parquet shards"):
         ShardMetadata.read(tmp_path, "val")
     with pytest.raises(FormatError, match="no manifest.json"):
-        read_manifest(tmp_path)
+        IngestManifest.read(tmp_path)
 
 
 OLD_CARD = {  # model_card.json as faceray wrote it before crop geometry (crop_margin only)
@@ -153,3 +153,30 @@ def test_model_card_errors_name_the_file_and_field(tmp_path):
         ModelCard.read(tmp_path)
     with pytest.raises(ValueError, match="not a model directory"):
         ModelCard.read(tmp_path / "nowhere")
+
+
+def test_ingest_manifests_of_older_faceray_load_and_bad_counts_are_refused(tmp_path):
+    old = {  # manifest.json as faceray wrote it before crop geometry
+        "dataset": "fer",
+        "task": "emotion",
+        "labels": ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"],
+        "image_shape": [48, 48, 1],
+        "color": "gray",
+        "config": {"csv": "fer2013.csv"},
+        "inputs": {"total": 10, "accepted": 9, "rejected": 1},
+        "splits": {"train": {"count": 9, "labels": {}}},
+        "rejects": {"wrong pixel count": 1},
+        "chunks": 1,
+        "this_run": {"chunks_processed": 1, "images_processed": 10, "elapsed_s": 1.0, "images_per_s": 10.0},
+        "schema": "see ingest/shards.py",
+    }
+    (tmp_path / "manifest.json").write_text(json.dumps(old))
+    manifest = IngestManifest.read(tmp_path)
+    assert manifest.metadata.crop is None and manifest.metadata.dataset == "fer" and manifest.inputs["accepted"] == 9
+    assert IngestManifest.from_dict(manifest.to_dict()) == manifest
+    (tmp_path / "manifest.json").write_text(json.dumps({**old, "inputs": {"total": 10, "accepted": 5, "rejected": 1}}))
+    with pytest.raises(FormatError, match="accepted \\+ rejected = total"):
+        IngestManifest.read(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({key: value for key, value in old.items() if key != "splits"}))
+    with pytest.raises(FormatError, match="manifest.json: field 'splits' is missing"):
+        IngestManifest.read(tmp_path)

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from faceray.config import ConfigError, config_to_dict, write_json
 from faceray.faces import UNRECORDED_CROP, CropGeometry
-from faceray.shards import ShardMetadata, load_split_numpy, read_manifest, shard_files
+from faceray.shards import IngestManifest, ShardMetadata, load_split_numpy, shard_files
 from train.config import TrainConfig
 
 RAY_RESULTS = "ray_results"
@@ -522,7 +522,7 @@ def write_outputs(
         f"{split}_macro_f1": report["macro_f1"],
         "train_images_per_s": float(np.median([row["images_per_s"] for row in history])),
     }
-    manifest = read_manifest(config.data).get("config")
+    manifest = IngestManifest.read(config.data).config
     card = ModelCard(
         meta.task,
         meta.image_shape,

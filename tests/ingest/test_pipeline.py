@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from faceray.config import ConfigError, resolve_config
-from faceray.shards import ShardMetadata, load_split_numpy
+from faceray.shards import IngestManifest, ShardMetadata, load_split_numpy
 from ingest.config import IngestConfig
 from ingest.pipeline import run_ingest
 
@@ -67,11 +67,11 @@ def test_ingest_listens_on_loopback_only(imdb_out):
 
 
 def test_imdb_counts_and_rejects(imdb_out):
-    manifest = json.loads((imdb_out / "manifest.json").read_text())
-    inputs = manifest["inputs"]
+    manifest = IngestManifest.read(imdb_out)
+    inputs = manifest.inputs
     assert inputs["total"] == 160
     assert inputs["accepted"] + inputs["rejected"] == inputs["total"]
-    assert sum(manifest["splits"][split]["count"] for split in ("train", "val", "test")) == inputs["accepted"]
+    assert sum(manifest.splits[split]["count"] for split in ("train", "val", "test")) == inputs["accepted"]
     # The sample breaks one file of each kind on purpose, and has each label problem.
     for reason in (
         "truncated JPEG",
@@ -83,7 +83,7 @@ def test_imdb_counts_and_rejects(imdb_out):
         "face_score too low",
         "second face",
     ):
-        assert manifest["rejects"].get(reason, 0) >= 1, reason
+        assert manifest.rejects.get(reason, 0) >= 1, reason
     with open(imdb_out / "rejects.csv") as handle:
         rejects = list(csv.DictReader(handle))
     assert len(rejects) == inputs["rejected"]
@@ -92,7 +92,7 @@ def test_imdb_counts_and_rejects(imdb_out):
     accepted_sources = {source for _, source, _, _ in all_rows(imdb_out)}
     assert not rejected_sources & accepted_sources
     assert len(accepted_sources) == inputs["accepted"]
-    assert manifest["config"]["min_face_score"] == 3.0
+    assert manifest.config["min_face_score"] == 3.0
 
 
 def test_schema_round_trip_with_plain_pyarrow(imdb_out):
@@ -116,7 +116,7 @@ def test_schema_round_trip_with_plain_pyarrow(imdb_out):
 def test_rerunning_a_finished_ingest_does_nothing(sample_dir, imdb_out):
     before = {path: path.stat().st_mtime_ns for path in imdb_out.rglob("*") if path.is_file()}
     manifest = run_ingest(imdb_config(sample_dir, imdb_out))
-    assert manifest["this_run"]["chunks_processed"] == 0
+    assert manifest.this_run["chunks_processed"] == 0
     after = {path: path.stat().st_mtime_ns for path in imdb_out.rglob("*") if path.is_file()}
     assert before == after
 
@@ -133,10 +133,10 @@ def test_resume_after_interruption_gives_the_same_rows(sample_dir, imdb_out, tmp
     (resumed / "val" / "part-00003.parquet.tmp").write_bytes(b"partial")
     (resumed / "train" / "part-00003.parquet").unlink()
     manifest = run_ingest(imdb_config(sample_dir, resumed))
-    assert manifest["this_run"]["chunks_processed"] == 2
+    assert manifest.this_run["chunks_processed"] == 2
     assert all_rows(resumed) == all_rows(imdb_out)
     original = json.loads((imdb_out / "manifest.json").read_text())
-    assert manifest["splits"] == original["splits"] and manifest["rejects"] == original["rejects"]
+    assert manifest.splits == original["splits"] and manifest.rejects == original["rejects"]
     assert not list(resumed.rglob("*.tmp"))
 
 
@@ -146,7 +146,7 @@ def test_other_settings_refuse_the_same_output_unless_overwrite(sample_dir, imdb
     copy = tmp_path / "copy"
     shutil.copytree(imdb_out, copy)
     manifest = run_ingest(imdb_config(sample_dir, copy, size=32, color="rgb", overwrite=True))
-    assert manifest["image_shape"] == [32, 32, 3]
+    assert manifest.metadata.image_shape == (32, 32, 3) and manifest.to_dict()["image_shape"] == [32, 32, 3]
     assert ShardMetadata.read(copy, "train").image_shape == (32, 32, 3)
 
 
@@ -165,9 +165,9 @@ def test_identity_split_keeps_people_apart(sample_dir, ray_session, tmp_path):
 def test_fer_ingest_honours_usage_and_rejects_bad_rows(sample_dir, ray_session, tmp_path):
     out = tmp_path / "fer"
     manifest = run_ingest(fer_config(sample_dir, out, size=64))
-    assert manifest["inputs"]["total"] == 206
-    assert manifest["inputs"]["rejected"] == 6
-    assert set(manifest["rejects"]) == {
+    assert manifest.inputs["total"] == 206
+    assert manifest.inputs["rejected"] == 6
+    assert set(manifest.rejects) == {
         "wrong pixel count",
         "non-numeric pixel",
         "pixel out of range",
@@ -205,13 +205,13 @@ def test_unknown_gender_kept_on_request_is_labelled_unknown_and_refused_by_train
 
     out = tmp_path / "kept"
     manifest = run_ingest(imdb_config(sample_dir, out, drop_unknown_gender=False))
-    kept = sum(manifest["splits"][split]["labels"].get("unknown", 0) for split in ("train", "val", "test"))
-    assert kept >= 1 and "gender unknown" not in manifest["rejects"]
+    kept = sum(manifest.splits[split]["labels"].get("unknown", 0) for split in ("train", "val", "test"))
+    assert kept >= 1 and "gender unknown" not in manifest.rejects
     labels = [label for _, _, label, _ in all_rows(out)]
     assert labels.count(-1) == kept
-    assert manifest["inputs"]["accepted"] + manifest["inputs"]["rejected"] == manifest["inputs"]["total"]
+    assert manifest.inputs["accepted"] + manifest.inputs["rejected"] == manifest.inputs["total"]
     split_with_unknown = next(
-        split for split in ("train", "val", "test") if manifest["splits"][split]["labels"].get("unknown")
+        split for split in ("train", "val", "test") if manifest.splits[split]["labels"].get("unknown")
     )
     with pytest.raises(ConfigError, match="unknown label"):
         label_counts(out, split_with_unknown, 2)
