@@ -5,6 +5,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.faceray-installed
 DEMO_OUT ?= runs/demo
+# The optional dependency groups installed into .venv; GPU machines: make venv EXTRAS=test,lint,gpu
+EXTRAS ?= test,lint
 # Keep every Ray connection on loopback and send no usage statistics.
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER = 0
 export RAY_USAGE_STATS_ENABLED = 0
@@ -19,7 +21,7 @@ $(STAMP): pyproject.toml
 	@if $(BIN)/python -m pip show -q tensorflow-cpu 2>/dev/null; then \
 		echo "replacing tensorflow-cpu by tensorflow"; $(BIN)/python -m pip uninstall -y -q tensorflow-cpu tensorflow; fi
 	@echo "installing faceray and its dependencies into $(VENV) (about 1.5 GB; several minutes on a fresh machine)"
-	$(BIN)/python -m pip install --progress-bar off -e ".[test,lint]"
+	$(BIN)/python -m pip install --progress-bar off -e ".[$(EXTRAS)]"
 	@touch $(STAMP)
 
 venv: $(STAMP)

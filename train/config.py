@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from faceray.config import option
+from train.precision import PRECISIONS
 
 AUGMENT_PRESETS: dict[str, dict[str, float]] = {
     # The paper's ImageDataGenerator: rotation 10 degrees, shifts 0.1, zoom 0.1, horizontal flip.
@@ -54,6 +55,13 @@ class TrainConfig:
     gpus_per_worker: float = option(
         0.0, "GPUs per worker (0 = train on CPUs); refused at once on a cluster without GPUs"
     )
+    precision: str = option(
+        "float32",
+        "float32, mixed_float16 (GPUs with tensor cores; dynamic loss scaling) or mixed_bfloat16; the softmax stays "
+        "float32 and the model directory holds a float32 model",
+        choices=PRECISIONS,
+    )
+    jit: bool = option(False, "compile the forward and backward pass with XLA")
     max_failures: int = option(1, "worker failures to recover from (restart from the last checkpoint)")
     crop_margin: float | None = option(
         None,
@@ -79,6 +87,11 @@ class TrainConfig:
             problems.append(f"--cpus-per-worker: {self.cpus_per_worker} must be > 0")
         if self.gpus_per_worker < 0:
             problems.append(f"--gpus-per-worker: {self.gpus_per_worker} must be >= 0")
+        if self.precision == "mixed_bfloat16" and self.gpus_per_worker == 0:
+            problems.append(
+                "--precision mixed_bfloat16 needs --gpus-per-worker > 0: on CPUs faceray caps oneDNN at AVX2 "
+                "(ONEDNN_MAX_CPU_ISA), which has no bfloat16 convolutions"
+            )
         if self.final_epochs is not None and self.final_epochs < 1:
             problems.append(f"--final-epochs: {self.final_epochs} must be at least 1")
         if not 0 < self.bn_momentum < 1:

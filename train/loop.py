@@ -73,7 +73,10 @@ class StepRunner:
     """Compiled train and evaluation steps for one model under one strategy.
 
     Loss: sparse categorical cross-entropy (labels as class indices), optionally weighted per class,
-    summed over the global batch and divided by its size, plus the model's L2 penalties.
+    summed over the global batch and divided by its size, plus the model's L2 penalties. With a Keras
+    LossScaleOptimizer (mixed_float16) the loss is scaled before the gradients and the optimizer unscales them
+    (skipping a step whose gradients overflow). `jit` compiles the forward and backward pass with XLA; the
+    augmentation and the (cross-replica) update stay outside the compiled part.
     """
 
     def __init__(
@@ -84,6 +87,7 @@ class StepRunner:
         global_batch_size: int,
         augmenter: keras.Model | None = None,
         class_weights: npt.NDArray[np.float32] | None = None,
+        jit: bool = False,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -92,21 +96,31 @@ class StepRunner:
         self.augmenter = augmenter
         weights = np.ones(model.output_shape[-1], np.float32) if class_weights is None else class_weights
         self.class_weights = tf.constant(weights, tf.float32)
+        self.scales_loss = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+        self._gradients = tf.function(self._loss_and_gradients, jit_compile=True) if jit else self._loss_and_gradients
         self._train_step = tf.function(self._distributed_train_step, reduce_retracing=True)
         self._eval_step = tf.function(self._local_eval_step, reduce_retracing=True)
 
-    def _replica_train_step(self, images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        pixels = tf.cast(images, tf.float32)
-        if self.augmenter is not None:
-            pixels = self.augmenter(pixels, training=True)
+    def _loss_and_gradients(self, pixels: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, list[tf.Tensor]]:
+        """(per-example losses, probabilities, gradients) of one replica's batch; the gradients are of the scaled
+        loss when the optimizer scales it."""
         weights = tf.gather(self.class_weights, labels)
         with tf.GradientTape() as tape:
             probabilities = self.model(pixels, training=True)
             per_example = keras.losses.sparse_categorical_crossentropy(labels, probabilities)
             loss = tf.reduce_sum(per_example * weights) / self.global_batch_size
             if self.model.losses:
-                loss += tf.add_n(self.model.losses) / self.strategy.num_replicas_in_sync
-        gradients = tape.gradient(loss, self.model.trainable_variables)
+                penalties = tf.add_n([tf.cast(penalty, tf.float32) for penalty in self.model.losses])
+                loss += penalties / self.strategy.num_replicas_in_sync
+            if self.scales_loss:
+                loss = self.optimizer.scale_loss(loss)
+        return per_example, probabilities, tape.gradient(loss, self.model.trainable_variables)
+
+    def _replica_train_step(self, images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        pixels = tf.cast(images, tf.float32)
+        if self.augmenter is not None:
+            pixels = self.augmenter(pixels, training=True)
+        per_example, probabilities, gradients = self._gradients(pixels, labels)
         self.optimizer.apply_gradients(zip(gradients, self.model.trainable_variables))
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probabilities, -1), labels), tf.float32))
         return tf.reduce_sum(per_example), correct, tf.cast(tf.shape(labels)[0], tf.float32)

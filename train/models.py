@@ -47,7 +47,7 @@ def mini_xception_body(
         x = layers.add([x, residual])
     x = layers.Conv2D(num_classes, 3, padding="same")(x)
     x = layers.GlobalAveragePooling2D()(x)
-    output = layers.Activation("softmax", name="predictions")(x)
+    output = layers.Activation("softmax", name="predictions", dtype="float32")(x)  # float32 under mixed precision
     return keras.Model(image, output, name="mini_xception")
 
 
@@ -67,7 +67,7 @@ def simple_cnn_body(input_shape: Sequence[int], num_classes: int, bn_momentum: f
     x = layers.BatchNormalization(momentum=bn_momentum)(x)
     x = layers.Conv2D(num_classes, 3, padding="same")(x)
     x = layers.GlobalAveragePooling2D()(x)
-    output = layers.Activation("softmax", name="predictions")(x)
+    output = layers.Activation("softmax", name="predictions", dtype="float32")(x)  # float32 under mixed precision
     return keras.Model(image, output, name="simple_cnn")
 
 

@@ -109,34 +109,31 @@ class follow_lines:
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train worker: build the model under MultiWorkerMirroredStrategy, restore, train, report each epoch."""
-    import keras
     import ray.train
     import tensorflow as tf
 
-    from train.augment import build_augmenter
-    from train.loop import (
-        PlateauState,
-        StepRunner,
-        TrainingState,
-        restore_training_state,
-        run_epochs,
-        save_training_state,
-    )
-    from train.models import build_model
+    from train.loop import PlateauState, TrainingState, restore_training_state, run_epochs, save_training_state
+    from train.precision import check_gpus
 
     config = TrainConfig(**loop_config["config"])
+    gpus = check_gpus(config.gpus_per_worker)  # before TensorFlow's first op: a worker without its GPU stops here
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     # One worker needs no collective server: TensorFlow's binds every interface (its address is fixed), so a
     # single worker uses the same strategy API in-process and nothing listens beyond Ray's own loopback ports.
-    strategy = tf.distribute.MultiWorkerMirroredStrategy() if world > 1 else tf.distribute.MirroredStrategy()
-    keras.utils.set_random_seed(config.seed)
-    with strategy.scope():
-        model = build_model(config.model, loop_config["input_shape"], loop_config["num_classes"], config.bn_momentum)
-        optimizer = keras.optimizers.Adam(learning_rate=config.lr)
-    augmenter = build_augmenter(config.augmentation(), seed=config.seed)
-    class_weights = np.asarray(loop_config["class_weights"], np.float32) if loop_config["class_weights"] else None
-    runner = StepRunner(model, optimizer, strategy, config.batch_size * world, augmenter, class_weights)
+    # Workers with GPUs reduce gradients with NCCL, on CPUs with TensorFlow's ring all-reduce.
+    if world > 1:
+        implementation = (
+            tf.distribute.experimental.CommunicationImplementation.NCCL
+            if gpus
+            else tf.distribute.experimental.CommunicationImplementation.RING
+        )
+        options = tf.distribute.experimental.CommunicationOptions(implementation=implementation)
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    else:
+        strategy = tf.distribute.MirroredStrategy()
+    runner = build_runner(config, loop_config, strategy, config.batch_size * world)
+    model, optimizer = runner.model, runner.optimizer
 
     state, best = TrainingState(plateau=PlateauState(lr=config.lr)), None
     checkpoint = ray.train.get_checkpoint()
@@ -151,6 +148,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     def train_batches(epoch: int):
         for batch in train_shard.iter_batches(
             batch_size=config.batch_size,
+            prefetch_batches=4 if gpus else 1,  # a GPU consumes batches faster: keep more decoded ahead
             drop_last=True,
             batch_format="numpy",
             local_shuffle_buffer_size=max(8 * config.batch_size, 512),
@@ -189,6 +187,28 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         log=EpochLog(loop_config["progress_file"]) if rank == 0 and loop_config.get("progress_file") else None,
         extra_metrics={"workers": float(world)},
     )
+
+
+def build_runner(config: TrainConfig, settings: dict[str, Any], strategy: Any, global_batch_size: int) -> Any:
+    """The model, optimizer and compiled steps of one worker, the same for Ray Train workers and in-trial training:
+    seeded, the augmentation in float32, the model under `--precision` (loss scaling for mixed_float16) and
+    `--jit`. `settings` are loop_settings(...): input_shape, num_classes, class_weights."""
+    import keras
+
+    from train.augment import build_augmenter
+    from train.loop import StepRunner
+    from train.models import build_model
+    from train.precision import set_precision, with_loss_scaling
+
+    keras.utils.set_random_seed(config.seed)
+    set_precision("float32")  # the augmentation works on float pixels 0..255, whatever the model's precision
+    augmenter = build_augmenter(config.augmentation(), seed=config.seed)
+    set_precision(config.precision)
+    with strategy.scope():
+        model = build_model(config.model, settings["input_shape"], settings["num_classes"], config.bn_momentum)
+        optimizer = with_loss_scaling(keras.optimizers.Adam(learning_rate=config.lr), config.precision)
+    class_weights = np.asarray(settings["class_weights"], np.float32) if settings["class_weights"] else None
+    return StepRunner(model, optimizer, strategy, global_batch_size, augmenter, class_weights, jit=config.jit)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -405,21 +425,13 @@ def train_in_process(
     with a folder holding the checkpoint; `restore_from` resumes from one; `cpus` caps TensorFlow's thread pool;
     `finished(summary)` runs once the model directory is written, before the last report (a Tune scheduler may end
     the trial at that report)."""
-    import keras
     import tensorflow as tf
 
-    from train.augment import build_augmenter
     from train.feed import shuffled_batches, split_batches
-    from train.loop import (
-        PlateauState,
-        StepRunner,
-        TrainingState,
-        restore_training_state,
-        run_epochs,
-        save_training_state,
-    )
-    from train.models import build_model
+    from train.loop import PlateauState, TrainingState, restore_training_state, run_epochs, save_training_state
+    from train.precision import check_gpus
 
+    check_gpus(config.gpus_per_worker)
     if cpus >= 1:
         try:
             tf.config.threading.set_intra_op_parallelism_threads(int(cpus))
@@ -427,13 +439,8 @@ def train_in_process(
             pass
     setup = prepare_run(config, resource_plan)
     settings = loop_settings(config, setup)
-    strategy = tf.distribute.get_strategy()
-    keras.utils.set_random_seed(config.seed)
-    model = build_model(config.model, settings["input_shape"], settings["num_classes"], config.bn_momentum)
-    optimizer = keras.optimizers.Adam(learning_rate=config.lr)
-    augmenter = build_augmenter(config.augmentation(), seed=config.seed)
-    class_weights = np.asarray(settings["class_weights"], np.float32) if settings["class_weights"] else None
-    runner = StepRunner(model, optimizer, strategy, config.batch_size, augmenter, class_weights)
+    runner = build_runner(config, settings, tf.distribute.get_strategy(), config.batch_size)
+    model, optimizer = runner.model, runner.optimizer
     state, best = TrainingState(plateau=PlateauState(lr=config.lr)), None
     if restore_from is not None:
         state, best = restore_training_state(restore_from, model, optimizer)
@@ -471,6 +478,19 @@ def train_in_process(
     return summary or write_outputs(config, setup, state, best)
 
 
+def training_facts(config: TrainConfig) -> dict[str, Any]:
+    """How the model was trained, for its card: device, precision, XLA, workers and the effective batch size."""
+    return {
+        "device": "gpu" if config.gpus_per_worker > 0 else "cpu",
+        "gpus_per_worker": config.gpus_per_worker,
+        "workers": config.workers,
+        "precision": config.precision,
+        "jit": config.jit,
+        "batch_size_per_worker": config.batch_size,
+        "effective_batch_size": config.batch_size * config.workers,
+    }
+
+
 def card_crop(crop_margin: float | None, meta: ShardMetadata) -> CropGeometry:
     """The crop geometry a model card records: --crop-margin when given, else the one the ingest recorded for the
     data, else (data written before faceray recorded it) the old 10% margin."""
@@ -489,8 +509,10 @@ def write_outputs(
     from train.evaluate import evaluate_model, plot_confusion_matrix, plot_learning_curves
     from train.model_dir import without_machine_paths
     from train.models import build_model
+    from train.precision import set_precision
 
     meta, labels, counts, out, final = setup.meta, setup.labels, setup.counts, setup.out, setup.final
+    set_precision("float32")  # the model directory holds a float32 model, whatever the training precision
     model = build_model(config.model, meta.image_shape, len(labels), config.bn_momentum)
     model.set_weights(best_weights)
 
@@ -537,6 +559,7 @@ def write_outputs(
             },
             config=without_machine_paths(config_to_dict(config)),
             metrics=metrics,
+            training=training_facts(config),
         ),
     )
     save_model_dir(out, model, card)

@@ -133,15 +133,16 @@ def _trial_name(trial: Any, keys: list[str]) -> str:
     return f"trial {trial.trial_id} ({sampled})"
 
 
-def trials_and_workers(space: dict[str, Any], samples: int) -> tuple[int, int, float]:
-    """How many trials a space makes (grid points x samples), the most workers and GPUs per worker any trial asks."""
+def trials_and_workers(space: dict[str, Any], samples: int, gpus_per_worker: float = 0.0) -> tuple[int, int, float]:
+    """How many trials a space makes (grid points x samples), the most workers and GPUs per worker any trial asks
+    (`gpus_per_worker`, the sweep's flag, unless the space sets it)."""
     from train.sweep_space import grid_size
 
     def largest(name: str, default: float) -> float:
         value = space.get(name, default)
         return max(value) if isinstance(value, list) else value if isinstance(value, (int, float)) else default
 
-    return grid_size(space) * samples, int(largest("workers", 1)), float(largest("gpus_per_worker", 0.0))
+    return grid_size(space) * samples, int(largest("workers", 1)), float(largest("gpus_per_worker", gpus_per_worker))
 
 
 def trial_rows(result_grid: Any, space_keys: list[str]) -> list[dict[str, Any]]:
@@ -270,7 +271,7 @@ def run_sweep(config: SweepConfig, log: Any = print, verbose: int = 0) -> dict[s
     from faceray.resources import plan_sweep
     from faceray.runtime import read_cluster
 
-    trials, workers, gpus = trials_and_workers(space, config.trials)
+    trials, workers, gpus = trials_and_workers(space, config.trials, config.gpus_per_worker)
     plan = plan_sweep(read_cluster(), trials, config.max_concurrent, workers, config.trial_cpus, gpus)
     if log is not None:
         log(plan.line())
@@ -285,6 +286,9 @@ def run_sweep(config: SweepConfig, log: Any = print, verbose: int = 0) -> dict[s
         "task": meta.task,
         "out": str(out),
         "cpus_per_worker": share,
+        "gpus_per_worker": config.gpus_per_worker,
+        "precision": config.precision,
+        "jit": config.jit,
         "max_failures": 0,
     }
     in_trial = workers == 1 and not config.trials_in_ray_train

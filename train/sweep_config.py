@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from faceray.config import option
+from train.precision import PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,11 @@ class SweepConfig:
     trial_cpus: float | None = option(
         None, "CPUs each trial worker reserves (default: the cluster split between the concurrent trials)"
     )
+    gpus_per_worker: float = option(0.0, "GPUs per trial worker (0 = CPUs); the space may set it per trial")
+    precision: str = option(
+        "float32", "float32, mixed_float16 or mixed_bfloat16 (see faceray train)", choices=PRECISIONS
+    )
+    jit: bool = option(False, "compile each trial's forward and backward pass with XLA")
     trials_in_ray_train: bool = option(False, "benchmarks only: one-worker trials run Ray Train too", cli=False)
     address: str | None = option(
         None, "Ray address: 'auto' or ray://HOST:10001 = a cluster (default: an embedded local Ray on loopback)"
@@ -44,6 +50,8 @@ class SweepConfig:
         for name in ("trials", "epochs", "grace_period"):
             if getattr(self, name) < 1:
                 problems.append(f"--{name.replace('_', '-')}: must be at least 1")
+        if self.gpus_per_worker < 0:
+            problems.append(f"--gpus-per-worker: {self.gpus_per_worker} must be >= 0")
         if self.max_concurrent is not None and self.max_concurrent < 1:
             problems.append(
                 f"--max-concurrent: {self.max_concurrent} must be at least 1 (leave it unset to fit the cluster)"

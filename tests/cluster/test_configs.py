@@ -56,3 +56,20 @@ def test_serve_config_yaml_builds_the_app(tmp_path):
     config = resolve_config(ServeConfig, application["args"])
     assert config.detector == "blazeface" and config.detect_every == 3
     assert build_app(application["args"]) is not None  # builds the deployment graph without starting it
+
+
+def test_the_gpu_training_job_asks_kubernetes_for_gpus_and_its_command_parses():
+    import shlex
+
+    from faceray.cli import build_parser
+    from train.config import TrainConfig
+
+    manifest = yaml.safe_load((ROOT / "cluster" / "k8s" / "rayjob-train-gpu.yaml").read_text())
+    [group] = manifest["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    container = group["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1" and container["image"].endswith("-gpu")
+    arguments = build_parser().parse_args(shlex.split(manifest["spec"]["entrypoint"])[1:])
+    config = resolve_config(TrainConfig, arguments)
+    assert config.gpus_per_worker == 1 and config.precision == "mixed_float16" and config.workers == group["replicas"]
+    dockerfile = (ROOT / "cluster" / "k8s" / "Dockerfile").read_text()
+    assert "ARG EXTRAS" in dockerfile and "py311-gpu" in dockerfile  # the GPU image variant is documented

@@ -1,0 +1,97 @@
+"""GPU training's code paths, tested on the CPU: precision policies, the loss-scaling step, XLA, the GPU check,
+resource requests and what the card records (no GPU, no Ray cluster)."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from faceray.config import ConfigError, resolve_config
+from train.config import TrainConfig
+from train.loop import StepRunner
+from train.models import build_model
+from train.precision import check_gpus, set_precision, with_loss_scaling
+
+
+@pytest.fixture(autouse=True)
+def float32_afterwards():
+    yield
+    set_precision("float32")
+
+
+def batch(seed: int = 0, size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (size, 48, 48, 1)).astype(np.uint8), rng.integers(0, 7, size)
+
+
+def test_mixed_float16_computes_in_float16_keeps_float32_variables_and_a_float32_softmax():
+    set_precision("mixed_float16")
+    model = build_model("residual", (48, 48, 1), 7)
+    convolutions = [layer for layer in model.get_layer("mini_xception").layers if "conv" in layer.name]
+    assert convolutions and all(layer.compute_dtype == "float16" for layer in convolutions)
+    assert all(variable.dtype == "float32" for variable in model.trainable_variables)
+    assert model.get_layer("mini_xception").get_layer("predictions").compute_dtype == "float32"
+    assert model(batch()[0].astype(np.float32)).dtype == "float32"
+
+
+def test_the_loss_scaling_step_trains_and_skips_a_step_whose_gradients_overflow():
+    set_precision("mixed_float16")
+    model = build_model("residual", (48, 48, 1), 7)
+    optimizer = with_loss_scaling(keras.optimizers.Adam(1e-3), "mixed_float16")
+    assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    runner = StepRunner(model, optimizer, tf.distribute.get_strategy(), 16)
+    assert runner.scales_loss
+    images, labels = batch()
+    losses = [runner.train_batch(images, labels)[0] / 16 for _ in range(4)]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]  # unscaled gradients: it learns the batch
+    # A scale so large that float16 gradients overflow: the step is skipped and the scale halves.
+    optimizer.dynamic_scale.assign(1e30)
+    before = [variable.numpy().copy() for variable in model.trainable_variables]
+    runner.train_batch(images, labels)
+    assert float(optimizer.dynamic_scale.numpy()) == pytest.approx(5e29)
+    assert all(np.array_equal(old, variable.numpy()) for old, variable in zip(before, model.trainable_variables))
+    assert with_loss_scaling(keras.optimizers.Adam(1e-3), "float32").__class__ is keras.optimizers.Adam
+
+
+def test_jit_compiles_the_step_to_the_same_numbers():
+    images, labels = batch(1)
+    results = []
+    for jit in (False, True):
+        keras.utils.set_random_seed(0)
+        model = build_model("residual", (48, 48, 1), 7)
+        runner = StepRunner(model, keras.optimizers.Adam(1e-3), tf.distribute.get_strategy(), 16, jit=jit)
+        results.append([runner.train_batch(images, labels)[0] for _ in range(2)])
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-3)
+
+
+def test_a_worker_given_gpus_that_tensorflow_cannot_see_stops_with_the_reason():
+    assert check_gpus(0) == []
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(RuntimeError, match=r"sees no GPU \(CUDA build: .*pip install -e '\.\[gpu\]'"):
+        check_gpus(1)
+
+
+def test_precision_and_gpu_settings_are_checked_and_reach_the_trainer_and_the_card(tmp_path):
+    from faceray.resources import ClusterResources, ResourceError, plan_training
+    from faceray.shards import ShardMetadata
+    from train.pipeline import RunSetup, make_trainer, training_facts
+
+    with pytest.raises(ConfigError, match="--precision"):
+        resolve_config(TrainConfig, {"data": "d", "precision": "float8"})
+    with pytest.raises(ConfigError, match="mixed_bfloat16 needs --gpus-per-worker"):
+        resolve_config(TrainConfig, {"data": "d", "precision": "mixed_bfloat16"})
+    with pytest.raises(ResourceError, match="GPU"):
+        plan_training(ClusterResources.single_node(16), 2, gpus_per_worker=1)
+    config = resolve_config(
+        TrainConfig, {"data": "d", "workers": 2, "gpus_per_worker": 1, "precision": "mixed_float16", "batch_size": 256}
+    )
+    plan = plan_training(ClusterResources.single_node(16, gpus=2), 2, gpus_per_worker=1)
+    meta = ShardMetadata((64, 64, 1), "gray", "gender", ("woman", "man"))
+    setup = RunSetup(tmp_path, tmp_path, meta, ["woman", "man"], np.array([5, 5]), ("train",), False, False)
+    trainer = make_trainer(config, setup, plan, {}, None, None)
+    assert trainer.scaling_config.use_gpu and trainer.scaling_config.resources_per_worker["GPU"] == 1
+    facts = training_facts(config)
+    assert facts["device"] == "gpu" and facts["precision"] == "mixed_float16" and facts["effective_batch_size"] == 512
