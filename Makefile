@@ -3,10 +3,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.faceray-installed
 DEMO_OUT ?= runs/demo
 # The optional dependency groups installed into .venv; GPU machines: make venv EXTRAS=test,lint,gpu
 EXTRAS ?= test,lint
+comma := ,
+STAMP := $(VENV)/.faceray-installed-$(subst $(comma),-,$(EXTRAS))
 # Keep every Ray connection on loopback and send no usage statistics.
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER = 0
 export RAY_USAGE_STATS_ENABLED = 0
@@ -52,6 +53,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/serve_faults.py
 	@# needs Debian's chromium and chromium-driver (.ci/run installs them); skipped with a message otherwise
 	-$(BIN)/python bench/browser.py
+	@# needs an NVIDIA GPU and `make venv EXTRAS=test,lint,gpu`; skipped without nvidia-smi
+	-command -v nvidia-smi >/dev/null && $(BIN)/python bench/train_gpu.py
 
 clean:
 	rm -rf runs .pytest_cache
