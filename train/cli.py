@@ -53,6 +53,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     importer.set_defaults(handler=run_import)
 
+    export = subparsers.add_parser(
+        "export",
+        help="write a model directory's model.onnx (checked against its Keras model, recorded in the card)",
+        description="For directories made before faceray wrote exports; training and import-model write one already.",
+    )
+    export.add_argument("model_dir", help="a model directory (model.keras + model_card.json)")
+    export.add_argument("--format", default="onnx", choices=("onnx",), help="export format (default: onnx)")
+    export.set_defaults(handler=run_export)
+
     fetch = subparsers.add_parser(
         "fetch-weights",
         help="download the paper's published models (checked) as model directories",
@@ -157,6 +166,22 @@ def run_import(arguments: argparse.Namespace) -> int:
     except ValueError as error:
         raise ConfigError(str(error)) from None
     print(f"wrote model directory {folder}")
+    return 0
+
+
+def run_export(arguments: argparse.Namespace) -> int:
+    from faceray.config import ConfigError
+    from faceray.exports import export_model
+
+    try:
+        card = export_model(arguments.model_dir, arguments.format)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    record = card.extra["exports"][arguments.format]
+    print(
+        f"wrote {Path(arguments.model_dir) / record['file']} ({record['bytes'] / 1e3:.0f} kB, sha256 "
+        f"{record['sha256'][:12]}..., largest difference from Keras {record['max_abs_difference']:.1e})"
+    )
     return 0
 
 

@@ -26,7 +26,36 @@ def test_onnx_runtime_matches_the_keras_model(model_dirs, task):
     assert onnx.predict(crops_for(onnx, 0)).shape == (0, len(onnx.labels))
 
 
-def test_a_conversion_that_disagrees_with_the_model_is_refused(model_dirs, monkeypatch):
+def without_export(folder, target):
+    """A copy of a model directory as faceray wrote them before exports (no model.onnx, no `exports` in the card)."""
+    import shutil
+
+    from faceray.model_card import ModelCard
+
+    shutil.copytree(folder, target)
+    (target / "model.onnx").unlink(missing_ok=True)
+    card = ModelCard.read(target)
+    ModelCard.from_dict({key: value for key, value in card.to_dict().items() if key != "exports"}).save(target)
+    return target
+
+
+@pytest.mark.parametrize("task", ["emotion", "gender"])
+def test_the_export_and_the_conversion_at_load_serve_the_same_answers(model_dirs, task, tmp_path):
+    from faceray.exports import export_model
+
+    folder = without_export(model_dirs[task], tmp_path / "old")
+    converted = FaceClassifier(folder)
+    assert converted.source == "converted"
+    export_model(folder)
+    exported = FaceClassifier(folder)
+    assert exported.source == "export"
+    crops = crops_for(exported, 9)
+    np.testing.assert_allclose(exported.predict(crops), converted.predict(crops), atol=1e-6)
+    (folder / "model.onnx").write_bytes((folder / "model.onnx").read_bytes() + b"x")  # changed since the export
+    assert FaceClassifier(folder).source == "converted"  # the checksum does not match: converted, and checked
+
+
+def test_a_conversion_that_disagrees_with_the_model_is_refused(model_dirs, monkeypatch, tmp_path):
     """The load-time parity check: an ONNX graph of other weights must not be served."""
     original = classify._onnx_session
 
@@ -49,7 +78,7 @@ def test_a_conversion_that_disagrees_with_the_model_is_refused(model_dirs, monke
 
     monkeypatch.setattr(classify, "_onnx_session", other_weights)
     with pytest.raises(RuntimeMismatchError, match="differs from the Keras model"):
-        FaceClassifier(model_dirs["gender"], runtime="onnx")
+        FaceClassifier(without_export(model_dirs["gender"], tmp_path / "old"), runtime="onnx")
 
 
 def test_unknown_runtime_is_a_clear_error(model_dirs):
