@@ -73,3 +73,46 @@ def test_the_gpu_training_job_asks_kubernetes_for_gpus_and_its_command_parses():
     assert config.gpus_per_worker == 1 and config.precision == "mixed_float16" and config.workers == group["replicas"]
     dockerfile = (ROOT / "cluster" / "k8s" / "Dockerfile").read_text()
     assert "ARG EXTRAS" in dockerfile and "py311-gpu" in dockerfile  # the GPU image variant is documented
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of cluster/k8s/Dockerfile, continuation lines joined and comments dropped."""
+    text = (ROOT / "cluster" / "k8s" / "Dockerfile").read_text().replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "") for line in lines]
+
+
+def test_the_dockerfile_installs_every_package_and_serves_mounted_models():
+    import json
+
+    instructions = dockerfile_instructions()
+    copied = {arguments.split()[-2] for name, arguments in instructions if name == "COPY"}
+    packages = {"faceray", "ingest", "train", "serve", "cluster"}
+    assert packages <= copied and {"pyproject.toml", "README.md"} & {
+        part for name, a in instructions if name == "COPY" for part in a.split()
+    }
+    assert any(name == "RUN" and "pip install" in arguments for name, arguments in instructions)
+    assert ("EXPOSE", "8000") in instructions
+    [command] = [json.loads(arguments) for name, arguments in instructions if name == "CMD"]
+    from faceray.cli import build_parser
+
+    served = resolve_config(ServeConfig, build_parser().parse_args(command[1:]))
+    assert served.host == "0.0.0.0" and served.port == 8000 and served.emotion_model == "/models/emotion"
+    environment = " ".join(arguments for name, arguments in instructions if name == "ENV")
+    assert "RAY_USAGE_STATS_ENABLED=0" in environment and "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0" in environment
+
+
+def test_the_image_builds_where_a_docker_daemon_runs():
+    import shutil
+    import subprocess
+
+    if shutil.which("docker") is None or subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+        pytest.skip("no Docker daemon on this machine")
+    built = subprocess.run(
+        ["docker", "build", "-f", "cluster/k8s/Dockerfile", "-t", "faceray:test", "."],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert built.returncode == 0, built.stderr[-3000:]
