@@ -69,6 +69,9 @@ class TrainConfig:
         "geometry the ingest recorded for the data)",
     )
     evaluate_split: str = option("test", "split evaluated at the end (evaluation.json)", choices=("test", "val"))
+    tracking: str | None = option(
+        None, "mlflow (a local ./mlruns file store), mlflow:URI or tensorboard: log the run (default: off)"
+    )
     address: str | None = option(
         None, "Ray address: 'auto' or ray://HOST:10001 = a cluster (default: an embedded local Ray on loopback)"
     )
@@ -87,6 +90,7 @@ class TrainConfig:
             problems.append(f"--cpus-per-worker: {self.cpus_per_worker} must be > 0")
         if self.gpus_per_worker < 0:
             problems.append(f"--gpus-per-worker: {self.gpus_per_worker} must be >= 0")
+        problems += tracking_problems(self.tracking)
         if self.precision == "mixed_bfloat16" and self.gpus_per_worker == 0:
             problems.append(
                 "--precision mixed_bfloat16 needs --gpus-per-worker > 0: on CPUs faceray caps oneDNN at AVX2 "
@@ -112,3 +116,21 @@ class TrainConfig:
             if value is not None:
                 settings[name] = float(value)
         return settings
+
+
+def tracking_problems(tracking: str | None) -> list[str]:
+    """What is wrong with a --tracking value (an unknown tracker, MLflow not installed)."""
+    import importlib.util
+
+    from train.experiments import parse_tracking
+
+    if tracking is None:
+        return []
+    try:
+        tracker, _ = parse_tracking(tracking)
+    except ValueError as error:
+        return [f"--tracking: {error}"]
+    module = {"mlflow": "mlflow", "tensorboard": "tensorboard"}[tracker]
+    if importlib.util.find_spec(module) is None:
+        return [f"--tracking {tracker}: {module} is not installed: pip install -e '.[tracking]'"]
+    return []

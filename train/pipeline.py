@@ -281,7 +281,7 @@ def check_output(config: TrainConfig, out: Path) -> None:
         return
     previous = json.loads(saved.read_text())
     current = config_to_dict(config)
-    ignored = {"address", "out", "fail_at_epoch", "max_failures", "cpus_per_worker", "gpus_per_worker"}
+    ignored = {"address", "out", "fail_at_epoch", "max_failures", "cpus_per_worker", "gpus_per_worker", "tracking"}
     differing = sorted(key for key in current if key not in ignored and previous.get(key) != current[key])
     if differing:
         raise ConfigError(f"--out: {out} holds a run with other settings ({', '.join(differing)}); use another --out")
@@ -565,11 +565,16 @@ def write_outputs(
     )
     save_model_dir(out, model, card)
     export_model(out)  # model.onnx, checked against the Keras model and recorded in the card
-    return {
+    summary = {
         "out": str(out),
         "metrics": metrics,
         "evaluation": {k: report[k] for k in ("split", "accuracy", "macro_f1", "chance_accuracy")},
     }
+    if config.tracking:
+        from train.experiments import log_training
+
+        summary["tracking"] = log_training(out, without_machine_paths(config_to_dict(config)) or {}, config.tracking)
+    return summary
 
 
 def run_evaluation(model_dir: str | Path, data: str | Path, split: str = "test") -> dict[str, Any]:

@@ -366,6 +366,7 @@ def run_sweep(config: SweepConfig, log: Any = print, verbose: int = 0) -> dict[s
                 "out": str(out / "final"),
                 "max_failures": 1,
                 "cpus_per_worker": None,
+                "tracking": config.tracking,  # the final model is a run of its own
             },
         )
         if final_config.workers == 1 and not config.trials_in_ray_train:
@@ -375,4 +376,8 @@ def run_sweep(config: SweepConfig, log: Any = print, verbose: int = 0) -> dict[s
         write_json(
             out / "best.json", {**{k: v for k, v in best.items() if not k.startswith("_")}, "final": summary["final"]}
         )
+    if config.tracking:
+        from train.experiments import log_sweep
+
+        summary["tracking"] = log_sweep(out, config_to_dict(config), rows, config.tracking)
     return summary

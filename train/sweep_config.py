@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from faceray.config import option
+from train.config import tracking_problems
 from train.precision import PRECISIONS
 
 
@@ -37,6 +38,9 @@ class SweepConfig:
     )
     jit: bool = option(False, "compile each trial's forward and backward pass with XLA")
     trials_in_ray_train: bool = option(False, "benchmarks only: one-worker trials run Ray Train too", cli=False)
+    tracking: str | None = option(
+        None, "mlflow (a local ./mlruns file store), mlflow:URI or tensorboard: log the run (default: off)"
+    )
     address: str | None = option(
         None, "Ray address: 'auto' or ray://HOST:10001 = a cluster (default: an embedded local Ray on loopback)"
     )
@@ -50,6 +54,7 @@ class SweepConfig:
         for name in ("trials", "epochs", "grace_period"):
             if getattr(self, name) < 1:
                 problems.append(f"--{name.replace('_', '-')}: must be at least 1")
+        problems += tracking_problems(self.tracking)
         if self.gpus_per_worker < 0:
             problems.append(f"--gpus-per-worker: {self.gpus_per_worker} must be >= 0")
         if self.max_concurrent is not None and self.max_concurrent < 1:

@@ -155,3 +155,36 @@ def test_a_request_the_cluster_cannot_hold_is_refused_before_anything_starts(fer
     with pytest.raises(ResourceError, match="no GPU"):
         run_training(config_for(fer_data, tmp_path / "gpu", gpus_per_worker=1))
     assert not (tmp_path / "three").exists() and not (tmp_path / "gpu").exists()
+
+
+def test_a_training_run_is_tracked_in_mlflow_and_tensorboard(trained, tmp_path):
+    """--tracking, on the trained model directory: MLflow's file store read back (params, metrics per epoch, card,
+    plots and model files), and TensorBoard's event files read back."""
+    from mlflow.tracking import MlflowClient
+
+    from train.experiments import log_training
+
+    out, _ = trained
+    history = list(csv.DictReader(open(out / "history.csv")))
+    settings = {"lr": 0.001, "model": "residual", "data": "fer48"}
+    where = log_training(out, settings, f"mlflow:{(tmp_path / 'mlruns').as_uri()}")
+    client = MlflowClient(where["uri"])
+    run = client.get_run(where["run_id"])
+    assert run.data.params["lr"] == "0.001" and run.data.tags["faceray.task"] == "emotion"
+    losses = client.get_metric_history(run.info.run_id, "loss")
+    assert [metric.step for metric in losses] == [int(float(row["epoch"])) for row in history]
+    assert run.data.metrics["test_accuracy"] == json.loads((out / "evaluation.json").read_text())["accuracy"]
+    artefacts = {item.path for item in client.list_artifacts(run.info.run_id)}
+    assert {"model_card.json", "plots", "model"} <= artefacts
+    assert {"model/model.keras", "model/model.onnx"} <= {
+        item.path for item in client.list_artifacts(run.info.run_id, "model")
+    }
+    assert json.loads((out / "tracking.json").read_text())["run_id"] == run.info.run_id
+
+    where = log_training(out, settings, "tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(where["logdir"], size_guidance={"tensors": 0})
+    events.Reload()
+    steps = [event.step for event in events.Tensors("loss")]
+    assert steps == [int(float(row["epoch"])) for row in history] and "test_accuracy" in events.Tags()["tensors"]

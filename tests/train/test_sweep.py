@@ -92,6 +92,7 @@ def test_sweep_fits_the_machine_with_a_failing_trial_resume_and_final(fer_data, 
             max_concurrent=2,
             final=True,
             out=str(tmp_path / "sweep"),
+            tracking=f"mlflow:{(tmp_path / 'mlruns').as_uri()}",
         ),
     )
     summary = run_sweep(config)
@@ -113,6 +114,20 @@ def test_sweep_fits_the_machine_with_a_failing_trial_resume_and_final(fer_data, 
     assert (trial_dir / "model.keras").is_file() or int(best["epochs_run"]) < 2  # a trial ASHA stopped writes no model
     final = json.loads((out / "final" / "evaluation.json").read_text())
     assert final["split"] == "test" and summary["final"]["metrics"]["epochs_run"] == int(best["best_epoch"])
+    # --tracking: a parent run, one child per trial (read back from MLflow's file store), and the final model's run
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(summary["tracking"]["uri"])
+    children = summary["tracking"]["trial_runs"]
+    assert set(children) == {row["trial_id"] for row in rows}
+    best_run = client.get_run(children[best["trial_id"]])
+    assert (
+        best_run.data.params["lr"] == str(best["lr"])
+        and best_run.data.tags["mlflow.parentRunId"] == summary["tracking"]["run_id"]
+    )
+    assert [metric.step for metric in client.get_metric_history(best_run.info.run_id, "val_accuracy")][0] == 1
+    final_run = client.get_run(json.loads((out / "final" / "tracking.json").read_text())["run_id"])
+    assert final_run.data.metrics["test_accuracy"] == pytest.approx(final["accuracy"])
 
     trial_file = next((out / "trials").glob("*/trial.json"))
     before = trial_file.stat().st_mtime_ns
