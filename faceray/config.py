@@ -188,3 +188,18 @@ def write_json(path: str | Path, payload: Any) -> None:
     temporary = target.with_name(target.name + ".tmp")
     temporary.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
     temporary.replace(target)
+
+
+def read_json_object(path: str | Path, what: str) -> dict[str, Any]:
+    """The JSON object in `path`; ValueError says when the file is missing (`what` names the expected file), is not
+    JSON, or holds something other than an object."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path.parent} is not {what} (no {path.name})")
+    try:
+        values = json.loads(path.read_text())
+    except ValueError as error:
+        raise ValueError(f"{path}: not JSON ({error})") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a JSON object, found {type(values).__name__}")
+    return values

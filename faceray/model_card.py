@@ -8,7 +8,6 @@ Keras is imported only by the functions that load or save a model.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,16 +148,10 @@ class ModelCard:
     @classmethod
     def read(cls, folder: str | Path) -> ModelCard:
         """The card of a model directory; ValueError when `folder` is not one or the card is malformed."""
+        from faceray.config import read_json_object
+
         path = Path(folder) / CARD_FILE
-        if not path.is_file():
-            raise ValueError(f"{folder} is not a model directory (no {CARD_FILE})")
-        try:
-            values = json.loads(path.read_text())
-        except ValueError as error:
-            raise ValueError(f"{path}: not JSON ({error})") from None
-        if not isinstance(values, dict):
-            raise ValueError(f"{path}: expected a JSON object, found {type(values).__name__}")
-        return cls.from_dict(values, str(path))
+        return cls.from_dict(read_json_object(path, "a model directory"), str(path))
 
     def save(self, folder: str | Path) -> Path:
         """Write model_card.json into `folder` (atomically); returns its path."""

@@ -260,15 +260,13 @@ class IngestManifest:
     @classmethod
     def read(cls, data_dir: str | Path) -> IngestManifest:
         """The manifest of a finished ingest output; FormatError names the folder when it is not one."""
+        from faceray.config import read_json_object
+
         path = Path(data_dir) / MANIFEST_FILE
-        if not path.is_file():
-            raise FormatError(f"{data_dir} is not a finished `faceray ingest` output (no {MANIFEST_FILE})")
         try:
-            values = json.loads(path.read_text())
+            values = read_json_object(path, "a finished `faceray ingest` output")
         except ValueError as error:
-            raise FormatError(f"{path}: not JSON ({error})") from None
-        if not isinstance(values, dict):
-            raise FormatError(f"{path}: expected a JSON object, found {type(values).__name__}")
+            raise FormatError(str(error)) from None
         return cls.from_dict(values, str(path))
 
     def save(self, data_dir: str | Path) -> Path:
