@@ -74,12 +74,18 @@ def max_difference(session: Any, traced: Any, input_shape: tuple[int, int, int])
 
 
 def export_model(folder: str | Path, format: str = "onnx") -> ModelCard:
-    """Write `folder/model.onnx` from its Keras model, check it (ExportMismatchError above PARITY_TOLERANCE), and
-    record it in the card; returns the updated card. The file is written under a temporary name, then renamed."""
+    """Export the model directory `folder` (`faceray export`); see `write_export`."""
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}: expected one of {FORMATS}")
-    folder = Path(folder)
     model, card = load_model_dir(folder)
+    return write_export(folder, model, card)
+
+
+def write_export(folder: str | Path, model: Any, card: ModelCard) -> ModelCard:
+    """Write `folder/model.onnx` from `model` (the directory's Keras model, in memory), check it
+    (ExportMismatchError above PARITY_TOLERANCE), and record it in the card; returns the updated card. The file is
+    written under a temporary name, then renamed."""
+    folder = Path(folder)
     traced, signature = traced_call(model, card.input_shape)
     graph = to_onnx(traced, signature)
     difference = max_difference(onnx_session(graph), traced, card.input_shape)

@@ -175,10 +175,14 @@ def save_model_dir(folder: str | Path, model: keras.Model, card: ModelCard) -> P
     return folder
 
 
-def load_model_dir(folder: str | Path) -> tuple[keras.Model, ModelCard]:
-    """(model taking raw 0..255 pixels, card) from a model directory."""
+def load_keras_model(folder: str | Path) -> keras.Model:
+    """The Keras model of a model directory (taking raw 0..255 pixels)."""
     import keras
 
+    return keras.models.load_model(Path(folder) / MODEL_FILE, compile=False)
+
+
+def load_model_dir(folder: str | Path) -> tuple[keras.Model, ModelCard]:
+    """(model taking raw 0..255 pixels, card) from a model directory."""
     card = ModelCard.read(folder)
-    model = keras.models.load_model(Path(folder) / MODEL_FILE, compile=False)
-    return model, card
+    return load_keras_model(folder), card

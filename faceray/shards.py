@@ -163,15 +163,20 @@ def read_shard_numpy(
 
 def iter_split_numpy(data_dir: str | Path, split: str) -> Iterator[tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]]:
     """Yield (uint8 (N, H, W, C) images, int64 (N,) labels) shard by shard."""
-    shape = ShardMetadata.read(data_dir, split).image_shape
+    return _split_parts(data_dir, split, ShardMetadata.read(data_dir, split).image_shape)
+
+
+def _split_parts(
+    data_dir: str | Path, split: str, shape: Sequence[int]
+) -> Iterator[tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]]:
     for path in shard_files(data_dir, split):
         yield read_shard_numpy(path, shape)
 
 
 def load_split_numpy(data_dir: str | Path, split: str) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
     """A whole split in memory as (uint8 (N, H, W, C), int64 (N,)); for small data and evaluation."""
-    shape = ShardMetadata.read(data_dir, split).image_shape
-    parts = list(iter_split_numpy(data_dir, split))
+    shape = ShardMetadata.read(data_dir, split).image_shape  # read once, for every shard and the empty case
+    parts = list(_split_parts(data_dir, split, shape))
     if not parts:
         return np.zeros((0, *shape), np.uint8), np.zeros((0,), np.int64)
     return np.concatenate([images for images, _ in parts]), np.concatenate([labels for _, labels in parts])

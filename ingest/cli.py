@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from faceray.config import add_config_arguments, resolve_config
 from faceray.console import terminal_stderr
+from faceray.shards import FormatError
 from ingest.config import IngestConfig, SampleConfig
 from ingest.sources import sources
 
@@ -67,9 +67,10 @@ def run_inspect(arguments: argparse.Namespace) -> int:
     from faceray.config import ConfigError
     from ingest.inspect import inspect_output
 
-    if not (Path(arguments.data) / "manifest.json").is_file():
-        raise ConfigError(f"{arguments.data} is not a finished `faceray ingest` output (no manifest.json)")
-    table, written = inspect_output(arguments.data, arguments.per_class)
+    try:
+        table, written = inspect_output(arguments.data, arguments.per_class)
+    except FormatError as error:
+        raise ConfigError(str(error)) from None
     print(table)
     for path in written:
         print(f"wrote {path}")

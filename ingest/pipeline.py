@@ -30,9 +30,6 @@ from ingest.chunks import WORK_DIR, ChunkSettings, chunk_name, done_marker, proc
 from ingest.config import IngestConfig
 from ingest.sources import ChunkSpec, SourceInputs, get_source
 
-MANIFEST = MANIFEST_FILE
-REJECTS = REJECTS_FILE
-
 
 def chunk_settings(config: IngestConfig) -> ChunkSettings:
     source = get_source(config.dataset)
@@ -57,7 +54,7 @@ def prepare_output(config: IngestConfig, out: Path) -> None:
                 f"--out: {out} holds an ingest made with other settings ({previous.get('settings')}); "
                 "use another --out or pass --overwrite to replace it"
             )
-        for name in (*SPLITS, WORK_DIR, MANIFEST, REJECTS):
+        for name in (*SPLITS, WORK_DIR, MANIFEST_FILE, REJECTS_FILE):
             target = out / name
             if target.is_dir():
                 shutil.rmtree(target)
@@ -142,7 +139,7 @@ def collect_summaries(out: Path, specs: list[ChunkSpec]) -> list[dict[str, Any]]
 
 def write_rejects_csv(out: Path, specs: list[ChunkSpec]) -> None:
     """Merge the per-chunk reject files into OUT/rejects.csv (streamed, chunk by chunk)."""
-    temporary = out / (REJECTS + ".tmp")
+    temporary = out / (REJECTS_FILE + ".tmp")
     with open(temporary, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["source", "row", "reason", "detail"])
@@ -153,7 +150,7 @@ def write_rejects_csv(out: Path, specs: list[ChunkSpec]) -> None:
                 writer.writerows(
                     zip(*(table.column(name).to_pylist() for name in ("source", "row", "reason", "detail")))
                 )
-    temporary.replace(out / REJECTS)
+    temporary.replace(out / REJECTS_FILE)
 
 
 def label_name(labels: tuple[str, ...], label: int) -> str:
@@ -219,7 +216,7 @@ def run_ingest(config: IngestConfig, parallelism: int | None = None, log: Any = 
     started = time.perf_counter()
     specs, metadata = get_source(config.dataset).plan(config)
     pending = [spec for spec in specs if not done_marker(out, spec.chunk).exists()]
-    if not pending and (out / MANIFEST).exists():
+    if not pending and (out / MANIFEST_FILE).exists():
         # A finished ingest: leave every file as it is (the manifest keeps the run that did the work).
         idle = {"chunks_processed": 0, "images_processed": 0, "elapsed_s": 0.0, "images_per_s": 0.0}
         return dataclasses.replace(IngestManifest.read(out), this_run=idle)
@@ -229,7 +226,7 @@ def run_ingest(config: IngestConfig, parallelism: int | None = None, log: Any = 
     summaries = collect_summaries(out, specs)
     manifest = build_manifest(config, settings, summaries, {spec.chunk for spec in pending}, elapsed)
     manifest = dataclasses.replace(manifest, resource_plan=plan.to_dict())
-    if pending or not (out / REJECTS).exists():
+    if pending or not (out / REJECTS_FILE).exists():
         write_rejects_csv(out, specs)
     manifest.save(out)
     return manifest

@@ -54,11 +54,12 @@ class FaceAnalyzer:
         if not models:
             raise ValueError("give at least one model directory (emotion_model or gender_model)")
         self.detector_settings = detector if isinstance(detector, DetectorSettings) else DetectorSettings(name=detector)
-        self.crop_margin = crop_margin
         self._local = threading.local()
         # This thread's detector now (make_detector refuses an unknown name), before the slower model loading.
         self.detector  # noqa: B018
         self.classifiers = {task: FaceClassifier(folder, runtime, threads) for task, folder in models.items()}
+        override = None if crop_margin is None else CropGeometry(crop_margin, "set by --crop-margin")
+        self.crops = {task: override or classifier.card.crop for task, classifier in self.classifiers.items()}
 
     @property
     def cards(self) -> dict[str, dict[str, Any]]:
@@ -95,10 +96,9 @@ class FaceAnalyzer:
             return faces
         for task, classifier in self.classifiers.items():
             card = classifier.card
-            crop = card.crop if self.crop_margin is None else CropGeometry(self.crop_margin, "set by --crop-margin")
             crops = np.concatenate(
                 [
-                    crop_faces(frame, frame_boxes, card.size, card.color, crop)
+                    crop_faces(frame, frame_boxes, card.size, card.color, self.crops[task])
                     for frame, frame_boxes in zip(frames, boxes)
                 ]
             )

@@ -56,9 +56,9 @@ class FaceClassifier:
 
     def _load_keras(self, model_dir: str | Path, threads: int) -> None:
         from faceray.exports import max_difference, traced_call
-        from faceray.model_card import load_model_dir
+        from faceray.model_card import load_keras_model
 
-        model, _ = load_model_dir(model_dir)
+        model = load_keras_model(model_dir)  # the card is read already
         self._traced, signature = traced_call(model, self.card.input_shape)
         self.source = "keras"
         if self.runtime == "onnx":

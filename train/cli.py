@@ -119,13 +119,18 @@ def run_sweep_command(arguments: argparse.Namespace) -> int:
 
 def run_evaluate(arguments: argparse.Namespace) -> int:
     from faceray.config import ConfigError
-    from faceray.model_card import CARD_FILE
+    from faceray.model_card import ModelCard
+    from faceray.shards import IngestManifest
     from train.pipeline import run_evaluation
 
-    if not (Path(arguments.model_dir) / CARD_FILE).is_file():
-        raise ConfigError(f"{arguments.model_dir} is not a model directory (no {CARD_FILE})")
-    if not (Path(arguments.data) / "manifest.json").is_file():
-        raise ConfigError(f"--data: {arguments.data} is not an ingest output (no manifest.json)")
+    try:  # before TensorFlow loads: a wrong path is one line
+        ModelCard.read(arguments.model_dir)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    try:
+        IngestManifest.read(arguments.data)
+    except ValueError as error:
+        raise ConfigError(f"--data: {error}") from None
     report = run_evaluation(arguments.model_dir, arguments.data, arguments.split)
     print(format_evaluation(report))
     print(

@@ -18,9 +18,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from faceray.exports import ONNX_FILE
+from faceray.model_card import CARD_FILE, MODEL_FILE, ModelCard
+
 TRACKERS = ("mlflow", "tensorboard")
 EXPERIMENT = "faceray"
-MODEL_FILES = ("model.keras", "model.onnx", "model_card.json")
+MODEL_FILES = (MODEL_FILE, ONNX_FILE, CARD_FILE)
 PLOTS = ("learning_curves.png", "confusion_matrix.png")
 
 
@@ -62,7 +65,7 @@ def log_training(out: str | Path, settings: dict[str, Any], tracking: str) -> di
     it went (also written to OUT/tracking.json)."""
     out = Path(out)
     tracker, uri = parse_tracking(tracking)
-    card = json.loads((out / "model_card.json").read_text())
+    card = ModelCard.read(out).to_dict()
     evaluation = json.loads((out / "evaluation.json").read_text()) if (out / "evaluation.json").is_file() else {}
     history = _history(out)
     if tracker == "tensorboard":
@@ -101,7 +104,7 @@ def _mlflow_training(
             step = int(row.get("epoch", 0))
             mlflow.log_metrics({key: value for key, value in row.items() if key != "epoch"}, step=step)
         mlflow.log_metrics(_final_metrics(evaluation))
-        mlflow.log_dict(card, "model_card.json")
+        mlflow.log_dict(card, CARD_FILE)
         for name in PLOTS:
             if (out / name).is_file():
                 mlflow.log_artifact(str(out / name), "plots")

@@ -8,7 +8,7 @@ from typing import Any
 
 import keras
 
-from faceray.exports import export_model
+from faceray.exports import write_export
 from faceray.faces import FER_CROP, IMDB_WIKI_CROP, CropGeometry
 from faceray.labels import labels_for_task
 from faceray.model_card import ModelCard, save_model_dir
@@ -53,5 +53,5 @@ def import_legacy_model(
     crop = PAPER_CROPS[task] if crop_margin is None else CropGeometry(crop_margin, "set by import-model --crop-margin")
     card = ModelCard(task, input_shape, color, f"imported from {path.name}", crop, extra={"source": str(path.name)})
     folder = save_model_dir(out, model, card)
-    export_model(folder)  # model.onnx, checked against the Keras model and recorded in the card
+    write_export(folder, model, card)  # model.onnx, checked against the Keras model and recorded in the card
     return folder

@@ -505,7 +505,7 @@ def write_outputs(
     """The best weights into model.keras, history, evaluation, card and plots."""
     if best_weights is None:
         raise RuntimeError("training ended before any epoch finished: there are no weights to write")
-    from faceray.exports import export_model
+    from faceray.exports import write_export
     from faceray.model_card import ModelCard, save_model_dir
     from train.evaluate import evaluate_model, plot_confusion_matrix, plot_learning_curves
     from train.model_dir import without_machine_paths
@@ -564,7 +564,7 @@ def write_outputs(
         ),
     )
     save_model_dir(out, model, card)
-    export_model(out)  # model.onnx, checked against the Keras model and recorded in the card
+    write_export(out, model, card)  # model.onnx, checked against the Keras model and recorded in the card
     summary = {
         "out": str(out),
         "metrics": metrics,
