@@ -131,14 +131,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_log_paths(arguments: argparse.Namespace) -> tuple[Path, Path | None]:
     """(where the log is written while the command runs, where it moves at the end): ~/.cache/faceray/logs/
-    <command>-<pid>.log, then OUT/faceray.log for a run with an output folder (FACERAY_LOG_DIR overrides the first)."""
+    <command>-<pid>.log, then OUT/faceray.log for a run with a local output folder (FACERAY_LOG_DIR overrides the
+    first; a log of a run whose output is in object storage stays there)."""
     import os
+
+    from faceray.storage import is_store_uri
 
     folder = Path(os.environ.get("FACERAY_LOG_DIR") or Path.home() / ".cache" / "faceray" / "logs")
     out = getattr(arguments, "out", None)
     run_folder = (
         Path(out) / "faceray.log"
-        if out and arguments.command not in ("sample", "import-model", "fetch-weights")
+        if out and not is_store_uri(out) and arguments.command not in ("sample", "import-model", "fetch-weights")
         else None
     )
     return folder / f"{arguments.command}-{os.getpid()}.log", run_folder

@@ -15,7 +15,10 @@ import json
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from faceray.storage import Location
 
 ConfigT = TypeVar("ConfigT")
 
@@ -181,25 +184,56 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return {field.name: plain(getattr(config, field.name)) for field in dataclasses.fields(config)}
 
 
-def write_json(path: str | Path, payload: Any) -> None:
-    """Write `payload` as indented JSON atomically (temporary file, then rename)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(target.name + ".tmp")
-    temporary.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
-    temporary.replace(target)
+def location(where: str | Path | None, flag: str, output: bool = False) -> Location:
+    """`where` (a local path, file://, s3:// or gs:// URI) as a faceray.storage Location; ConfigError names `flag`
+    (also, for an `output` in object storage, when its bucket does not exist)."""
+    from faceray.storage import Location
 
-
-def read_json_object(path: str | Path, what: str) -> dict[str, Any]:
-    """The JSON object in `path`; ValueError says when the file is missing (`what` names the expected file), is not
-    JSON, or holds something other than an object."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path.parent} is not {what} (no {path.name})")
+    if not where:
+        raise ConfigError(f"{flag}: a path is required")
     try:
-        values = json.loads(path.read_text())
+        found = Location.of(where)
+        if output:
+            found.check_bucket()
+    except (ValueError, FileNotFoundError) as error:
+        raise ConfigError(f"{flag}: {error}") from None
+    return found
+
+
+def location_problems(**flags: str | None) -> list[str]:
+    """For each flag=value given (a flag's dashes written as underscores), a problem when the value is set but is
+    not a path or URI faceray can resolve (an unknown scheme, no bucket)."""
+    from faceray.storage import Location
+
+    problems = []
+    for name, value in flags.items():
+        if value:
+            try:
+                Location.of(value)
+            except ValueError as error:
+                problems.append(f"--{name.replace('_', '-')}: {error}")
+    return problems
+
+
+def write_json(path: str | Path | Location, payload: Any) -> None:
+    """Write `payload` as indented JSON, whole or not at all (faceray.storage: local or object storage)."""
+    from faceray.storage import Location
+
+    Location.of(path).write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def read_json_object(path: str | Path | Location, what: str) -> dict[str, Any]:
+    """The JSON object in `path` (local or object storage); ValueError says when the file is missing (`what` names
+    the expected file), is not JSON, or holds something other than an object."""
+    from faceray.storage import Location
+
+    location = Location.of(path)
+    if not location.is_file():
+        raise ValueError(f"{location.parent} is not {what} (no {location.name})")
+    try:
+        values = json.loads(location.read_text())
     except ValueError as error:
-        raise ValueError(f"{path}: not JSON ({error})") from None
+        raise ValueError(f"{location}: not JSON ({error})") from None
     if not isinstance(values, dict):
-        raise ValueError(f"{path}: expected a JSON object, found {type(values).__name__}")
+        raise ValueError(f"{location}: expected a JSON object, found {type(values).__name__}")
     return values

@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from faceray.model_card import ModelCard, load_model_dir
+from faceray.storage import Location
 
 ONNX_FILE = "model.onnx"
 ONNX_OPSET = 17
@@ -74,11 +75,15 @@ def max_difference(session: Any, traced: Any, input_shape: tuple[int, int, int])
 
 
 def export_model(folder: str | Path, format: str = "onnx") -> ModelCard:
-    """Export the model directory `folder` (`faceray export`); see `write_export`."""
+    """Export the model directory `folder`, local or in object storage (`faceray export`); see `write_export`."""
+    from faceray.model_card import MODEL_FILE
+    from faceray.storage import local_folder
+
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}: expected one of {FORMATS}")
-    model, card = load_model_dir(folder)
-    return write_export(folder, model, card)
+    with local_folder(Location.of(folder), fetch=True, skip=(MODEL_FILE,)) as local:  # uploads the export, then card
+        model, card = load_model_dir(local)
+        return write_export(local, model, card)
 
 
 def write_export(folder: str | Path, model: Any, card: ModelCard) -> ModelCard:
@@ -111,14 +116,15 @@ def write_export(folder: str | Path, model: Any, card: ModelCard) -> ModelCard:
     return card
 
 
-def recorded_export(folder: str | Path, card: ModelCard) -> bytes | None:
-    """The bytes of the ONNX export the card records, when the file is there and its SHA-256 matches; else None
-    (a directory from before exports, or a file changed since: the caller converts in memory instead)."""
+def recorded_export(folder: str | Path | Location, card: ModelCard) -> bytes | None:
+    """The bytes of the ONNX export the card records (local or in object storage), when the file is there and its
+    SHA-256 matches; else None (a directory from before exports, or a file changed since: the caller converts in
+    memory instead)."""
     record = (card.extra.get("exports") or {}).get("onnx")
     if not record:
         return None
-    path = Path(folder) / str(record.get("file", ONNX_FILE))
-    if not path.is_file():
+    try:
+        graph = (Location.of(folder) / str(record.get("file", ONNX_FILE))).read_bytes()
+    except FileNotFoundError:
         return None
-    graph = path.read_bytes()
     return graph if hashlib.sha256(graph).hexdigest() == record.get("sha256") else None

@@ -19,6 +19,8 @@ from faceray.labels import labels_for_task
 if TYPE_CHECKING:
     import keras
 
+    from faceray.storage import Location
+
 MODEL_FILE = "model.keras"
 CARD_FILE = "model_card.json"
 
@@ -146,15 +148,17 @@ class ModelCard:
             raise ValueError(f"{source}: {error}") from None
 
     @classmethod
-    def read(cls, folder: str | Path) -> ModelCard:
-        """The card of a model directory; ValueError when `folder` is not one or the card is malformed."""
+    def read(cls, folder: str | Path | Location) -> ModelCard:
+        """The card of a model directory (local or in object storage); ValueError when `folder` is not one or the
+        card is malformed."""
         from faceray.config import read_json_object
+        from faceray.storage import Location
 
-        path = Path(folder) / CARD_FILE
-        return cls.from_dict(read_json_object(path, "a model directory"), str(path))
+        path = Location.of(folder) / CARD_FILE
+        return cls.from_dict(read_json_object(path, "a model directory"), path.uri)
 
     def save(self, folder: str | Path) -> Path:
-        """Write model_card.json into `folder` (atomically); returns its path."""
+        """Write model_card.json into the local `folder` (whole or not at all); returns its path."""
         from faceray.config import write_json
 
         path = Path(folder) / CARD_FILE

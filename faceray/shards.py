@@ -12,7 +12,6 @@ The schema's metadata is a `ShardMetadata` (bytes keys `faceray.*`).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import pyarrow.parquet as pq
 
 from faceray.faces import COLOR_CHANNELS, CropGeometry
 from faceray.labels import labels_for_task
+from faceray.storage import Location
 
 SHAPE_KEY = b"faceray.image_shape"
 COLOR_KEY = b"faceray.color"
@@ -91,7 +91,7 @@ class ShardMetadata:
         return pa.schema([*BASE_FIELDS, *extra_fields], metadata=metadata)
 
     @classmethod
-    def from_schema(cls, schema: pa.Schema, path: str | Path) -> ShardMetadata:
+    def from_schema(cls, schema: pa.Schema, path: str | Path | Location) -> ShardMetadata:
         """Read it back from a shard's schema; FormatError names `path` and the missing or bad field."""
         metadata = schema.metadata or {}
         if SHAPE_KEY not in metadata:
@@ -119,27 +119,31 @@ class ShardMetadata:
             raise FormatError(f"{path}: {error}") from None
 
     @classmethod
-    def read(cls, data_dir: str | Path, split: str = "train") -> ShardMetadata:
+    def read(cls, data_dir: str | Path | Location, split: str = "train") -> ShardMetadata:
         """The metadata of the shards of `split` in an ingest output (FormatError if there are none)."""
         files = shard_files(data_dir, split)
         if not files:
-            raise FormatError(f"no Parquet shards in {Path(data_dir) / split}")
-        return cls.from_schema(pq.read_schema(files[0]), files[0])
+            raise FormatError(f"no Parquet shards in {Location.of(data_dir) / split}")
+        return cls.from_schema(pq.read_schema(files[0].path, filesystem=files[0].filesystem), files[0].uri)
 
 
-def write_shard(path: Path, rows: dict[str, list[Any]], schema: pa.Schema) -> None:
-    """Write one shard atomically (temporary name, then rename), zstd-compressed."""
+def write_shard(path: str | Path | Location, rows: dict[str, list[Any]], schema: pa.Schema) -> None:
+    """Write one shard, zstd-compressed, whole or not at all (local: temporary name, then rename; object storage:
+    one object put when complete)."""
     table = pa.Table.from_pydict(rows, schema=schema)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    pq.write_table(table, temporary, compression="zstd")
-    os.replace(temporary, path)
+    with Location.of(path).writer() as handle:
+        pq.write_table(table, handle, compression="zstd")
 
 
-def shard_files(data_dir: str | Path, split: str) -> list[Path]:
-    """The finished shard files of `split`, sorted (temporary files excluded)."""
-    folder = Path(data_dir) / split
-    return sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+def shard_files(data_dir: str | Path | Location, split: str) -> list[Location]:
+    """The finished shard files of `split` (local or in object storage), sorted (temporary files excluded)."""
+    return (Location.of(data_dir) / split).files(".parquet")
+
+
+def read_table(location: str | Path | Location, columns: Sequence[str] | None = None) -> pa.Table:
+    """One Parquet file (local or in object storage) as an Arrow table."""
+    location = Location.of(location)
+    return pq.read_table(location.path, filesystem=location.filesystem, columns=columns)
 
 
 def decode_images(column: Sequence[bytes] | npt.NDArray[Any], image_shape: Sequence[int]) -> npt.NDArray[np.uint8]:
@@ -152,28 +156,32 @@ def decode_images(column: Sequence[bytes] | npt.NDArray[Any], image_shape: Seque
 
 
 def read_shard_numpy(
-    path: str | Path, image_shape: Sequence[int]
+    path: str | Path | Location, image_shape: Sequence[int]
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
     """One shard file as (uint8 (N, H, W, C) images, int64 (N,) labels)."""
-    table = pq.read_table(path, columns=["image", "label"])
+    table = read_table(path, columns=["image", "label"])
     return decode_images(table.column("image").to_pylist(), image_shape), table.column("label").to_numpy().astype(
         np.int64
     )
 
 
-def iter_split_numpy(data_dir: str | Path, split: str) -> Iterator[tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]]:
+def iter_split_numpy(
+    data_dir: str | Path | Location, split: str
+) -> Iterator[tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]]:
     """Yield (uint8 (N, H, W, C) images, int64 (N,) labels) shard by shard."""
     return _split_parts(data_dir, split, ShardMetadata.read(data_dir, split).image_shape)
 
 
 def _split_parts(
-    data_dir: str | Path, split: str, shape: Sequence[int]
+    data_dir: str | Path | Location, split: str, shape: Sequence[int]
 ) -> Iterator[tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]]:
     for path in shard_files(data_dir, split):
         yield read_shard_numpy(path, shape)
 
 
-def load_split_numpy(data_dir: str | Path, split: str) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
+def load_split_numpy(
+    data_dir: str | Path | Location, split: str
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
     """A whole split in memory as (uint8 (N, H, W, C), int64 (N,)); for small data and evaluation."""
     shape = ShardMetadata.read(data_dir, split).image_shape  # read once, for every shard and the empty case
     parts = list(_split_parts(data_dir, split, shape))
@@ -263,21 +271,21 @@ class IngestManifest:
         return manifest
 
     @classmethod
-    def read(cls, data_dir: str | Path) -> IngestManifest:
+    def read(cls, data_dir: str | Path | Location) -> IngestManifest:
         """The manifest of a finished ingest output; FormatError names the folder when it is not one."""
         from faceray.config import read_json_object
 
-        path = Path(data_dir) / MANIFEST_FILE
+        path = Location.of(data_dir) / MANIFEST_FILE
         try:
             values = read_json_object(path, "a finished `faceray ingest` output")
         except ValueError as error:
             raise FormatError(str(error)) from None
-        return cls.from_dict(values, str(path))
+        return cls.from_dict(values, path.uri)
 
-    def save(self, data_dir: str | Path) -> Path:
-        """Write OUT/manifest.json atomically; returns its path."""
+    def save(self, data_dir: str | Path | Location) -> Location:
+        """Write OUT/manifest.json whole; returns its location."""
         from faceray.config import write_json
 
-        path = Path(data_dir) / MANIFEST_FILE
+        path = Location.of(data_dir) / MANIFEST_FILE
         write_json(path, self.to_dict())
         return path

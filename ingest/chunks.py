@@ -1,13 +1,13 @@
 """Processing one chunk of a source's inputs into shards, rejects and a done-marker (pure; the Ray wrapper calls it).
 
-A chunk is the unit of work and of resumption: its shard files and rejects are written under temporary
-names and renamed, and the done-marker is written last, so a chunk is either wholly done or redone.
+A chunk is the unit of work and of resumption: each of its shard files and rejects is written whole (a temporary
+name renamed locally; one object put when complete in object storage, which has no rename), and the done-marker is
+written last, so a chunk is either wholly done or redone. The same code runs on local folders and on s3:// / gs://.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from faceray.labels import SPLITS, labels_for_task
 from faceray.shards import ShardMetadata, write_shard
+from faceray.storage import TEMPORARY_SUFFIX, Location
 from ingest.sources import ChunkSpec, Example, SourceInputs, get_source
 
 WORK_DIR = "_work"
@@ -36,7 +37,7 @@ class ChunkSettings:
     """What every chunk of one ingest run shares (plain values: they travel to Ray tasks)."""
 
     dataset: str  # the source's name (ingest.sources)
-    out: str
+    out: Location  # the output folder (it pickles with its store's endpoint)
     inputs: SourceInputs
 
     @property
@@ -58,20 +59,31 @@ def chunk_name(chunk_id: int) -> str:
     return f"part-{chunk_id:05d}"
 
 
-def done_marker(out: str | Path, chunk_id: int) -> Path:
-    return Path(out) / WORK_DIR / "done" / f"{chunk_name(chunk_id)}.json"
+def done_folder(out: str | Path | Location) -> Location:
+    return Location.of(out) / WORK_DIR / "done"
 
 
-def reject_file(out: str | Path, chunk_id: int) -> Path:
-    return Path(out) / WORK_DIR / "rejects" / f"{chunk_name(chunk_id)}.parquet"
+def done_marker(out: str | Path | Location, chunk_id: int) -> Location:
+    return done_folder(out) / f"{chunk_name(chunk_id)}.json"
 
 
-def remove_partial_outputs(out: str | Path, chunk_id: int) -> None:
+def finished_chunks(out: str | Path | Location) -> set[int]:
+    """The chunks whose done-marker exists (one listing, not a request per chunk)."""
+    return {int(marker.name[len("part-") : -len(".json")]) for marker in done_folder(out).files(".json")}
+
+
+def reject_file(out: str | Path | Location, chunk_id: int) -> Location:
+    return Location.of(out) / WORK_DIR / "rejects" / f"{chunk_name(chunk_id)}.parquet"
+
+
+def remove_partial_outputs(out: str | Path | Location, chunk_id: int) -> None:
     """Delete whatever an interrupted attempt at this chunk left behind (it will be redone whole)."""
-    shards = [Path(out) / split / f"{chunk_name(chunk_id)}.parquet" for split in SPLITS] + [reject_file(out, chunk_id)]
-    for shard in shards:  # named, not globbed: a glob lists the whole folder, which grows with every chunk
-        shard.unlink(missing_ok=True)
-        shard.with_name(shard.name + ".tmp").unlink(missing_ok=True)  # write_shard's temporary name
+    out = Location.of(out)
+    shards = [out / split / f"{chunk_name(chunk_id)}.parquet" for split in SPLITS] + [reject_file(out, chunk_id)]
+    for shard in shards:  # named, not listed: a listing covers the whole folder, which grows with every chunk
+        shard.delete()
+        if shard.is_local:  # a local write killed midway leaves its temporary name (a store keeps no partial object)
+            (shard.parent / (shard.name + TEMPORARY_SUFFIX)).delete()
 
 
 class _ChunkCollector:
@@ -107,7 +119,7 @@ class _ChunkCollector:
         settings = self.settings
         schema = settings.metadata.schema(get_source(settings.dataset).extra_fields)
         for split, columns in self.rows.items():
-            write_shard(Path(settings.out) / split / f"{chunk_name(chunk_id)}.parquet", dict(columns), schema)
+            write_shard(settings.out / split / f"{chunk_name(chunk_id)}.parquet", dict(columns), schema)
         if self.rejects:
             write_shard(reject_file(settings.out, chunk_id), dict(self.rejects), REJECT_SCHEMA)
         summary = {
@@ -120,11 +132,7 @@ class _ChunkCollector:
             "rejected": dict(sorted(self.rejected.items())),
             "seconds": round(seconds, 4),
         }
-        marker = done_marker(settings.out, chunk_id)
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        temporary = marker.with_name(marker.name + ".tmp")
-        temporary.write_text(json.dumps(summary))
-        os.replace(temporary, marker)
+        done_marker(settings.out, chunk_id).write_text(json.dumps(summary))  # last: the chunk is done
         return summary
 
 

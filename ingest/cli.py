@@ -39,14 +39,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_sample(arguments: argparse.Namespace) -> int:
+    from faceray.config import location
+    from faceray.storage import local_folder
     from ingest.sample import write_sample
 
     config = resolve_config(SampleConfig, arguments, arguments.config)
-    summary = write_sample(str(config.out), config.imdb, config.fer, config.seed)
+    out = location(config.out, "--out", output=True)
+    with local_folder(out) as folder:  # written locally, then uploaded when --out is in object storage
+        summary = write_sample(folder, config.imdb, config.fer, config.seed)
     print(
         f"wrote {summary.imdb_images} IMDB-WIKI rows ({summary.imdb_broken_files} broken files on purpose) "
-        f"under {summary.imdb_root} and {summary.fer_rows} FER-2013 rows ({summary.fer_bad_rows} malformed on purpose) "
-        f"to {summary.fer_csv}"
+        f"under {out / summary.imdb_root.name} and {summary.fer_rows} FER-2013 rows ({summary.fer_bad_rows} "
+        f"malformed on purpose) to {out / summary.fer_csv.name}"
     )
     return 0
 

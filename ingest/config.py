@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from faceray.config import option
+from faceray.config import location_problems, option
 from faceray.faces import COLOR_CHANNELS
 from ingest.sources import get_source
 
@@ -47,7 +47,7 @@ class IngestConfig:
 
     def validate(self) -> list[str]:
         """Every problem with these settings, each naming its flag."""
-        problems = []
+        problems = location_problems(out=self.out, root=self.root, mat=self.mat, csv=self.csv)
         if not self.out:
             problems.append("--out: an output directory is required")
         try:

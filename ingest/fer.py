@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from faceray.labels import EMOTION_LABELS, FER_USAGE_TO_SPLIT
+from faceray.storage import Location
 from ingest.rejections import Rejection
 
 FER_SIDE = 48
@@ -52,9 +53,10 @@ def parse_fer_row(fields: list[str]) -> tuple[int, npt.NDArray[np.uint8], str]:
     return emotion, values.astype(np.uint8).reshape(FER_SIDE, FER_SIDE), FER_USAGE_TO_SPLIT[usage]
 
 
-def check_fer_header(csv_path: str | Path) -> int:
-    """Check the header line of a FER-2013 CSV and return the byte offset of the first data row."""
-    with open(csv_path, "rb") as handle:
+def check_fer_header(csv_path: str | Path | Location) -> int:
+    """Check the header line of a FER-2013 CSV (local or in object storage) and return the byte offset of the first
+    data row."""
+    with Location.of(csv_path).open_input() as handle:
         header = handle.readline()
     names = tuple(name.strip() for name in header.decode("utf-8", "replace").strip().split(","))
     if names != FER_HEADER:
@@ -62,14 +64,14 @@ def check_fer_header(csv_path: str | Path) -> int:
     return len(header)
 
 
-def chunk_byte_ranges(csv_path: str | Path, rows_per_chunk: int) -> Iterator[tuple[int, int, int, int]]:
+def chunk_byte_ranges(csv_path: str | Path | Location, rows_per_chunk: int) -> Iterator[tuple[int, int, int, int]]:
     """Split the data rows into chunks without loading the file: yields (first_row, row_count, start, end).
 
     Rows are numbered from 1 (the first line after the header); offsets are bytes in the file.
     """
     start = check_fer_header(csv_path)
     first_row, count, chunk_start, position = 1, 0, start, start
-    with open(csv_path, "rb") as handle:
+    with Location.of(csv_path).open_input() as handle:
         handle.seek(start)
         for line in handle:
             position += len(line)
@@ -83,9 +85,9 @@ def chunk_byte_ranges(csv_path: str | Path, rows_per_chunk: int) -> Iterator[tup
         yield first_row, count, chunk_start, position
 
 
-def read_rows(csv_path: str | Path, start: int, end: int) -> Iterator[list[str]]:
-    """The CSV fields of each non-blank line between byte offsets `start` and `end`."""
-    with open(csv_path, "rb") as handle:
+def read_rows(csv_path: str | Path | Location, start: int, end: int) -> Iterator[list[str]]:
+    """The CSV fields of each non-blank line between byte offsets `start` and `end` (one ranged read)."""
+    with Location.of(csv_path).open_input() as handle:
         handle.seek(start)
         text = handle.read(end - start).decode("utf-8", "replace")
     lines = [line for line in text.splitlines() if line.strip()]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from faceray.storage import Location
 
 METADATA_COLUMNS = (
     "row",
@@ -39,7 +42,7 @@ def _numbers(field: np.ndarray, count: int, name: str) -> np.ndarray:
     return values
 
 
-def read_imdb_metadata(mat_path: str | Path) -> pd.DataFrame:
+def read_imdb_metadata(mat_path: str | Path | Location) -> pd.DataFrame:
     """Read the per-image metadata of an IMDB-WIKI `.mat` file (struct `imdb` or `wiki`, fields 1xN).
 
     Returns one row per image with METADATA_COLUMNS; `row` is the image's index in the file, `gender` is
@@ -48,11 +51,11 @@ def read_imdb_metadata(mat_path: str | Path) -> pd.DataFrame:
     """
     from scipy.io import loadmat
 
-    path = Path(mat_path)
+    path = Location.of(mat_path)
     if not path.is_file():
-        raise ValueError(f"no metadata file at {str(path)!r}")
+        raise ValueError(f"no metadata file at {path.uri!r}")
     try:
-        contents = loadmat(str(path))
+        contents = loadmat(path.path if path.is_local else io.BytesIO(path.read_bytes()))
     except Exception as error:  # scipy raises several types for a corrupt file
         raise ValueError(f"{path} is not a readable MATLAB file: {error}") from None
     names = [key for key in contents if not key.startswith("__")]

@@ -8,6 +8,7 @@ import numpy as np
 
 from faceray.labels import SPLITS
 from faceray.shards import IngestManifest, iter_split_numpy
+from faceray.storage import Location, local_folder
 
 
 def manifest_table(manifest: IngestManifest) -> str:
@@ -31,7 +32,9 @@ def manifest_table(manifest: IngestManifest) -> str:
     return "\n".join(lines)
 
 
-def sample_grid(data_dir: Path, labels: list[str], per_class: int = 8, split: str = "train") -> np.ndarray:
+def sample_grid(
+    data_dir: str | Path | Location, labels: list[str], per_class: int = 8, split: str = "train"
+) -> np.ndarray:
     """uint8 (rows*H, per_class*W, 3) RGB grid: one row of up to `per_class` images per label."""
     chosen: dict[int, list[np.ndarray]] = {index: [] for index in range(len(labels))}
     shape = None
@@ -43,7 +46,7 @@ def sample_grid(data_dir: Path, labels: list[str], per_class: int = 8, split: st
         if all(len(items) >= per_class for items in chosen.values()):
             break
     if shape is None:
-        raise ValueError(f"no images in {data_dir / split}")
+        raise ValueError(f"no images in {Location.of(data_dir) / split}")
     height, width, channels = shape
     grid = np.full((len(labels) * height, per_class * width, 3), 255, np.uint8)
     for row, items in chosen.items():
@@ -53,16 +56,21 @@ def sample_grid(data_dir: Path, labels: list[str], per_class: int = 8, split: st
     return grid
 
 
-def inspect_output(data_dir: str | Path, per_class: int = 8) -> tuple[str, list[Path]]:
-    """Print-ready table of OUT/manifest.json and the PNGs written under OUT/inspect/."""
+def inspect_output(data_dir: str | Path, per_class: int = 8) -> tuple[str, list[Location]]:
+    """Print-ready table of OUT/manifest.json and the PNGs written under OUT/inspect/ (OUT local or in object
+    storage)."""
+    data = Location.of(data_dir)
+    with local_folder(data / "inspect") as folder:  # Matplotlib writes local files; uploaded for object storage
+        table, names = _inspect(data, folder, per_class)
+    return table, [data / "inspect" / name for name in names]
+
+
+def _inspect(data_dir: Location, folder: Path, per_class: int) -> tuple[str, list[str]]:
     from matplotlib.figure import Figure  # not pyplot: no global figure registry to close or share between threads
 
-    data_dir = Path(data_dir)
     manifest = IngestManifest.read(data_dir)
     labels = list(manifest.metadata.labels)
-    folder = data_dir / "inspect"
-    folder.mkdir(exist_ok=True)
-    written = []
+    written: list[Path] = []
 
     grid = sample_grid(data_dir, labels, per_class)
     tile = manifest.metadata.image_shape[0]
@@ -89,4 +97,4 @@ def inspect_output(data_dir: str | Path, per_class: int = 8) -> tuple[str, list[
     figure.tight_layout()
     written.append(folder / "class_distribution.png")
     figure.savefig(written[-1], dpi=100)
-    return manifest_table(manifest), written
+    return manifest_table(manifest), [path.name for path in written]

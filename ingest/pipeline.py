@@ -12,21 +12,28 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import io
 import json
-import shutil
 import time
 from collections import Counter, defaultdict
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from faceray.config import ConfigError, config_to_dict, write_json
+from faceray.config import ConfigError, config_to_dict, location, write_json
 from faceray.console import terminal_stderr
 from faceray.labels import SPLITS
-from faceray.shards import MANIFEST_FILE, REJECTS_FILE, IngestManifest
-from ingest.chunks import WORK_DIR, ChunkSettings, chunk_name, done_marker, process_chunk, reject_file
+from faceray.shards import MANIFEST_FILE, REJECTS_FILE, IngestManifest, read_table
+from faceray.storage import Location
+from ingest.chunks import (
+    WORK_DIR,
+    ChunkSettings,
+    chunk_name,
+    done_marker,
+    finished_chunks,
+    process_chunk,
+    reject_file,
+)
 from ingest.config import IngestConfig
 from ingest.sources import ChunkSpec, SourceInputs, get_source
 
@@ -34,14 +41,14 @@ from ingest.sources import ChunkSpec, SourceInputs, get_source
 def chunk_settings(config: IngestConfig) -> ChunkSettings:
     source = get_source(config.dataset)
     inputs = SourceInputs(size=config.image_size, color=config.color, settings=source.inputs(config))
-    return ChunkSettings(dataset=source.name, out=str(Path(str(config.out)).resolve()), inputs=inputs)
+    return ChunkSettings(dataset=source.name, out=Location.of(str(config.out)), inputs=inputs)
 
 
 def plan_fingerprint(config: IngestConfig) -> str:
     return hashlib.sha256(json.dumps(config.plan_fields(), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def prepare_output(config: IngestConfig, out: Path) -> None:
+def prepare_output(config: IngestConfig, out: Location) -> None:
     """Refuse to mix runs with different settings in one output directory (or clear it with --overwrite)."""
     plan_path = out / WORK_DIR / "plan.json"
     fingerprint = plan_fingerprint(config)
@@ -54,12 +61,10 @@ def prepare_output(config: IngestConfig, out: Path) -> None:
                 f"--out: {out} holds an ingest made with other settings ({previous.get('settings')}); "
                 "use another --out or pass --overwrite to replace it"
             )
-        for name in (*SPLITS, WORK_DIR, MANIFEST_FILE, REJECTS_FILE):
-            target = out / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
+        for name in (*SPLITS, WORK_DIR):
+            (out / name).delete_tree()
+        for name in (MANIFEST_FILE, REJECTS_FILE):
+            (out / name).delete()
     write_json(plan_path, {"fingerprint": fingerprint, "settings": config.plan_fields()})
 
 
@@ -127,30 +132,34 @@ def process_chunks(
         context.enable_progress_bars, context.print_on_execution_start, context.op_resource_reservation_enabled = saved
 
 
-def collect_summaries(out: Path, specs: list[ChunkSpec]) -> list[dict[str, Any]]:
+def collect_summaries(out: Location, specs: list[ChunkSpec]) -> list[dict[str, Any]]:
     summaries = []
     for spec in specs:
-        marker = done_marker(out, spec.chunk)
-        if not marker.exists():
-            raise RuntimeError(f"chunk {chunk_name(spec.chunk)} did not finish; rerun the same command to resume")
-        summaries.append(json.loads(marker.read_text()))
+        try:
+            summaries.append(json.loads(done_marker(out, spec.chunk).read_text()))
+        except FileNotFoundError:
+            raise RuntimeError(
+                f"chunk {chunk_name(spec.chunk)} did not finish; rerun the same command to resume"
+            ) from None
     return summaries
 
 
-def write_rejects_csv(out: Path, specs: list[ChunkSpec]) -> None:
-    """Merge the per-chunk reject files into OUT/rejects.csv (streamed, chunk by chunk)."""
-    temporary = out / (REJECTS_FILE + ".tmp")
-    with open(temporary, "w", newline="") as handle:
-        writer = csv.writer(handle)
+def write_rejects_csv(out: Location, specs: list[ChunkSpec]) -> None:
+    """Merge the per-chunk reject files into OUT/rejects.csv (chunk by chunk, written whole)."""
+    present = {location.name for location in (out / WORK_DIR / "rejects").files(".parquet")}
+    with (out / REJECTS_FILE).writer() as handle:
+        text = io.TextIOWrapper(handle, newline="", encoding="utf-8")
+        writer = csv.writer(text)
         writer.writerow(["source", "row", "reason", "detail"])
         for spec in specs:
             path = reject_file(out, spec.chunk)
-            if path.exists():
-                table = pq.read_table(path)
+            if path.name in present:
+                table = read_table(path)
                 writer.writerows(
                     zip(*(table.column(name).to_pylist() for name in ("source", "row", "reason", "detail")))
                 )
-    temporary.replace(out / REJECTS_FILE)
+        text.flush()
+        text.detach()  # the file's own writer closes it: the file is complete only then
 
 
 def label_name(labels: tuple[str, ...], label: int) -> str:
@@ -209,13 +218,14 @@ def run_ingest(config: IngestConfig, parallelism: int | None = None, log: Any = 
     plan = plan_ingest(read_cluster(), parallelism or 0)
     if log is not None:
         log(plan.line())
-    out = Path(str(config.out)).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    out = location(config.out, "--out", output=True)
+    out.make_dir()
     prepare_output(config, out)
     settings = chunk_settings(config)
     started = time.perf_counter()
     specs, metadata = get_source(config.dataset).plan(config)
-    pending = [spec for spec in specs if not done_marker(out, spec.chunk).exists()]
+    finished = finished_chunks(out)
+    pending = [spec for spec in specs if spec.chunk not in finished]
     if not pending and (out / MANIFEST_FILE).exists():
         # A finished ingest: leave every file as it is (the manifest keeps the run that did the work).
         idle = {"chunks_processed": 0, "images_processed": 0, "elapsed_s": 0.0, "images_per_s": 0.0}

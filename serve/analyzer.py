@@ -75,8 +75,13 @@ class FaceAnalyzer:
         return detector
 
     def describe(self) -> dict[str, Any]:
-        """What `GET /v1/models` reports: the model cards and the detector with its settings."""
-        return {**self.cards, "detector": asdict(self.detector_settings)}
+        """What `GET /v1/models` reports: the model cards, where each model was loaded from (its directory, and
+        'export', 'converted' or 'keras' for the graph that runs) and the detector with its settings."""
+        loaded = {
+            task: {"model_dir": classifier.model_dir, "graph": classifier.source}
+            for task, classifier in self.classifiers.items()
+        }
+        return {**self.cards, "loaded": loaded, "detector": asdict(self.detector_settings)}
 
     def detect(self, image_bgr: npt.NDArray[np.uint8]) -> list[Box]:
         """Face boxes (x, y, w, h) in frame pixels, largest first."""

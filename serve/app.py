@@ -10,7 +10,7 @@ API:
      {"frame": n, "image", "faces" (with "track" ids, scores smoothed over time), "detected", "timings_ms"},
      or {"frame": n, "dropped": true, "reason"} when more than `stream_queue` frames wait (the oldest is dropped),
      or {"frame": n, "error"} for a frame that is not an image. Frames are numbered from 0 in arrival order.
-  GET /healthz -> {"status": "ok"};  GET /v1/models -> the model cards and the detector settings
+  GET /healthz -> {"status": "ok"};  GET /v1/models -> the model cards, where they were loaded from, the detector
   GET /                        the live page (serve/web/: camera or a picked file -> /v1/stream -> faces drawn)
 Browsers: same origin only. A stream opened by a page of another origin is closed (1008) and a cross-origin
 POST gets no CORS header, unless that origin is in `allowed_origins`.

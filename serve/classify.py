@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from faceray.exports import PARITY_TOLERANCE, onnx_session, run_session, to_onnx
 from faceray.model_card import ModelCard
+from faceray.storage import Location
 
 RUNTIMES = ("onnx", "tensorflow")
 SOURCES = ("export", "converted", "keras")  # where the served graph came from
@@ -37,12 +38,14 @@ class FaceClassifier:
     `threads`: ONNX Runtime intra-op threads (0 = its default, one per core).
     """
 
-    def __init__(self, model_dir: str | Path, runtime: str = "onnx", threads: int = 0) -> None:
+    def __init__(self, model_dir: str | Path | Location, runtime: str = "onnx", threads: int = 0) -> None:
         from faceray.exports import recorded_export
 
         if runtime not in RUNTIMES:
             raise ValueError(f"unknown runtime {runtime!r}: expected one of {RUNTIMES}")
         self.runtime = runtime
+        model_dir = Location.of(model_dir)  # a local folder, or s3:// / gs:// (read from the store, no copy kept)
+        self.model_dir = model_dir.uri
         self.card = ModelCard.read(model_dir)
         self._session: Any = None
         self._traced: Any = None
@@ -54,11 +57,13 @@ class FaceClassifier:
             self._load_keras(model_dir, threads)
         self.predict(np.zeros((1, *self.card.input_shape), np.uint8))  # warm up now, not on the first request
 
-    def _load_keras(self, model_dir: str | Path, threads: int) -> None:
+    def _load_keras(self, model_dir: Location, threads: int) -> None:
         from faceray.exports import max_difference, traced_call
         from faceray.model_card import load_keras_model
+        from faceray.storage import local_copy
 
-        model = load_keras_model(model_dir)  # the card is read already
+        with local_copy(model_dir) as folder:  # Keras opens local files only
+            model = load_keras_model(folder)  # the card is read already
         self._traced, signature = traced_call(model, self.card.input_shape)
         self.source = "keras"
         if self.runtime == "onnx":

@@ -30,6 +30,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     client.set_defaults(handler=run_client_command)
 
 
+def check_model_dirs(config: ServeConfig) -> None:
+    """Read each model directory's card before Ray starts, so a wrong path or bucket is one line (ConfigError naming
+    the flag). Local paths are checked only for the embedded local Ray: a cluster's nodes have their own disks."""
+    from faceray.config import ConfigError
+    from faceray.model_card import ModelCard
+    from faceray.storage import is_store_uri
+
+    for flag, where in (("--emotion-model", config.emotion_model), ("--gender-model", config.gender_model)):
+        if where and (is_store_uri(where) or not config.address):
+            try:
+                ModelCard.read(where)
+            except (ValueError, OSError) as error:
+                raise ConfigError(f"{flag}: {error}") from None
+
+
 def run_serve(arguments: argparse.Namespace) -> int:
     """Start the service and keep it up until Ctrl-C or SIGTERM, then stop it and the local Ray in seconds.
 
@@ -43,6 +58,7 @@ def run_serve(arguments: argparse.Namespace) -> int:
     from serve.service import start_service, stop_service
 
     config = resolve_config(ServeConfig, arguments, arguments.config)
+    check_model_dirs(config)
     stop = threading.Event()
 
     def request_stop(signal_number: int, frame: object) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from faceray.config import option
+from faceray.config import location_problems, option
 from serve.classify import RUNTIMES
 from serve.detect import DETECTORS, DetectorSettings
 
@@ -13,7 +13,9 @@ from serve.detect import DETECTORS, DetectorSettings
 class ServeConfig:
     """Settings of the face-classification service."""
 
-    emotion_model: str | None = option(None, "emotion model directory (from `faceray train` or `faceray import-model`)")
+    emotion_model: str | None = option(
+        None, "emotion model directory, local or s3://, gs:// (from `faceray train` or `faceray import-model`)"
+    )
     gender_model: str | None = option(None, "gender model directory")
     host: str = option("127.0.0.1", "address the HTTP server binds (127.0.0.1 = this machine only)")
     port: int = option(8000, "HTTP port")
@@ -78,7 +80,7 @@ class ServeConfig:
         )
 
     def validate(self) -> list[str]:
-        problems = []
+        problems = location_problems(emotion_model=self.emotion_model, gender_model=self.gender_model)
         if not self.emotion_model and not self.gender_model:
             problems.append("--emotion-model / --gender-model: give at least one model directory")
         if not 0 < self.port < 65536:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,15 @@ from faceray.runtime import use_loopback_environment
 # Ray must stay on loopback (and TensorFlow off a faulty oneDNN kernel): set before any test starts Ray or TensorFlow.
 use_loopback_environment()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Object storage only on loopback: fake credentials, no instance-metadata lookups (169.254.169.254), and an endpoint
+# that goes nowhere until the `s3_server` fixture points it at its server.
+os.environ.update(
+    AWS_ACCESS_KEY_ID="faceray-test",
+    AWS_SECRET_ACCESS_KEY="faceray-test",
+    AWS_REGION="us-east-1",
+    AWS_EC2_METADATA_DISABLED="true",
+    AWS_ENDPOINT_URL="http://127.0.0.1:9",
+)
 
 REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference"
 
@@ -27,8 +37,38 @@ def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def ray_session():
-    """One local Ray for the whole test session (2 CPUs, loopback)."""
+def s3_server() -> Iterator[str]:
+    """An S3-compatible server (moto) on 127.0.0.1 for the whole session; AWS_ENDPOINT_URL points at it.
+
+    Started before Ray (`ray_session` asks for it): Ray's processes inherit the environment they start with, as a
+    user's do when the store's settings are in their shell."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    os.environ["AWS_ENDPOINT_URL"] = endpoint
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture
+def bucket(s3_server: str, request: pytest.FixtureRequest) -> str:
+    """A new, empty bucket on the test server, as `s3://NAME`."""
+    import re
+    import uuid
+
+    import boto3
+
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + "-" + uuid.uuid4().hex[:8]
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=name)
+    return f"s3://{name}"
+
+
+@pytest.fixture(scope="session")
+def ray_session(s3_server: str):
+    """One local Ray for the whole test session (2 CPUs, loopback), started after the S3 test server."""
     from faceray.runtime import init_ray, shutdown_ray
 
     init_ray(num_cpus=2)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from faceray.config import add_config_arguments, resolve_config
 from train.config import TrainConfig
@@ -134,7 +133,8 @@ def run_evaluate(arguments: argparse.Namespace) -> int:
     report = run_evaluation(arguments.model_dir, arguments.data, arguments.split)
     print(format_evaluation(report))
     print(
-        f"written: {Path(arguments.model_dir) / f'evaluation_{arguments.split}.json'} and confusion_matrix_{arguments.split}.png"
+        f"written: {arguments.model_dir.rstrip('/')}/evaluation_{arguments.split}.json and "
+        f"confusion_matrix_{arguments.split}.png"
     )
     return 0
 
@@ -155,7 +155,8 @@ def format_evaluation(report: dict) -> str:
 
 
 def run_import(arguments: argparse.Namespace) -> int:
-    from faceray.config import ConfigError
+    from faceray.config import ConfigError, location
+    from faceray.storage import local_folder
     from train.model_dir import import_legacy_model
 
     try:
@@ -164,13 +165,13 @@ def run_import(arguments: argparse.Namespace) -> int:
             raise ValueError
     except ValueError:
         raise ConfigError(f"--input-shape: {arguments.input_shape!r} is not H,W,C") from None
+    out = location(arguments.out, "--out", output=True)
     try:
-        folder = import_legacy_model(
-            arguments.hdf5, arguments.task, arguments.out, shape, arguments.color, arguments.crop_margin
-        )
+        with local_folder(out) as folder:  # written locally, then uploaded when --out is in object storage
+            import_legacy_model(arguments.hdf5, arguments.task, folder, shape, arguments.color, arguments.crop_margin)
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    print(f"wrote model directory {folder}")
+    print(f"wrote model directory {out}")
     return 0
 
 
@@ -184,20 +185,24 @@ def run_export(arguments: argparse.Namespace) -> int:
         raise ConfigError(str(error)) from None
     record = card.extra["exports"][arguments.format]
     print(
-        f"wrote {Path(arguments.model_dir) / record['file']} ({record['bytes'] / 1e3:.0f} kB, sha256 "
+        f"wrote {arguments.model_dir.rstrip('/')}/{record['file']} ({record['bytes'] / 1e3:.0f} kB, sha256 "
         f"{record['sha256'][:12]}..., largest difference from Keras {record['max_abs_difference']:.1e})"
     )
     return 0
 
 
 def run_fetch_weights(arguments: argparse.Namespace) -> int:
-    from faceray.config import ConfigError
+    from faceray.config import ConfigError, location
+    from faceray.storage import local_folder
     from train.weights import PAPER_BASE_URL, DownloadError, fetch_weights
 
+    out = location(arguments.out, "--out", output=True)
     try:
-        folders = fetch_weights(arguments.name, arguments.out, arguments.base_url or PAPER_BASE_URL)
+        with local_folder(out) as local:  # written locally, then uploaded when --out is in object storage
+            written = fetch_weights(arguments.name, local, arguments.base_url or PAPER_BASE_URL)
     except DownloadError as error:
         raise ConfigError(str(error)) from None
+    folders = {task: out / folder.name for task, folder in written.items()}
     print(
         "try them on your own face (webcam), in two terminals:\n"
         f"  faceray serve --emotion-model {folders['emotion']} --gender-model {folders['gender']}\n"

@@ -8,18 +8,20 @@ from typing import Any
 import numpy as np
 
 from faceray.shards import ShardMetadata, decode_images, shard_files
+from faceray.storage import Location
 
 
 def _decode_batch(batch: dict[str, np.ndarray], image_shape: tuple[int, ...]) -> dict[str, np.ndarray]:
     return {"image": decode_images(batch["image"], image_shape), "label": batch["label"].astype(np.int64)}
 
 
-def read_split_dataset(data_dir: str | Path, split: str) -> Any:
-    """A split as a `ray.data.Dataset` with columns image (uint8 (H, W, C) tensor) and label (int64)."""
+def read_split_dataset(data_dir: str | Path | Location, split: str) -> Any:
+    """A split (local or in object storage) as a `ray.data.Dataset` with columns image (uint8 (H, W, C) tensor) and
+    label (int64). The read tasks get the driver's filesystem (with its store's endpoint)."""
     import ray
 
     image_shape = ShardMetadata.read(data_dir, split).image_shape
-    files = [str(path) for path in shard_files(data_dir, split)]
-    return ray.data.read_parquet(files, columns=["image", "label"]).map_batches(
-        _decode_batch, fn_kwargs={"image_shape": image_shape}, batch_format="numpy"
-    )
+    files = shard_files(data_dir, split)
+    return ray.data.read_parquet(
+        [file.path for file in files], filesystem=files[0].filesystem, columns=["image", "label"]
+    ).map_batches(_decode_batch, fn_kwargs={"image_shape": image_shape}, batch_format="numpy")

@@ -60,18 +60,21 @@ def _params(settings: dict[str, Any]) -> dict[str, str]:
     return {key: str(value)[:500] for key, value in settings.items() if value is not None and key != "tracking"}
 
 
-def log_training(out: str | Path, settings: dict[str, Any], tracking: str) -> dict[str, Any]:
-    """Log a finished training run's model directory `out` (history, evaluation, card, plots, files); returns where
-    it went (also written to OUT/tracking.json)."""
+def log_training(out: str | Path, settings: dict[str, Any], tracking: str, target: str | None = None) -> dict[str, Any]:
+    """Log a finished training run's model directory `out` (a local folder: history, evaluation, card, plots, files);
+    returns where it went (also written to OUT/tracking.json). `target` names the output folder when `out` is its
+    local staging copy (object storage)."""
     out = Path(out)
+    target = target or str(out)
     tracker, uri = parse_tracking(tracking)
     card = ModelCard.read(out).to_dict()
     evaluation = json.loads((out / "evaluation.json").read_text()) if (out / "evaluation.json").is_file() else {}
     history = _history(out)
     if tracker == "tensorboard":
         where = _tensorboard_training(out, settings, card, history, evaluation)
+        where["logdir"] = where["logdir"].replace(str(out), target, 1)
     else:
-        where = _mlflow_training(out, settings, card, history, evaluation, mlflow_uri(uri))
+        where = _mlflow_training(out, settings, card, history, evaluation, mlflow_uri(uri), target)
     (out / "tracking.json").write_text(json.dumps(where, indent=2) + "\n")
     return where
 
@@ -92,13 +95,15 @@ def _mlflow_training(
     history: list[dict[str, float]],
     evaluation: dict[str, Any],
     uri: str,
+    target: str,
 ) -> dict[str, Any]:
     import mlflow
 
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(EXPERIMENT)
-    with mlflow.start_run(run_name=f"{card['task']} {card['architecture']} ({out.name})") as run:
-        mlflow.set_tags({"faceray.task": card["task"], "faceray.model_dir": out.name})
+    name = target.rstrip("/").rsplit("/", 1)[-1]
+    with mlflow.start_run(run_name=f"{card['task']} {card['architecture']} ({name})") as run:
+        mlflow.set_tags({"faceray.task": card["task"], "faceray.model_dir": name, "faceray.out": target})
         mlflow.log_params(_params(settings))
         for row in history:
             step = int(row.get("epoch", 0))
@@ -142,9 +147,13 @@ def _tensorboard_training(
     return {"tracker": "tensorboard", "logdir": str(folder)}
 
 
-def log_sweep(out: str | Path, settings: dict[str, Any], rows: list[dict[str, Any]], tracking: str) -> dict[str, Any]:
-    """Log a finished sweep: a parent run with the sweep's settings and best trial, one child run per trial."""
+def log_sweep(
+    out: str | Path, settings: dict[str, Any], rows: list[dict[str, Any]], tracking: str, target: str | None = None
+) -> dict[str, Any]:
+    """Log a finished sweep: a parent run with the sweep's settings and best trial, one child run per trial. `out` is
+    a local folder; `target` names the sweep's output folder when `out` is its local staging copy."""
     out = Path(out)
+    target = target or str(out)
     tracker, uri = parse_tracking(tracking)
     metrics = ("best_val_accuracy", "best_val_loss", "best_epoch", "epochs_run", "seconds")
     if tracker == "tensorboard":
@@ -157,7 +166,7 @@ def log_sweep(out: str | Path, settings: dict[str, Any], rows: list[dict[str, An
                     tf.summary.scalar("val_accuracy", float(accuracy), step=int(epoch))
                 tf.summary.text("trial", json.dumps({k: v for k, v in row.items() if not k.startswith("_")}), step=0)
             writer.close()
-        where: dict[str, Any] = {"tracker": "tensorboard", "logdir": str(out / "tensorboard")}
+        where: dict[str, Any] = {"tracker": "tensorboard", "logdir": target.rstrip("/") + "/tensorboard"}
     else:
         import mlflow
 
@@ -165,7 +174,7 @@ def log_sweep(out: str | Path, settings: dict[str, Any], rows: list[dict[str, An
         mlflow.set_tracking_uri(resolved)
         mlflow.set_experiment(EXPERIMENT)
         children = {}
-        with mlflow.start_run(run_name=f"sweep ({out.name})") as parent:
+        with mlflow.start_run(run_name=f"sweep ({target.rstrip('/').rsplit('/', 1)[-1]})") as parent:
             mlflow.log_params(_params(settings))
             for row in rows:
                 with mlflow.start_run(run_name=f"trial {row['trial_id']}", nested=True) as child:

@@ -13,12 +13,13 @@ import numpy as np
 import numpy.typing as npt
 
 from faceray.shards import ShardMetadata, iter_split_numpy, read_shard_numpy, shard_files
+from faceray.storage import Location
 
 Batch = tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]
 
 
 def shuffled_batches(
-    data_dir: str | Path,
+    data_dir: str | Path | Location,
     splits: Sequence[str],
     batch_size: int,
     seed: int,
@@ -75,7 +76,7 @@ def _drain(
         labels.append(all_labels[full:])
 
 
-def split_batches(data_dir: str | Path, split: str, batch_size: int = 256) -> Iterator[Batch]:
+def split_batches(data_dir: str | Path | Location, split: str, batch_size: int = 256) -> Iterator[Batch]:
     """A split in its stored order, in batches of at most `batch_size` (for validation)."""
     for images, labels in iter_split_numpy(data_dir, split):
         for start in range(0, len(labels), batch_size):

@@ -1,11 +1,13 @@
 """The Ray Train wrapper: data-parallel training over N workers fed by Ray Data, then the model directory.
 
-Output directory (`--out`):
+Output directory (`--out`, a local folder or s3:// / gs://):
   model.keras, model_card.json         the best model (by validation loss) and its card
   history.csv, learning_curves.png     one row per epoch
   evaluation.json, confusion_matrix.png  accuracy, per-class P/R/F1, macro-F1, confusion matrix
-  train_config.json                    the resolved config
+  train_config.json                    the resolved config (written first)
   ray_results/                         Ray Train checkpoints (rerunning the same command resumes)
+In object storage, Ray Train keeps its checkpoints there directly (`storage_filesystem`), and the files Keras and
+Matplotlib write are made in a local staging folder and uploaded once written (`write_outputs`).
 """
 
 from __future__ import annotations
@@ -18,23 +20,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
-from faceray.config import ConfigError, config_to_dict, write_json
+from faceray.config import ConfigError, config_to_dict, location, write_json
 from faceray.faces import UNRECORDED_CROP, CropGeometry
-from faceray.shards import IngestManifest, ShardMetadata, load_split_numpy, shard_files
+from faceray.shards import IngestManifest, ShardMetadata, load_split_numpy, read_table, shard_files
+from faceray.storage import Location, local_copy, local_folder, staging_folder, upload_folder
 from train.config import TrainConfig
 
 RAY_RESULTS = "ray_results"
+EPOCH_LOG = "epochs.log"  # the workers' epoch lines, relayed to the console (a local file; not uploaded)
 RUN_NAME = "train"
 MATERIALIZE_LIMIT_BYTES = 1 << 30  # small datasets are held in the object store (no read tasks competing with training)
 
 
-def label_counts(data_dir: str | Path, split: str, num_classes: int) -> np.ndarray:
+def label_counts(data_dir: str | Path | Location, split: str, num_classes: int) -> np.ndarray:
     """Images per class in a split, read from the label column only."""
     counts = np.zeros(num_classes, np.int64)
     for path in shard_files(data_dir, split):
-        labels = pq.read_table(path, columns=["label"]).column("label").to_numpy()
+        labels = read_table(path, columns=["label"]).column("label").to_numpy()
         unknown = int(np.count_nonzero(labels < 0))
         if unknown:
             raise ConfigError(
@@ -215,8 +218,9 @@ def build_runner(config: TrainConfig, settings: dict[str, Any], strategy: Any, g
 class RunSetup:
     """What both training paths (Ray Train, in a Tune trial) read from the data before the first step."""
 
-    data: Path
-    out: Path
+    data: Location
+    out: Path  # the local folder the outputs are written in: --out itself, or its staging folder (object storage)
+    target: Location  # --out as given: where train_config.json, ray_results/ and (at the end) the outputs go
     meta: ShardMetadata
     labels: list[str]
     counts: np.ndarray  # images per class in what is trained on
@@ -230,7 +234,7 @@ class RunSetup:
         return [float(present.min() / count) if count else 0.0 for count in self.counts]
 
 
-def training_data(data: str | Path, task: str | None = None) -> ShardMetadata:
+def training_data(data: str | Path | Location, task: str | None = None) -> ShardMetadata:
     """The metadata of an ingest output's training split, checked against `task`; raises ConfigError naming
     --data or --task (train, sweep and their CLI, before Ray starts)."""
     try:
@@ -242,15 +246,15 @@ def training_data(data: str | Path, task: str | None = None) -> ShardMetadata:
     return meta
 
 
-def prepare_run(config: TrainConfig, resource_plan: dict[str, Any] | None = None) -> RunSetup:
-    """Check the data and the output folder, write train_config.json (with the resource plan); raises ConfigError
-    naming the flag."""
-    data = Path(config.data)
+def prepare_run(config: TrainConfig, work: Path, resource_plan: dict[str, Any] | None = None) -> RunSetup:
+    """Check the data and the output folder, write train_config.json (with the resource plan) into --out; `work` is
+    the local folder outputs are written in (`faceray.storage.local_folder` of --out). Raises ConfigError naming
+    the flag."""
+    data = location(config.data, "--data")
     meta = training_data(data, config.task)
-    out = Path(config.out).resolve()
-    check_output(config, out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "train_config.json", {**config_to_dict(config), "resource_plan": resource_plan})
+    target = location(config.out, "--out")
+    check_output(config, target)
+    write_json(target / "train_config.json", {**config_to_dict(config), "resource_plan": resource_plan})
     labels = list(meta.labels)
     final = config.final_epochs is not None
     counts = label_counts(data, "train", len(labels))
@@ -259,7 +263,7 @@ def prepare_run(config: TrainConfig, resource_plan: dict[str, Any] | None = None
     if final and has_val:
         counts = counts + label_counts(data, "val", len(labels))
         splits = ("train", "val")
-    return RunSetup(data, out, meta, labels, counts, splits, has_val and not final, final)
+    return RunSetup(data, work, target, meta, labels, counts, splits, has_val and not final, final)
 
 
 def loop_settings(config: TrainConfig, setup: RunSetup) -> dict[str, Any]:
@@ -274,10 +278,10 @@ def loop_settings(config: TrainConfig, setup: RunSetup) -> dict[str, Any]:
     }
 
 
-def check_output(config: TrainConfig, out: Path) -> None:
+def check_output(config: TrainConfig, out: Location) -> None:
     """Refuse to resume a run in `out` that was made with other settings."""
     saved = out / "train_config.json"
-    if not saved.exists():
+    if not saved.is_file():
         return
     previous = json.loads(saved.read_text())
     current = config_to_dict(config)
@@ -298,12 +302,13 @@ def run_training(config: TrainConfig, callbacks: list[Any] | None = None, log: A
     plan = plan_training(read_cluster(), config.workers, config.cpus_per_worker, config.gpus_per_worker)
     if log is not None:
         log(plan.line())
-    setup = prepare_run(config, plan.to_dict())
-    datasets = training_datasets(config, setup)
-    progress_file = setup.out / "epochs.log" if log is not None else None
-    trainer = make_trainer(config, setup, plan, datasets, callbacks, progress_file)
-    state, best_weights = fit_trainer(trainer, plan, progress_file, log)
-    return write_outputs(config, setup, state, best_weights)
+    with staging_folder(location(config.out, "--out", output=True)) as work:
+        setup = prepare_run(config, work, plan.to_dict())
+        datasets = training_datasets(config, setup)
+        progress_file = setup.out / EPOCH_LOG if log is not None else None
+        trainer = make_trainer(config, setup, plan, datasets, callbacks, progress_file)
+        state, best_weights = fit_trainer(trainer, plan, progress_file, log)
+        return write_outputs(config, setup, state, best_weights)
 
 
 def training_datasets(config: TrainConfig, setup: RunSetup) -> dict[str, Any]:
@@ -363,7 +368,8 @@ def make_trainer(
         datasets=datasets,
         run_config=RunConfig(
             name=RUN_NAME,
-            storage_path=str(setup.out / RAY_RESULTS),
+            storage_path=str(setup.out / RAY_RESULTS) if setup.target.is_local else (setup.target / RAY_RESULTS).path,
+            storage_filesystem=None if setup.target.is_local else setup.target.filesystem,
             # controller_failure_limit 0: a worker group that cannot start (its start-up timeout,
             # RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S) ends the run with an error instead of retrying forever.
             failure_config=FailureConfig(max_failures=config.max_failures, controller_failure_limit=0),
@@ -427,8 +433,6 @@ def train_in_process(
     the trial at that report)."""
     import tensorflow as tf
 
-    from train.feed import shuffled_batches, split_batches
-    from train.loop import PlateauState, TrainingState, restore_training_state, run_epochs, save_training_state
     from train.precision import check_gpus
 
     check_gpus(config.gpus_per_worker)
@@ -437,7 +441,18 @@ def train_in_process(
             tf.config.threading.set_intra_op_parallelism_threads(int(cpus))
         except RuntimeError:  # TensorFlow already running in this process (a reused trial actor): keep its pool
             pass
-    setup = prepare_run(config, resource_plan)
+    with staging_folder(location(config.out, "--out")) as work:
+        return _train_in_process(config, prepare_run(config, work, resource_plan), report, restore_from, log, finished)
+
+
+def _train_in_process(
+    config: TrainConfig, setup: RunSetup, report: Any, restore_from: Path | None, log: Any, finished: Any
+) -> dict[str, Any]:
+    import tensorflow as tf
+
+    from train.feed import shuffled_batches, split_batches
+    from train.loop import PlateauState, TrainingState, restore_training_state, run_epochs, save_training_state
+
     settings = loop_settings(config, setup)
     runner = build_runner(config, settings, tf.distribute.get_strategy(), config.batch_size)
     model, optimizer = runner.model, runner.optimizer
@@ -526,9 +541,9 @@ def write_outputs(
     plot_learning_curves(history, out / "learning_curves.png", title)
 
     split = "test" if final else config.evaluate_split
-    if not shard_files(config.data, split):
+    if not shard_files(setup.data, split):
         split = "val"
-    images, targets = load_split_numpy(config.data, split)
+    images, targets = load_split_numpy(setup.data, split)
     report = evaluate_model(model, images, targets, labels)
     report["split"] = split
     write_json(out / "evaluation.json", report)
@@ -545,7 +560,7 @@ def write_outputs(
         f"{split}_macro_f1": report["macro_f1"],
         "train_images_per_s": float(np.median([row["images_per_s"] for row in history])),
     }
-    manifest = IngestManifest.read(config.data).config
+    manifest = IngestManifest.read(setup.data).config
     card = ModelCard(
         meta.task,
         meta.image_shape,
@@ -554,7 +569,7 @@ def write_outputs(
         card_crop(config.crop_margin, meta),
         extra=dict(
             trained_on={
-                "data": Path(config.data).resolve().name,
+                "data": setup.data.name,
                 "train_label_counts": dict(zip(labels, counts.tolist())),
                 "manifest": without_machine_paths(manifest),
             },
@@ -566,33 +581,40 @@ def write_outputs(
     save_model_dir(out, model, card)
     write_export(out, model, card)  # model.onnx, checked against the Keras model and recorded in the card
     summary = {
-        "out": str(out),
+        "out": setup.target.uri,
         "metrics": metrics,
         "evaluation": {k: report[k] for k in ("split", "accuracy", "macro_f1", "chance_accuracy")},
     }
     if config.tracking:
         from train.experiments import log_training
 
-        summary["tracking"] = log_training(out, without_machine_paths(config_to_dict(config)) or {}, config.tracking)
+        settings = without_machine_paths(config_to_dict(config)) or {}
+        summary["tracking"] = log_training(out, settings, config.tracking, setup.target.uri)
+    if not setup.target.is_local:  # before anything reports the run done (a Tune scheduler may end a trial then)
+        upload_folder(out, setup.target, skip=(EPOCH_LOG, RAY_RESULTS))
     return summary
 
 
 def run_evaluation(model_dir: str | Path, data: str | Path, split: str = "test") -> dict[str, Any]:
-    """Evaluate a model directory on a split of an ingest output; writes evaluation_<split>.json and a PNG."""
+    """Evaluate a model directory on a split of an ingest output (either local or in object storage); writes
+    evaluation_<split>.json and a PNG into the model directory."""
     from faceray.model_card import load_model_dir
     from train.evaluate import evaluate_model, plot_confusion_matrix
 
-    model, card = load_model_dir(model_dir)
-    meta = ShardMetadata.read(data, split)
+    folder, shards = location(model_dir, "MODEL_DIR"), location(data, "--data")
+    with local_copy(folder) as local:
+        model, card = load_model_dir(local)
+    meta = ShardMetadata.read(shards, split)
     if meta.image_shape != card.input_shape or meta.task != card.task:
         raise ConfigError(
             f"--data: {data} holds {meta.task} images of shape {list(meta.image_shape)}; the model expects "
             f"{card.task} images of shape {list(card.input_shape)}"
         )
-    images, targets = load_split_numpy(data, split)
+    images, targets = load_split_numpy(shards, split)
     report = evaluate_model(model, images, targets, list(card.labels))
     report["split"] = split
-    report["data"] = str(Path(data).resolve())
-    write_json(Path(model_dir) / f"evaluation_{split}.json", report)
-    plot_confusion_matrix(report, Path(model_dir) / f"confusion_matrix_{split}.png", f"{card.task} on {split}")
+    report["data"] = shards.uri
+    write_json(folder / f"evaluation_{split}.json", report)
+    with local_folder(folder) as local:
+        plot_confusion_matrix(report, local / f"confusion_matrix_{split}.png", f"{card.task} on {split}")
     return report

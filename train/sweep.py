@@ -13,11 +13,13 @@ import contextlib
 import csv
 import math
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from faceray.config import config_to_dict, resolve_config, write_json
+from faceray.config import config_to_dict, location, resolve_config, write_json
+from faceray.storage import Location, local_folder
 from train.config import TrainConfig
 from train.pipeline import training_data
 from train.sweep_config import SweepConfig
@@ -38,12 +40,13 @@ def run_trial(params: dict[str, Any], base: dict[str, Any], plan: dict[str, Any]
 
     sampled = dict(params)
     trial_id = tune.get_context().get_trial_id()
-    config = resolve_config(TrainConfig, {**base, **sampled, "out": str(Path(base["out"]) / "trials" / trial_id)})
+    trial_out = Location.of(base["out"]) / "trials" / trial_id
+    config = resolve_config(TrainConfig, {**base, **sampled, "out": trial_out.uri})
     started = time.perf_counter()
 
     def finished(summary: dict[str, Any]) -> None:
         write_json(
-            Path(config.out) / "trial.json",
+            trial_out / "trial.json",
             {"trial_id": trial_id, "sampled": sampled, "seconds": time.perf_counter() - started, "summary": summary},
         )
 
@@ -78,7 +81,10 @@ def train_final_in_task(config: TrainConfig, log: Any) -> dict[str, Any]:
 
     plan = plan_sweep(read_cluster(), trials=1, max_concurrent=1)
     cpus = float(plan.chosen["cpus_per_trial_worker"])
-    progress = Path(config.out) / "epochs.log"
+    out = Location.of(str(config.out))
+    # The task's epoch lines: a local file (beside the outputs when they are local, else in a temporary folder).
+    progress_folder = out.local_path() if out.is_local else Path(tempfile.mkdtemp(prefix="faceray-final-"))
+    progress = progress_folder / "epochs.log"
     progress.parent.mkdir(parents=True, exist_ok=True)
 
     def final(settings: dict[str, Any]) -> dict[str, Any]:
@@ -276,15 +282,15 @@ def run_sweep(config: SweepConfig, log: Any = print, verbose: int = 0) -> dict[s
     if log is not None:
         log(plan.line())
     share = float(plan.chosen["cpus_per_trial_worker"])
-    out = Path(config.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    out = location(config.out, "--out", output=True)
+    out.make_dir()
     write_json(
         out / "sweep_config.json", {**config_to_dict(config), "space_file": space, "resource_plan": plan.to_dict()}
     )
     base = {
-        "data": str(Path(config.data).resolve()),
+        "data": location(config.data, "--data").uri,
         "task": meta.task,
-        "out": str(out),
+        "out": out.uri,
         "cpus_per_worker": share,
         "gpus_per_worker": config.gpus_per_worker,
         "precision": config.precision,
@@ -309,10 +315,13 @@ def run_sweep(config: SweepConfig, log: Any = print, verbose: int = 0) -> dict[s
     trainable = tune.with_resources(
         trial, {"CPU": share if in_trial else 0.01, **({"GPU": gpus} if in_trial and gpus else {})}
     )
+    # Tune's experiment state and checkpoints: OUT/tune, on the local disk or in object storage alike.
+    storage = None if out.is_local else out.filesystem
     experiment = out / TUNE_DIR / EXPERIMENT
-    if tune.Tuner.can_restore(str(experiment)):
+    if tune.Tuner.can_restore(experiment.path, storage_filesystem=storage):
         tuner = tune.Tuner.restore(
-            str(experiment),
+            experiment.path,
+            storage_filesystem=storage,
             trainable=trainable,
             param_space=param_space,
             resume_unfinished=True,
@@ -332,7 +341,8 @@ def run_sweep(config: SweepConfig, log: Any = print, verbose: int = 0) -> dict[s
             ),
             run_config=tune.RunConfig(
                 name=EXPERIMENT,
-                storage_path=str(out / TUNE_DIR),
+                storage_path=(out / TUNE_DIR).path,
+                storage_filesystem=storage,
                 verbose=verbose,
                 callbacks=[trial_progress(log, max_epochs, varying)] if log is not None else None,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
@@ -351,7 +361,8 @@ def run_sweep(config: SweepConfig, log: Any = print, verbose: int = 0) -> dict[s
         else:
             os.environ["RAY_AIR_NEW_OUTPUT"] = saved_output
     rows = trial_rows(result_grid, space_keys)
-    best = write_results(out, rows, space_keys)
+    with local_folder(out) as work:  # Matplotlib and csv write local files; uploaded for object storage
+        best = write_results(work, rows, space_keys)
     summary: dict[str, Any] = {"rows": rows, "best": best, "final": None, "space_keys": space_keys}
     if config.final and best is not None:
         from train.pipeline import run_training
@@ -363,7 +374,7 @@ def run_sweep(config: SweepConfig, log: Any = print, verbose: int = 0) -> dict[s
                 **base,
                 **chosen,
                 "final_epochs": max(1, int(best["best_epoch"])),
-                "out": str(out / "final"),
+                "out": (out / "final").uri,
                 "max_failures": 1,
                 "cpus_per_worker": None,
                 "tracking": config.tracking,  # the final model is a run of its own
@@ -379,5 +390,6 @@ def run_sweep(config: SweepConfig, log: Any = print, verbose: int = 0) -> dict[s
     if config.tracking:
         from train.experiments import log_sweep
 
-        summary["tracking"] = log_sweep(out, config_to_dict(config), rows, config.tracking)
+        with local_folder(out, fetch=True) as work:  # the results files as artefacts; tensorboard/ uploaded back
+            summary["tracking"] = log_sweep(work, config_to_dict(config), rows, config.tracking, out.uri)
     return summary

@@ -66,7 +66,9 @@ class SourceInputs:
 
     size: int
     color: str
-    settings: Mapping[str, Any]  # the IngestConfig fields the source lists in `settings`, resolved to absolute paths
+    settings: Mapping[
+        str, Any
+    ]  # the IngestConfig fields the source lists in `settings`, with paths as faceray.storage Locations
 
 
 class Source(Protocol):
@@ -85,7 +87,7 @@ class Source(Protocol):
         ...
 
     def inputs(self, config: IngestConfig) -> Mapping[str, Any]:
-        """The settings chunks need (absolute paths), from a checked config."""
+        """The settings chunks need (paths as faceray.storage Locations: local or object storage), from a checked config."""
         ...
 
     def plan(self, config: IngestConfig) -> tuple[list[ChunkSpec], pa.Table | None]:

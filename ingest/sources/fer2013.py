@@ -7,13 +7,13 @@ its rows (ingest.fer) and prepares the pixels with faceray.faces.face_pixels. Th
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from faceray.config import ConfigError
 from faceray.faces import FER_CROP, face_pixels
+from faceray.storage import Location
 from ingest.config import IngestConfig
 from ingest.fer import FER_SIDE, chunk_byte_ranges, parse_fer_row, read_rows
 from ingest.rejections import Rejection
@@ -35,13 +35,17 @@ class Fer2013Source:
         return [] if config.csv else ["--csv: the FER-2013 CSV file is required"]
 
     def inputs(self, config: IngestConfig) -> Mapping[str, Any]:
-        return {"csv": str(Path(str(config.csv)).resolve())}
+        return {"csv": Location.of(str(config.csv))}
 
     def plan(self, config: IngestConfig) -> tuple[list[ChunkSpec], pa.Table | None]:
-        if not Path(str(config.csv)).is_file():
+        try:
+            csv = Location.of(str(config.csv))
+        except ValueError as error:
+            raise ConfigError(f"--csv: {error}") from None
+        if not csv.is_file():
             raise ConfigError(f"--csv: no such file {config.csv!r}")
         try:
-            ranges = list(chunk_byte_ranges(str(config.csv), config.shard_rows))
+            ranges = list(chunk_byte_ranges(csv, config.shard_rows))
         except ValueError as error:
             raise ConfigError(f"--csv: {error}") from None
         specs = [
@@ -52,7 +56,7 @@ class Fer2013Source:
 
     def examples(self, spec: ChunkSpec, rows: pa.Table | None, inputs: SourceInputs) -> Iterator[Example | Rejected]:
         csv_path = inputs.settings["csv"]
-        source_name = Path(csv_path).name
+        source_name = csv_path.name
         for offset, fields in enumerate(read_rows(csv_path, spec.start, spec.end)):
             row = spec.first_row + offset
             source = f"{source_name}:{row}"

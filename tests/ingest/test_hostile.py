@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from scipy.io import loadmat, savemat
 
+from faceray.storage import Location
 from ingest.chunks import ChunkSettings, process_chunk, reject_file
 from ingest.imdb import read_imdb_metadata
 from ingest.sample import write_imdb_sample
@@ -24,7 +25,7 @@ def run_chunk(rows, root, out):
 
     source = get_source("imdb")
     inputs = SourceInputs(64, "gray", source.inputs(IngestConfig(dataset="imdb", root=str(root), out=str(out))))
-    settings = ChunkSettings(dataset="imdb", out=str(out), inputs=inputs)
+    settings = ChunkSettings(dataset="imdb", out=Location.of(str(out)), inputs=inputs)
     table = pa.Table.from_pandas(rows, preserve_index=False)
     return process_chunk(ChunkSpec(chunk=0, rows=table.num_rows, first_row=0), table, settings), settings
 
@@ -51,7 +52,7 @@ def test_paths_outside_the_root_are_rejected_and_never_read(tmp_path):
     assert summary["rejected"].get("outside_root") == len(OUTSIDE_PATHS)
     accepted = sum(count for split in summary["accepted"].values() for count in split.values())
     assert accepted + sum(summary["rejected"].values()) == summary["total"] == 12
-    rejects = pq.read_table(reject_file(settings.out, 0)).to_pylist()
+    rejects = pq.read_table(reject_file(settings.out, 0).path).to_pylist()
     outside = [reject for reject in rejects if reject["reason"] == "outside_root"]
     assert sorted(reject["source"] for reject in outside) == sorted(OUTSIDE_PATHS)
     passwd_head = open("/etc/passwd", "rb").read(8).decode(errors="replace")

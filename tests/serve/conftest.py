@@ -52,9 +52,29 @@ def model_dirs(tmp_path_factory) -> dict[str, Path]:
     return dirs
 
 
+@pytest.fixture(scope="session")
+def stored_model_dirs(s3_server, model_dirs) -> dict[str, str]:
+    """The same model directories in a bucket of the S3 test server (127.0.0.1), as s3:// URIs."""
+    import uuid
+
+    import boto3
+
+    from faceray.storage import Location, upload_folder
+
+    bucket = f"faceray-models-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=bucket)
+    stored = {}
+    for task in ("emotion", "gender"):
+        stored[task] = f"s3://{bucket}/{task}"
+        upload_folder(Path(model_dirs[task]), Location.of(stored[task]))
+    return stored
+
+
 @pytest.fixture(scope="module")
-def service(ray_session, model_dirs):
-    """The Serve app on a free loopback port, shut down after the module."""
+def service(ray_session, stored_model_dirs):
+    """The Serve app on a free loopback port, serving the model directories from object storage (the S3 test
+    server: the replicas read the cards and ONNX exports from the bucket), shut down after the module. Tests compare
+    its answers with the in-process analyzer on the local directories."""
     from faceray.config import resolve_config
     from serve.config import ServeConfig
     from serve.service import start_service, stop_service
@@ -62,8 +82,8 @@ def service(ray_session, model_dirs):
     config = resolve_config(
         ServeConfig,
         dict(
-            emotion_model=str(model_dirs["emotion"]),
-            gender_model=str(model_dirs["gender"]),
+            emotion_model=stored_model_dirs["emotion"],
+            gender_model=stored_model_dirs["gender"],
             port=free_port(),
             max_body_bytes=3_000_000,
         ),

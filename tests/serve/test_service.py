@@ -172,10 +172,15 @@ def test_the_running_service_listens_on_loopback_only(service, astronaut_bgr):
     assert watch.found == set()
 
 
-def test_models_endpoint_returns_the_cards_and_the_detector(service):
+def test_models_endpoint_returns_the_cards_and_the_detector(service, stored_model_dirs):
     cards = requests.get(f"{service}/v1/models", timeout=10).json()
     assert cards["emotion"]["labels"][3] == "happy" and cards["gender"]["labels"] == ["woman", "man"]
     assert cards["detector"]["name"] == "blazeface"
+    # The replicas loaded the directories from the bucket; the published weights' have an ONNX export to run.
+    for task in ("emotion", "gender"):
+        loaded = cards["loaded"][task]
+        assert loaded["model_dir"] == stored_model_dirs[task]
+        assert loaded["graph"] == ("export" if cards[task].get("exports") else "converted")
 
 
 def test_the_service_gives_the_in_process_analyzer_s_answers(service, model_dirs, astronaut_bgr):

@@ -157,6 +157,32 @@ def test_a_request_the_cluster_cannot_hold_is_refused_before_anything_starts(fer
     assert not (tmp_path / "three").exists() and not (tmp_path / "gpu").exists()
 
 
+def run_readme_readback(out: Path, tmp_path: Path) -> str:
+    """The README's read-back block, run in a fresh Python where `runs/emotion` is the tracked model directory."""
+    import os
+    import re
+    import subprocess
+    import sys
+    import textwrap
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = re.search(r"<!-- mlflow-readback -->\s*```python\n(.*?)```", readme, re.S)
+    assert block, "the README's mlflow-readback block is missing"
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "emotion").symlink_to(out)
+    environment = {key: value for key, value in os.environ.items() if key != "MLFLOW_ALLOW_FILE_STORE"}
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(block.group(1))],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 def test_a_training_run_is_tracked_in_mlflow_and_tensorboard(trained, tmp_path):
     """--tracking, on the trained model directory: MLflow's file store read back (params, metrics per epoch, card,
     plots and model files), and TensorBoard's event files read back."""
@@ -180,6 +206,8 @@ def test_a_training_run_is_tracked_in_mlflow_and_tensorboard(trained, tmp_path):
         item.path for item in client.list_artifacts(run.info.run_id, "model")
     }
     assert json.loads((out / "tracking.json").read_text())["run_id"] == run.info.run_id
+    printed = run_readme_readback(out, tmp_path)
+    assert printed.split() == ["0.001", str(run.data.metrics["test_accuracy"])]
 
     where = log_training(out, settings, "tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

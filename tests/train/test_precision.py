@@ -77,6 +77,7 @@ def test_a_worker_given_gpus_that_tensorflow_cannot_see_stops_with_the_reason():
 def test_precision_and_gpu_settings_are_checked_and_reach_the_trainer_and_the_card(tmp_path):
     from faceray.resources import ClusterResources, ResourceError, plan_training
     from faceray.shards import ShardMetadata
+    from faceray.storage import Location
     from train.pipeline import RunSetup, make_trainer, training_facts
 
     with pytest.raises(ConfigError, match="--precision"):
@@ -90,7 +91,8 @@ def test_precision_and_gpu_settings_are_checked_and_reach_the_trainer_and_the_ca
     )
     plan = plan_training(ClusterResources.single_node(16, gpus=2), 2, gpus_per_worker=1)
     meta = ShardMetadata((64, 64, 1), "gray", "gender", ("woman", "man"))
-    setup = RunSetup(tmp_path, tmp_path, meta, ["woman", "man"], np.array([5, 5]), ("train",), False, False)
+    here = Location.of(tmp_path)
+    setup = RunSetup(here, tmp_path, here, meta, ["woman", "man"], np.array([5, 5]), ("train",), False, False)
     trainer = make_trainer(config, setup, plan, {}, None, None)
     assert trainer.scaling_config.use_gpu and trainer.scaling_config.resources_per_worker["GPU"] == 1
     facts = training_facts(config)

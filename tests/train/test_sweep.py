@@ -77,30 +77,40 @@ def test_best_is_the_highest_validation_accuracy(tmp_path):
 
 
 @pytest.mark.slow
-def test_sweep_fits_the_machine_with_a_failing_trial_resume_and_final(fer_data, tmp_path):
+def test_sweep_fits_the_machine_with_a_failing_trial_resume_and_final(fer_data, bucket, tmp_path):
     """Issue 18's sweep shape on this machine's shipped defaults (no --trial-cpus): four grid points, ASHA, two at
-    once; one trial raises at its first epoch (max_failures is 0 inside sweeps). Then resume, then --final."""
+    once; one trial raises at its first epoch (max_failures is 0 inside sweeps). Then resume, then --final.
+
+    Data and outputs are in a bucket of the S3 test server (Tune's experiment state, the trials' and the final
+    model's directories included); the demo's test runs a sweep on local folders."""
+    import io
+
+    import pyarrow.fs as pafs
+
+    from faceray.storage import Location, upload_folder
+
+    data = Location.of(f"{bucket}/fer48")
+    upload_folder(fer_data, data)
     space = tmp_path / "space.yaml"
     space.write_text("lr: [1.0e-3, 3.0e-3]\nfail_at_epoch: [-1, 0]\nbn_momentum: 0.9\naugment: 'off'\nbatch_size: 64\n")
+    out = Location.of(f"{bucket}/sweep")
     config = resolve_config(
         SweepConfig,
         dict(
-            data=str(fer_data),
+            data=data.uri,
             space=str(space),
             epochs=2,
             scheduler="asha",
             max_concurrent=2,
             final=True,
-            out=str(tmp_path / "sweep"),
+            out=out.uri,
             tracking=f"mlflow:{(tmp_path / 'mlruns').as_uri()}",
         ),
     )
     summary = run_sweep(config)
-    out = tmp_path / "sweep"
     saved_plan = json.loads((out / "sweep_config.json").read_text())["resource_plan"]
     assert saved_plan["chosen"]["concurrent_trials"] == 2 and saved_plan["chosen"]["trial_runs"] == "in the Tune trial"
-    with open(out / "results.csv") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = list(csv.DictReader(io.StringIO((out / "results.csv").read_text())))
     assert len(rows) == 4
     statuses = sorted(row["status"].split(":")[0] for row in rows)
     assert statuses[:2] == ["failed", "failed"] and all(
@@ -114,6 +124,7 @@ def test_sweep_fits_the_machine_with_a_failing_trial_resume_and_final(fer_data, 
     assert (trial_dir / "model.keras").is_file() or int(best["epochs_run"]) < 2  # a trial ASHA stopped writes no model
     final = json.loads((out / "final" / "evaluation.json").read_text())
     assert final["split"] == "test" and summary["final"]["metrics"]["epochs_run"] == int(best["best_epoch"])
+    assert (out / "final" / "model.onnx").is_file() and (out / "tune" / "sweep").is_dir()
     # --tracking: a parent run, one child per trial (read back from MLflow's file store), and the final model's run
     from mlflow.tracking import MlflowClient
 
@@ -129,14 +140,18 @@ def test_sweep_fits_the_machine_with_a_failing_trial_resume_and_final(fer_data, 
     final_run = client.get_run(json.loads((out / "final" / "tracking.json").read_text())["run_id"])
     assert final_run.data.metrics["test_accuracy"] == pytest.approx(final["accuracy"])
 
-    trial_file = next((out / "trials").glob("*/trial.json"))
-    before = trial_file.stat().st_mtime_ns
-    resumed = run_sweep(
-        resolve_config(
-            SweepConfig, dict(data=str(fer_data), space=str(space), epochs=2, scheduler="asha", out=str(out))
-        )
+    selector = pafs.FileSelector((out / "trials").path, recursive=True)
+    trial_file = next(
+        Location(out.filesystem, info.path, info.path)
+        for info in out.filesystem.get_file_info(selector)
+        if info.base_name == "trial.json"
     )
-    assert len(resumed["rows"]) == 4 and trial_file.stat().st_mtime_ns == before  # finished trials kept, not re-run
+    before = (trial_file.info().mtime, trial_file.read_text())
+    resumed = run_sweep(
+        resolve_config(SweepConfig, dict(data=data.uri, space=str(space), epochs=2, scheduler="asha", out=out.uri))
+    )
+    assert len(resumed["rows"]) == 4  # restored from the bucket's experiment state: finished trials kept, not re-run
+    assert (trial_file.info().mtime, trial_file.read_text()) == before
 
 
 def test_a_sweep_the_cluster_cannot_hold_is_refused_before_anything_starts(fer_data, tmp_path):
