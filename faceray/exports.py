@@ -76,12 +76,13 @@ def max_difference(session: Any, traced: Any, input_shape: tuple[int, int, int])
 
 def export_model(folder: str | Path, format: str = "onnx") -> ModelCard:
     """Export the model directory `folder`, local or in object storage (`faceray export`); see `write_export`."""
-    from faceray.model_card import MODEL_FILE
+    from faceray.model_card import CARD_FILE, MODEL_FILE
     from faceray.storage import local_folder
 
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}: expected one of {FORMATS}")
-    with local_folder(Location.of(folder), fetch=True, skip=(MODEL_FILE,)) as local:  # uploads the export, then card
+    # A directory in object storage: its files copied here, the export and then the card uploaded back.
+    with local_folder(Location.of(folder), fetch=True, skip=(MODEL_FILE,), last=(CARD_FILE,)) as local:
         model, card = load_model_dir(local)
         return write_export(local, model, card)
 

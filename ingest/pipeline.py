@@ -19,12 +19,13 @@ from collections import Counter, defaultdict
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from faceray.config import ConfigError, config_to_dict, location, write_json
 from faceray.console import terminal_stderr
 from faceray.labels import SPLITS
-from faceray.shards import MANIFEST_FILE, REJECTS_FILE, IngestManifest, read_table
-from faceray.storage import Location
+from faceray.shards import MANIFEST_FILE, REJECTS_FILE, IngestManifest
+from faceray.storage import Location, read_in_order
 from ingest.chunks import (
     WORK_DIR,
     ChunkSettings,
@@ -133,31 +134,30 @@ def process_chunks(
 
 
 def collect_summaries(out: Location, specs: list[ChunkSpec]) -> list[dict[str, Any]]:
+    """Every chunk's summary, from its done-marker (read many at a time from object storage)."""
     summaries = []
-    for spec in specs:
-        try:
-            summaries.append(json.loads(done_marker(out, spec.chunk).read_text()))
-        except FileNotFoundError:
-            raise RuntimeError(
-                f"chunk {chunk_name(spec.chunk)} did not finish; rerun the same command to resume"
-            ) from None
+    for spec, data in zip(specs, read_in_order(done_marker(out, spec.chunk) for spec in specs)):
+        if isinstance(data, FileNotFoundError):
+            raise RuntimeError(f"chunk {chunk_name(spec.chunk)} did not finish; rerun the same command to resume")
+        if isinstance(data, OSError):
+            raise data
+        summaries.append(json.loads(data))
     return summaries
 
 
 def write_rejects_csv(out: Location, specs: list[ChunkSpec]) -> None:
     """Merge the per-chunk reject files into OUT/rejects.csv (chunk by chunk, written whole)."""
     present = {location.name for location in (out / WORK_DIR / "rejects").files(".parquet")}
+    files = [reject_file(out, spec.chunk) for spec in specs]
     with (out / REJECTS_FILE).writer() as handle:
         text = io.TextIOWrapper(handle, newline="", encoding="utf-8")
         writer = csv.writer(text)
         writer.writerow(["source", "row", "reason", "detail"])
-        for spec in specs:
-            path = reject_file(out, spec.chunk)
-            if path.name in present:
-                table = read_table(path)
-                writer.writerows(
-                    zip(*(table.column(name).to_pylist() for name in ("source", "row", "reason", "detail")))
-                )
+        for data in read_in_order(file for file in files if file.name in present):
+            if isinstance(data, OSError):
+                raise data
+            table = pq.read_table(pa.BufferReader(data))
+            writer.writerows(zip(*(table.column(name).to_pylist() for name in ("source", "row", "reason", "detail"))))
         text.flush()
         text.detach()  # the file's own writer closes it: the file is complete only then
 

@@ -26,6 +26,9 @@ def test_resolving_names_the_store_and_refuses_unknown_schemes(tmp_path: Path) -
         Location.of("ftp://host/file")
     with pytest.raises(ValueError, match="empty"):
         Location.of("")
+    for uri in ("s3://bucket/key?endpoint_override=127.0.0.1:9000", "s3://key:secret@bucket/key"):
+        with pytest.raises(ValueError, match="in the environment"):
+            Location.of(uri)
 
 
 def test_files_write_read_list_and_delete(folder: Location) -> None:

@@ -156,6 +156,7 @@ def format_evaluation(report: dict) -> str:
 
 def run_import(arguments: argparse.Namespace) -> int:
     from faceray.config import ConfigError, location
+    from faceray.model_card import CARD_FILE
     from faceray.storage import local_folder
     from train.model_dir import import_legacy_model
 
@@ -167,7 +168,7 @@ def run_import(arguments: argparse.Namespace) -> int:
         raise ConfigError(f"--input-shape: {arguments.input_shape!r} is not H,W,C") from None
     out = location(arguments.out, "--out", output=True)
     try:
-        with local_folder(out) as folder:  # written locally, then uploaded when --out is in object storage
+        with local_folder(out, last=(CARD_FILE,)) as folder:  # written locally; uploaded for object storage
             import_legacy_model(arguments.hdf5, arguments.task, folder, shape, arguments.color, arguments.crop_margin)
     except ValueError as error:
         raise ConfigError(str(error)) from None
@@ -193,12 +194,13 @@ def run_export(arguments: argparse.Namespace) -> int:
 
 def run_fetch_weights(arguments: argparse.Namespace) -> int:
     from faceray.config import ConfigError, location
+    from faceray.model_card import CARD_FILE
     from faceray.storage import local_folder
     from train.weights import PAPER_BASE_URL, DownloadError, fetch_weights
 
     out = location(arguments.out, "--out", output=True)
     try:
-        with local_folder(out) as local:  # written locally, then uploaded when --out is in object storage
+        with local_folder(out, last=(CARD_FILE,)) as local:  # written locally; uploaded for object storage
             written = fetch_weights(arguments.name, local, arguments.base_url or PAPER_BASE_URL)
     except DownloadError as error:
         raise ConfigError(str(error)) from None

@@ -521,7 +521,7 @@ def write_outputs(
     if best_weights is None:
         raise RuntimeError("training ended before any epoch finished: there are no weights to write")
     from faceray.exports import write_export
-    from faceray.model_card import ModelCard, save_model_dir
+    from faceray.model_card import CARD_FILE, ModelCard, save_model_dir
     from train.evaluate import evaluate_model, plot_confusion_matrix, plot_learning_curves
     from train.model_dir import without_machine_paths
     from train.models import build_model
@@ -591,7 +591,7 @@ def write_outputs(
         settings = without_machine_paths(config_to_dict(config)) or {}
         summary["tracking"] = log_training(out, settings, config.tracking, setup.target.uri)
     if not setup.target.is_local:  # before anything reports the run done (a Tune scheduler may end a trial then)
-        upload_folder(out, setup.target, skip=(EPOCH_LOG, RAY_RESULTS))
+        upload_folder(out, setup.target, skip=(EPOCH_LOG, RAY_RESULTS), last=(CARD_FILE,))  # the card: complete
     return summary
 
 

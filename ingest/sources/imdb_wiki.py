@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from faceray.config import ConfigError
 from faceray.faces import IMDB_WIKI_CROP
-from faceray.storage import Location
+from faceray.storage import Location, read_in_order
 from ingest.config import IngestConfig
 from ingest.images import decode_and_resize
 from ingest.imdb import LabelFilter, filter_and_split, read_imdb_metadata
@@ -64,14 +64,14 @@ def path_inside_root(root: Location, relative_path: str) -> Location:
     raise Rejection("outside_root", f"{relative_path!r} resolves outside --root")
 
 
-def read_file_bytes(location: Location) -> bytes:
-    """The bytes of an input file, or a Rejection ('missing file', 'unreadable file')."""
-    try:
-        return location.read_bytes()
-    except FileNotFoundError:
-        raise Rejection("missing file", location.uri) from None
-    except OSError as error:
-        raise Rejection("unreadable file", f"{location.uri}: {error.strerror or error}") from None
+def file_bytes(location: Location, data: bytes | OSError) -> bytes:
+    """An input file's bytes as `faceray.storage.read_in_order` gave them, or a Rejection ('missing file',
+    'unreadable file') naming the file."""
+    if isinstance(data, FileNotFoundError):
+        raise Rejection("missing file", location.uri)
+    if isinstance(data, OSError):
+        raise Rejection("unreadable file", f"{location.uri}: {data.strerror or data}")
+    return data
 
 
 class ImdbWikiSource:
@@ -131,14 +131,25 @@ class ImdbWikiSource:
         )
         names = ("full_path", "row", "reason", "detail", "split", "gender", "celeb_id", "face_score", "photo_taken")
         columns = {name: frame[name].tolist() for name in names}  # plain lists: cheaper than rows
+        files: list[Location | Rejected] = []  # per row: the file to read, or why it is rejected unread
         for index, relative_path in enumerate(columns["full_path"]):
             row, reason = columns["row"][index], columns["reason"][index]
             if reason:  # None or "" when the labels passed the filters
-                yield Rejected(relative_path, row, reason, columns["detail"][index])
+                files.append(Rejected(relative_path, row, reason, columns["detail"][index]))
                 continue
             try:
-                data = read_file_bytes(path_inside_root(settings["root"], relative_path))
-                image = decode_and_resize(data, inputs.size, inputs.color)
+                files.append(path_inside_root(settings["root"], relative_path))
+            except Rejection as rejection:
+                files.append(Rejected(relative_path, row, rejection.kind, rejection.detail))
+        # One at a time from a local disk; from object storage, many requests in flight ahead of the decoder.
+        contents = read_in_order(file for file in files if isinstance(file, Location))
+        for index, file in enumerate(files):
+            if isinstance(file, Rejected):
+                yield file
+                continue
+            relative_path, row = columns["full_path"][index], columns["row"][index]
+            try:
+                image = decode_and_resize(file_bytes(file, next(contents)), inputs.size, inputs.color)
             except Rejection as rejection:
                 yield Rejected(relative_path, row, rejection.kind, rejection.detail)
                 continue
