@@ -15,13 +15,15 @@ class IngestConfig:
 
     dataset: str = option("imdb", "which source (ingest/sources/): imdb, fer, ...; the CLI's subcommand", cli=False)
     out: str | None = option(
-        None, "output directory for OUT/<split>/*.parquet, manifest.json and rejects.csv", required=True
+        None,
+        "output directory (local, s3:// or gs://) for OUT/<split>/*.parquet, manifest.json and rejects.csv",
+        required=True,
     )
     root: str | None = option(
-        None, "IMDB-WIKI: the crop folder holding imdb.mat (or wiki.mat) and the NN/ image folders"
+        None, "IMDB-WIKI: the crop folder (local, s3:// or gs://) holding imdb.mat (or wiki.mat) and the NN/ folders"
     )
     mat: str | None = option(None, "IMDB-WIKI: the .mat metadata file (default: ROOT/imdb.mat, else ROOT/wiki.mat)")
-    csv: str | None = option(None, "FER-2013: the fer2013.csv file (emotion,pixels,Usage)")
+    csv: str | None = option(None, "FER-2013: the fer2013.csv file (emotion,pixels,Usage); local, s3:// or gs://")
     size: int | None = option(
         None, "side of the square output images in pixels (default: the dataset's own: 64 IMDB as the paper, 48 FER)"
     )
@@ -75,7 +77,7 @@ class IngestConfig:
 class SampleConfig:
     """Settings of `faceray sample`: synthetic IMDB-WIKI and FER-2013 data in the real layouts."""
 
-    out: str = option(None, "folder for imdb_crop/ and fer2013.csv", required=True)
+    out: str = option(None, "folder (local, s3:// or gs://) for imdb_crop/ and fer2013.csv", required=True)
     imdb: int = option(1200, "IMDB-WIKI images")
     fer: int = option(1200, "FER-2013 rows")
     seed: int = option(0, "random seed")

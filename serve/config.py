@@ -16,7 +16,7 @@ class ServeConfig:
     emotion_model: str | None = option(
         None, "emotion model directory, local or s3://, gs:// (from `faceray train` or `faceray import-model`)"
     )
-    gender_model: str | None = option(None, "gender model directory")
+    gender_model: str | None = option(None, "gender model directory (local, s3:// or gs://)")
     host: str = option("127.0.0.1", "address the HTTP server binds (127.0.0.1 = this machine only)")
     port: int = option(8000, "HTTP port")
     replicas: int = option(1, "replicas of the service deployment (each loads the detector and both models)")

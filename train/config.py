@@ -18,7 +18,7 @@ AUGMENT_PRESETS: dict[str, dict[str, float]] = {
 class TrainConfig:
     """Settings of one training run."""
 
-    data: str = option(None, "an ingest output folder (OUT of `faceray ingest`)", required=True)
+    data: str = option(None, "an ingest output folder (OUT of `faceray ingest`; local, s3:// or gs://)", required=True)
     task: str | None = option(
         None, "emotion or gender (default: the task recorded in the data)", choices=("emotion", "gender")
     )
@@ -47,7 +47,7 @@ class TrainConfig:
     final_epochs: int | None = option(
         None, "retrain on train+val for this many epochs and evaluate the test split once (default: no final run)"
     )
-    out: str = option("runs/train", "output model directory")
+    out: str = option("runs/train", "output model directory (local, s3:// or gs://)")
     seed: int = option(0, "random seed (weights, shuffling, augmentation)")
     cpus_per_worker: float | None = option(
         None, "CPUs reserved per worker (default: the most that fits beside one CPU kept for Ray Data)"

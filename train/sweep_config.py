@@ -13,7 +13,7 @@ from train.precision import PRECISIONS
 class SweepConfig:
     """Settings of a learning-rate / augmentation sweep."""
 
-    data: str = option(None, "an ingest output folder", required=True)
+    data: str = option(None, "an ingest output folder (local, s3:// or gs://)", required=True)
     task: str | None = option(
         None, "emotion or gender (default: the task recorded in the data)", choices=("emotion", "gender")
     )
@@ -28,7 +28,9 @@ class SweepConfig:
     epochs: int = option(10, "maximum epochs per trial (unless the space sets epochs)")
     grace_period: int = option(2, "ASHA: epochs every trial runs before it can be stopped")
     final: bool = option(False, "retrain the best config on train+val for its best epoch count and evaluate test once")
-    out: str = option("runs/sweep", "output folder: results.csv, best.json, curves.png, trials/, final/")
+    out: str = option(
+        "runs/sweep", "output folder (local, s3:// or gs://): results.csv, best.json, curves.png, trials/, final/"
+    )
     trial_cpus: float | None = option(
         None, "CPUs each trial worker reserves (default: the cluster split between the concurrent trials)"
     )
