@@ -93,3 +93,23 @@ def test_local_folder_uploads_on_success_only(bucket: str, tmp_path: Path) -> No
     ]
     with pytest.raises(FileNotFoundError, match="no files in"), local_copy(Location.of(bucket + "/nothing")):
         pass
+
+
+def test_bad_locations_are_one_line_naming_the_flag(bucket: str, tmp_path: Path, capsys) -> None:
+    """Before anything starts (no Ray): an unknown scheme, a missing bucket, an empty data folder or model
+    directory in a bucket are each one message naming the flag, exit status 2."""
+    from faceray.cli import main
+
+    cases = [
+        (["ingest", "fer", "--csv", "ftp://host/fer2013.csv", "--out", str(tmp_path)], "--csv: 'ftp://host"),
+        (["sample", "--out", "s3://no-such-bucket-here/raw"], "--out: s3://no-such-bucket-here/raw: there is no"),
+        (["train", "--data", f"{bucket}/nothing", "--out", str(tmp_path)], "--data: no Parquet shards in s3://"),
+        (["serve", "--emotion-model", f"{bucket}/nothing"], "--emotion-model: s3://"),
+        (["train", "--data", "s3://key:secret@bucket/data"], "in the environment"),
+    ]
+    for argv, words in cases:
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        assert exited.value.code == 2, argv
+        error = capsys.readouterr().err
+        assert words in error and "Traceback" not in error and "secret" not in error, error
