@@ -26,6 +26,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -84,6 +85,21 @@ def model_dirs(folder: Path) -> dict[str, Path]:
         )
         for task, classes in (("emotion", 7), ("gender", 2))
     }
+
+
+def jpeg_bodies(frames: list[np.ndarray]) -> list[bytes]:
+    """The frames (BGR) as the JPEG request bodies every serving benchmark sends (quality 85)."""
+    return [cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes() for frame in frames]
+
+
+def service_config(dirs: dict[str, Path], **settings: Any) -> Any:
+    """The service's ServeConfig over the benchmark's model directories, on a free loopback port, plus `settings`."""
+    from faceray.config import resolve_config
+    from faceray.runtime import free_loopback_port
+    from serve.config import ServeConfig
+
+    models = dict(emotion_model=str(dirs["emotion"]), gender_model=str(dirs["gender"]), port=free_loopback_port())
+    return resolve_config(ServeConfig, {**models, **settings})
 
 
 def reference_loop(frames: list[np.ndarray], dirs: dict[str, Path]) -> float:
@@ -217,30 +233,19 @@ def main() -> None:
 
     use_loopback_environment()
 
-    from faceray.config import resolve_config
-    from faceray.runtime import free_loopback_port, init_ray, shutdown_ray
+    from faceray.runtime import init_ray, shutdown_ray
     from serve.analyzer import FaceAnalyzer
-    from serve.config import ServeConfig
     from serve.service import start_service, stop_service
 
     work = Path(tempfile.mkdtemp(prefix="faceray-bench-serve-"))
     dirs = model_dirs(work)
     frames, counts = make_frames(arguments.requests)
-    bodies = [cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes() for frame in frames]
+    bodies = jpeg_bodies(frames)
     # Every n-th frame, so the reference loop sees the same mix of 1..6 faces as the other rows.
     reference_fps = reference_loop(frames[:: max(1, len(frames) // arguments.reference_frames)], dirs)
     recalls = {name: recall(name, frames, counts) for name in ("blazeface", "haar")}
     face_ms = per_face_ms(dirs)
-    config = resolve_config(
-        ServeConfig,
-        dict(
-            emotion_model=str(dirs["emotion"]),
-            gender_model=str(dirs["gender"]),
-            port=free_loopback_port(),
-            detector=arguments.detector,
-            detect_every=arguments.detect_every,
-        ),
-    )
+    config = service_config(dirs, detector=arguments.detector, detect_every=arguments.detect_every)
     analyzer = FaceAnalyzer(
         dirs["emotion"], dirs["gender"], config.detector_settings(), threads=config.classifier_threads
     )

@@ -24,14 +24,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != REPOSITORY / "bench"]
 sys.path.insert(0, str(REPOSITORY))
 from bench.common import machine, print_report  # noqa: E402
-from bench.serve import make_frames, model_dirs  # noqa: E402
+from bench.serve import jpeg_bodies, make_frames, model_dirs, service_config  # noqa: E402
 
 TIMEOUT_S = 10.0
 
@@ -147,23 +146,13 @@ def main() -> None:
     from faceray.runtime import use_loopback_environment
 
     use_loopback_environment()
-    from faceray.config import resolve_config
-    from faceray.runtime import free_loopback_port, init_ray, shutdown_ray
-    from serve.config import ServeConfig
+    from faceray.runtime import init_ray, shutdown_ray
     from serve.service import start_service, stop_service, wait_for_replicas
 
     dirs = model_dirs(Path(tempfile.mkdtemp(prefix="faceray-bench-faults-")))
     frames, _ = make_frames(48)
-    bodies = [cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes() for frame in frames]
-    config = resolve_config(
-        ServeConfig,
-        dict(
-            emotion_model=str(dirs["emotion"]),
-            gender_model=str(dirs["gender"]),
-            port=free_loopback_port(),
-            replicas=arguments.replicas,
-        ),
-    )
+    bodies = jpeg_bodies(frames)
+    config = service_config(dirs, replicas=arguments.replicas)
     init_ray()
     url = start_service(config)
     try:

@@ -32,7 +32,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import pyarrow.fs as pafs
 
@@ -139,15 +139,11 @@ class Location:
 
     def read_bytes(self) -> bytes:
         """The whole file; FileNotFoundError names the location when it is missing."""
-        try:
+        try:  # pyarrow raises FileNotFoundError for a missing local file, object and bucket alike
             with self.filesystem.open_input_stream(self.path) as stream:
                 return bytes(stream.read())
         except FileNotFoundError:
             raise FileNotFoundError(f"no file at {self.uri}") from None
-        except OSError as error:
-            if "not exist" in str(error).lower() or "NoSuchKey" in str(error):
-                raise FileNotFoundError(f"no file at {self.uri}") from None
-            raise
 
     def read_text(self) -> str:
         return self.read_bytes().decode("utf-8")
@@ -230,17 +226,6 @@ def read_in_order(locations: Iterable[Location], threads: int = 16) -> Iterator[
     Local files are read one at a time as the caller asks. A store's objects are fetched `threads` at a time, ahead
     of the caller (at most 2 x `threads` in flight): each object is one request, so latency, not bandwidth, bounds a
     one-at-a-time reader (measured on the moto test server: 210 images/s one by one)."""
-    iterator = iter(locations)
-    first = next(iterator, None)
-    if first is None:
-        return
-    if first.is_local:
-        for location in itertools.chain([first], iterator):
-            try:
-                yield location.read_bytes()
-            except OSError as error:
-                yield error
-        return
 
     def read(location: Location) -> bytes | OSError:
         try:
@@ -248,6 +233,13 @@ def read_in_order(locations: Iterable[Location], threads: int = 16) -> Iterator[
         except OSError as error:
             return error
 
+    iterator = iter(locations)
+    first = next(iterator, None)
+    if first is None:
+        return
+    if first.is_local:
+        yield from map(read, itertools.chain([first], iterator))
+        return
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="faceray-read") as pool:
         window: collections.deque[Future[bytes | OSError]] = collections.deque()
         for location in itertools.chain([first], iterator):
@@ -299,26 +291,6 @@ def upload_folder(
 
 
 @contextmanager
-def local_folder(
-    location: Location, fetch: bool = False, skip: tuple[str, ...] = (), last: tuple[str, ...] = ()
-) -> Iterator[Path]:
-    """A local folder standing for the output folder `location`, for libraries that write only local files
-    (Keras, Matplotlib). Locally it is the folder itself. For a store it is a temporary folder, first holding the
-    store folder's top-level files when `fetch`, whose files (except top-level names in `skip`; files named in
-    `last` after the others) are uploaded when the block ends without error."""
-    if location.is_local:
-        location.make_dir()
-        yield location.local_path()
-        return
-    with tempfile.TemporaryDirectory(prefix="faceray-out-") as temporary:
-        folder = Path(temporary)
-        if fetch:
-            download_folder(location, folder)
-        yield folder
-        upload_folder(folder, location, skip, last)
-
-
-@contextmanager
 def staging_folder(location: Location) -> Iterator[Path]:
     """A local folder to write the output folder `location`'s files in: the folder itself when local, else an
     empty temporary folder, removed when the block ends; the caller uploads (`upload_folder`) what it wants kept."""
@@ -328,6 +300,22 @@ def staging_folder(location: Location) -> Iterator[Path]:
         return
     with tempfile.TemporaryDirectory(prefix="faceray-stage-") as temporary:
         yield Path(temporary)
+
+
+@contextmanager
+def local_folder(
+    location: Location, fetch: bool = False, skip: tuple[str, ...] = (), last: tuple[str, ...] = ()
+) -> Iterator[Path]:
+    """A local folder standing for the output folder `location`, for libraries that write only local files
+    (Keras, Matplotlib): its `staging_folder`, which for a store first holds the store folder's top-level files when
+    `fetch`, and whose files (except top-level names in `skip`; files named in `last` after the others) are
+    uploaded when the block ends without error."""
+    with staging_folder(location) as folder:
+        if fetch and not location.is_local:
+            download_folder(location, folder)
+        yield folder
+        if not location.is_local:
+            upload_folder(folder, location, skip, last)
 
 
 @contextmanager
@@ -341,8 +329,3 @@ def local_copy(location: Location) -> Iterator[Path]:
         if not download_folder(location, Path(temporary)):
             raise FileNotFoundError(f"no files in {location.uri}")
         yield Path(temporary)
-
-
-def describe(where: Any) -> str:
-    """How to name `where` in a message (a Location's URI, else its text)."""
-    return where.uri if isinstance(where, Location) else str(where)

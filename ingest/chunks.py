@@ -67,9 +67,10 @@ def done_marker(out: str | Path | Location, chunk_id: int) -> Location:
     return done_folder(out) / f"{chunk_name(chunk_id)}.json"
 
 
-def finished_chunks(out: str | Path | Location) -> set[int]:
-    """The chunks whose done-marker exists (one listing, not a request per chunk)."""
-    return {int(marker.name[len("part-") : -len(".json")]) for marker in done_folder(out).files(".json")}
+def finished_chunks(out: str | Path | Location, chunk_ids: list[int]) -> set[int]:
+    """Those of `chunk_ids` whose done-marker exists (one listing, not a request per chunk)."""
+    names = {marker.name for marker in done_folder(out).files(".json")}
+    return {chunk_id for chunk_id in chunk_ids if done_marker(out, chunk_id).name in names}
 
 
 def reject_file(out: str | Path | Location, chunk_id: int) -> Location:

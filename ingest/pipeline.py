@@ -39,10 +39,10 @@ from ingest.config import IngestConfig
 from ingest.sources import ChunkSpec, SourceInputs, get_source
 
 
-def chunk_settings(config: IngestConfig) -> ChunkSettings:
+def chunk_settings(config: IngestConfig, out: Location) -> ChunkSettings:
     source = get_source(config.dataset)
     inputs = SourceInputs(size=config.image_size, color=config.color, settings=source.inputs(config))
-    return ChunkSettings(dataset=source.name, out=Location.of(str(config.out)), inputs=inputs)
+    return ChunkSettings(dataset=source.name, out=out, inputs=inputs)
 
 
 def plan_fingerprint(config: IngestConfig) -> str:
@@ -221,10 +221,10 @@ def run_ingest(config: IngestConfig, parallelism: int | None = None, log: Any = 
     out = location(config.out, "--out", output=True)
     out.make_dir()
     prepare_output(config, out)
-    settings = chunk_settings(config)
+    settings = chunk_settings(config, out)
     started = time.perf_counter()
     specs, metadata = get_source(config.dataset).plan(config)
-    finished = finished_chunks(out)
+    finished = finished_chunks(out, [spec.chunk for spec in specs])
     pending = [spec for spec in specs if spec.chunk not in finished]
     if not pending and (out / MANIFEST_FILE).exists():
         # A finished ingest: leave every file as it is (the manifest keeps the run that did the work).

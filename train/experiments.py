@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import posixpath
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from faceray.exports import ONNX_FILE
 from faceray.model_card import CARD_FILE, MODEL_FILE, ModelCard
 
 TRACKERS = ("mlflow", "tensorboard")
+TENSORBOARD_DIR = "tensorboard"  # OUT/tensorboard/
 EXPERIMENT = "faceray"
 MODEL_FILES = (MODEL_FILE, ONNX_FILE, CARD_FILE)
 PLOTS = ("learning_curves.png", "confusion_matrix.png")
@@ -71,12 +73,21 @@ def log_training(out: str | Path, settings: dict[str, Any], tracking: str, targe
     evaluation = json.loads((out / "evaluation.json").read_text()) if (out / "evaluation.json").is_file() else {}
     history = _history(out)
     if tracker == "tensorboard":
-        where = _tensorboard_training(out, settings, card, history, evaluation)
-        where["logdir"] = where["logdir"].replace(str(out), target, 1)
+        where = _tensorboard_training(out, settings, card, history, evaluation, _logdir(target))
     else:
         where = _mlflow_training(out, settings, card, history, evaluation, mlflow_uri(uri), target)
     (out / "tracking.json").write_text(json.dumps(where, indent=2) + "\n")
     return where
+
+
+def _folder_name(target: str) -> str:
+    """The last part of an output folder's path or URI (runs are named after it)."""
+    return posixpath.basename(target.rstrip("/"))
+
+
+def _logdir(target: str) -> str:
+    """Where an output folder's TensorBoard event files are, named as the folder is (a path or a URI)."""
+    return f"{target.rstrip('/')}/{TENSORBOARD_DIR}"
 
 
 def _final_metrics(evaluation: dict[str, Any]) -> dict[str, float]:
@@ -101,9 +112,9 @@ def _mlflow_training(
 
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(EXPERIMENT)
-    name = target.rstrip("/").rsplit("/", 1)[-1]
-    with mlflow.start_run(run_name=f"{card['task']} {card['architecture']} ({name})") as run:
-        mlflow.set_tags({"faceray.task": card["task"], "faceray.model_dir": name, "faceray.out": target})
+    folder = _folder_name(target)
+    with mlflow.start_run(run_name=f"{card['task']} {card['architecture']} ({folder})") as run:
+        mlflow.set_tags({"faceray.task": card["task"], "faceray.model_dir": folder, "faceray.out": target})
         mlflow.log_params(_params(settings))
         for row in history:
             step = int(row.get("epoch", 0))
@@ -126,10 +137,12 @@ def _tensorboard_training(
     card: dict[str, Any],
     history: list[dict[str, float]],
     evaluation: dict[str, Any],
+    logdir: str,
 ) -> dict[str, Any]:
+    """Event files in the local `out`/tensorboard; the record names that folder `logdir` (the output's own name)."""
     import tensorflow as tf
 
-    folder = out / "tensorboard"
+    folder = out / TENSORBOARD_DIR
     writer = tf.summary.create_file_writer(str(folder))
     with writer.as_default():
         for row in history:
@@ -144,7 +157,7 @@ def _tensorboard_training(
         tf.summary.text("model_card", json.dumps(card, indent=2), step=0)
     writer.flush()
     writer.close()
-    return {"tracker": "tensorboard", "logdir": str(folder)}
+    return {"tracker": "tensorboard", "logdir": logdir}
 
 
 def log_sweep(
@@ -160,13 +173,13 @@ def log_sweep(
         import tensorflow as tf
 
         for row in rows:
-            writer = tf.summary.create_file_writer(str(out / "tensorboard" / str(row["trial_id"])))
+            writer = tf.summary.create_file_writer(str(out / TENSORBOARD_DIR / str(row["trial_id"])))
             with writer.as_default():
                 for epoch, accuracy in row.get("_curve", []):
                     tf.summary.scalar("val_accuracy", float(accuracy), step=int(epoch))
                 tf.summary.text("trial", json.dumps({k: v for k, v in row.items() if not k.startswith("_")}), step=0)
             writer.close()
-        where: dict[str, Any] = {"tracker": "tensorboard", "logdir": target.rstrip("/") + "/tensorboard"}
+        where: dict[str, Any] = {"tracker": "tensorboard", "logdir": _logdir(target)}
     else:
         import mlflow
 
@@ -174,7 +187,7 @@ def log_sweep(
         mlflow.set_tracking_uri(resolved)
         mlflow.set_experiment(EXPERIMENT)
         children = {}
-        with mlflow.start_run(run_name=f"sweep ({target.rstrip('/').rsplit('/', 1)[-1]})") as parent:
+        with mlflow.start_run(run_name=f"sweep ({_folder_name(target)})") as parent:
             mlflow.log_params(_params(settings))
             for row in rows:
                 with mlflow.start_run(run_name=f"trial {row['trial_id']}", nested=True) as child:

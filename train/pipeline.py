@@ -246,13 +246,14 @@ def training_data(data: str | Path | Location, task: str | None = None) -> Shard
     return meta
 
 
-def prepare_run(config: TrainConfig, work: Path, resource_plan: dict[str, Any] | None = None) -> RunSetup:
-    """Check the data and the output folder, write train_config.json (with the resource plan) into --out; `work` is
-    the local folder outputs are written in (`faceray.storage.local_folder` of --out). Raises ConfigError naming
-    the flag."""
+def prepare_run(
+    config: TrainConfig, target: Location, work: Path, resource_plan: dict[str, Any] | None = None
+) -> RunSetup:
+    """Check the data and the output folder `target` (--out), write train_config.json (with the resource plan) into
+    it; `work` is the local folder outputs are written in (`faceray.storage.staging_folder` of `target`). Raises
+    ConfigError naming the flag."""
     data = location(config.data, "--data")
     meta = training_data(data, config.task)
-    target = location(config.out, "--out")
     check_output(config, target)
     write_json(target / "train_config.json", {**config_to_dict(config), "resource_plan": resource_plan})
     labels = list(meta.labels)
@@ -302,8 +303,9 @@ def run_training(config: TrainConfig, callbacks: list[Any] | None = None, log: A
     plan = plan_training(read_cluster(), config.workers, config.cpus_per_worker, config.gpus_per_worker)
     if log is not None:
         log(plan.line())
-    with staging_folder(location(config.out, "--out", output=True)) as work:
-        setup = prepare_run(config, work, plan.to_dict())
+    target = location(config.out, "--out", output=True)
+    with staging_folder(target) as work:
+        setup = prepare_run(config, target, work, plan.to_dict())
         datasets = training_datasets(config, setup)
         progress_file = setup.out / EPOCH_LOG if log is not None else None
         trainer = make_trainer(config, setup, plan, datasets, callbacks, progress_file)
@@ -368,7 +370,7 @@ def make_trainer(
         datasets=datasets,
         run_config=RunConfig(
             name=RUN_NAME,
-            storage_path=str(setup.out / RAY_RESULTS) if setup.target.is_local else (setup.target / RAY_RESULTS).path,
+            storage_path=(setup.target / RAY_RESULTS).path,  # locally the same folder as setup.out's
             storage_filesystem=None if setup.target.is_local else setup.target.filesystem,
             # controller_failure_limit 0: a worker group that cannot start (its start-up timeout,
             # RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S) ends the run with an error instead of retrying forever.
@@ -441,8 +443,10 @@ def train_in_process(
             tf.config.threading.set_intra_op_parallelism_threads(int(cpus))
         except RuntimeError:  # TensorFlow already running in this process (a reused trial actor): keep its pool
             pass
-    with staging_folder(location(config.out, "--out")) as work:
-        return _train_in_process(config, prepare_run(config, work, resource_plan), report, restore_from, log, finished)
+    target = location(config.out, "--out")
+    with staging_folder(target) as work:
+        setup = prepare_run(config, target, work, resource_plan)
+        return _train_in_process(config, setup, report, restore_from, log, finished)
 
 
 def _train_in_process(

@@ -13,13 +13,12 @@ import contextlib
 import csv
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from faceray.config import config_to_dict, location, resolve_config, write_json
-from faceray.storage import Location, local_folder
+from faceray.storage import Location, local_folder, staging_folder
 from train.config import TrainConfig
 from train.pipeline import training_data
 from train.sweep_config import SweepConfig
@@ -77,17 +76,12 @@ def train_final_in_task(config: TrainConfig, log: Any) -> dict[str, Any]:
 
     from faceray.resources import plan_sweep
     from faceray.runtime import read_cluster
-    from train.pipeline import EpochLog, follow_lines
+    from train.pipeline import EPOCH_LOG, EpochLog, follow_lines
 
     plan = plan_sweep(read_cluster(), trials=1, max_concurrent=1)
     cpus = float(plan.chosen["cpus_per_trial_worker"])
-    out = Location.of(str(config.out))
-    # The task's epoch lines: a local file (beside the outputs when they are local, else in a temporary folder).
-    progress_folder = out.local_path() if out.is_local else Path(tempfile.mkdtemp(prefix="faceray-final-"))
-    progress = progress_folder / "epochs.log"
-    progress.parent.mkdir(parents=True, exist_ok=True)
 
-    def final(settings: dict[str, Any]) -> dict[str, Any]:
+    def final(settings: dict[str, Any], progress: Path) -> dict[str, Any]:
         from train.pipeline import train_in_process
 
         return train_in_process(
@@ -101,8 +95,14 @@ def train_final_in_task(config: TrainConfig, log: Any) -> dict[str, Any]:
     task = ray.remote(num_cpus=cpus, max_retries=0)(final)
     if log is not None:
         log(f"final: {plan.line()}")
-    with follow_lines(progress, lambda line: log("  final " + line)) if log is not None else contextlib.nullcontext():
-        return ray.get(task.remote(config_to_dict(config)))
+    # The task's epoch lines: a local file, beside the outputs when they are local, else in a temporary folder.
+    with staging_folder(Location.of(str(config.out))) as folder:
+        progress = folder / EPOCH_LOG
+        relay = (
+            follow_lines(progress, lambda line: log("  final " + line)) if log is not None else contextlib.nullcontext()
+        )
+        with relay:
+            return ray.get(task.remote(config_to_dict(config), progress))
 
 
 def trial_progress(log: Any, epochs: int, keys: list[str]) -> Any:
