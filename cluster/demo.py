@@ -321,6 +321,7 @@ def check_answers(run: DemoRun, client: Any) -> None:
         "responses": client.responses,
         "frames_read": client.frames_read,
         "frames_dropped": client.frames_dropped,
+        "reconnects": client.reconnects,
         "client_fps": round(client.fps, 2),
         "client_mean_latency_ms": round(client.mean_latency_ms, 1),
         "server_p50_ms": round(float(np.percentile(totals, 50)), 1) if totals else None,
@@ -329,8 +330,8 @@ def check_answers(run: DemoRun, client: Any) -> None:
     }
     run.detail(
         f"client: {client.responses} of {client.frames_read} frames answered ({client.frames_dropped} dropped, never "
-        f"queued), {run.facts['serve']['frames_with_faces']} with a face; {client.fps:.1f} frames/s, mean round trip "
-        f"{client.mean_latency_ms:.0f} ms; ended: {client.exit_reason}"
+        f"queued), {run.facts['serve']['frames_with_faces']} with a face, {client.reconnects} reconnects; "
+        f"{client.fps:.1f} frames/s, mean round trip {client.mean_latency_ms:.0f} ms; ended: {client.exit_reason}"
     )
     check_client(client, run.facts["serve"]["frames_with_faces"])
     snapshot_frame(out / "annotated.mp4", out / "annotated_frame.png")
@@ -431,7 +432,8 @@ def write_report(out: Path, facts: dict[str, Any]) -> Path:
             "## Serving (Ray Serve) and the client",
             "",
             f"- {serve['responses']} frames answered of {serve['frames_read']} read ({serve['frames_dropped']} dropped, "
-            f"never queued); {serve['frames_with_faces']} with a face found; the client ended at: {serve['exit_reason']}",
+            f"never queued); {serve['frames_with_faces']} with a face found; {serve.get('reconnects', 0)} reconnects; "
+            f"the client ended at: {serve['exit_reason']}",
             f"- client: {serve['client_fps']} frames/s, mean round trip {serve['client_mean_latency_ms']} ms; "
             f"server p50 {serve['server_p50_ms']} ms (2 cores shared by every stage)",
             "- annotated video: [annotated.mp4](annotated.mp4), one frame below; per-frame results: `client.jsonl`",

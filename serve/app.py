@@ -8,14 +8,22 @@ API:
          "gender": {...}}], "timings_ms": {"decode", "detect", "classify", "total"}}; annotate=1 -> image/jpeg
   WebSocket /v1/stream         each binary message is one JPEG/PNG frame; each is answered, in order, with
      {"frame": n, "image", "faces" (with "track" ids, scores smoothed over time), "detected", "timings_ms"},
-     or {"frame": n, "dropped": true, "reason"} when more than `stream_queue` frames wait (the oldest is dropped),
-     or {"frame": n, "error"} for a frame that is not an image. Frames are numbered from 0 in arrival order.
+     or {"frame": n, "dropped": true, "reason": "queue"} when more than `stream_queue` frames wait (the oldest
+     is dropped), or {"frame": n, "dropped": true, "reason": "deadline"} when it was not answered within
+     `frame_deadline_s` of its arrival, or {"frame": n, "error"} for a frame that is not an image. Frames are
+     numbered from 0 in arrival order. A stream lasts until the client closes it; the service closes it only
+     with a close frame: 1008 "idle …" after `stream_idle_s` without a frame, 1013 when the replica already
+     holds `max_streams`, 1008 for a page of another origin, and uvicorn's 1012 (service restart) when the
+     replica shuts down. A lost replica drops the connection (1006 at the client).
   GET /healthz -> {"status": "ok"};  GET /v1/models -> the model cards, where they were loaded from, the detector
   GET /                        the live page (serve/web/: camera or a picked file -> /v1/stream -> faces drawn)
 Browsers: same origin only. A stream opened by a page of another origin is closed (1008) and a cross-origin
 POST gets no CORS header, unless that origin is in `allowed_origins`.
-Errors are 4xx with {"error": "..."}; no face is "faces": [].
+Errors are 4xx with {"error": "..."}; no face is "faces": []. A replica holding `max_http_requests` requests, or
+`workers + http_queue` frames to analyse, answers 503 with Retry-After at once; a request not done within
+`request_timeout_s` (its body included) gets 408.
 CPU work runs on the replica's thread pool, never on its event loop, so /healthz answers while frames are analysed.
+Serve's own request slots are sized so that admitted traffic can never fill them (ServeConfig.max_ongoing_requests).
 """
 
 import asyncio
@@ -35,6 +43,9 @@ from serve.config import ServeConfig
 IMAGE_TYPES = {"image/jpeg", "image/jpg", "image/png", "application/octet-stream"}
 WEB_DIR = Path(__file__).with_name("web")
 WEB_FILES = {"index.html": "text/html", "page.js": "text/javascript", "page.css": "text/css"}
+RETRY_AFTER_S = 1
+# WebSocket close codes (RFC 6455, 7.4.1): policy (an idle stream, a foreign origin) and try again later (full).
+CLOSE_POLICY, CLOSE_TRY_LATER = 1008, 1013
 
 api = FastAPI(title="faceray", description="Face detection with emotion and gender classification.")
 
@@ -43,24 +54,33 @@ def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+def busy(message: str) -> JSONResponse:
+    """503 for work shed at once: the client should try again in a second."""
+    return JSONResponse({"error": message}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
 def milliseconds(seconds: float) -> float:
     return round(seconds * 1000, 2)
 
 
-async def receive_frames(websocket: WebSocket, inbox: Any) -> None:
-    """Put every message of the stream into `inbox` until the client disconnects, then close it.
+async def receive_frames(websocket: WebSocket, inbox: Any, idle_s: float) -> str:
+    """Put every message of the stream into `inbox` until the client disconnects ("disconnected") or sends nothing
+    for `idle_s` seconds ("idle"), then close the inbox; returns which.
 
     Defined above FaceService on purpose: Serve captures the class with the module globals that exist when it is
     decorated, so a helper defined below it is missing in the replica (NameError)."""
     try:
         while True:
-            message = await websocket.receive()
+            try:
+                message = await asyncio.wait_for(websocket.receive(), timeout=idle_s)
+            except TimeoutError:
+                return "idle"
             if message["type"] == "websocket.disconnect":
-                break
+                return "disconnected"
             data = message.get("bytes")
             inbox.put(b"" if data is None else data)  # a text message is not a frame: answered with an error
-    except WebSocketDisconnect:
-        pass
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        return "disconnected"
     finally:
         inbox.close()
 
@@ -86,6 +106,11 @@ class FaceService:
             threads=self.config.classifier_threads or 0,
         )
         self.pool = ThreadPoolExecutor(self.config.workers, thread_name_prefix="faceray-analyze")
+        # What this replica holds now (changed on its event loop only): open streams, HTTP requests, and HTTP frames
+        # submitted to the pool and not finished (a frame abandoned at its deadline counts until its thread is done).
+        self.open_streams = 0
+        self.http_requests = 0
+        self.http_frames = 0
         self.warm_up()
         self.description = self.analyzer.describe()
 
@@ -107,9 +132,9 @@ class FaceService:
             future.result()
         self.analyzer.classify(blank, [(200, 120, 160, 160)] * 4)
 
-    async def run(self, function: Any, *args: Any) -> Any:
-        """Run CPU work on the replica's thread pool (the event loop keeps serving other requests)."""
-        return await asyncio.get_running_loop().run_in_executor(self.pool, function, *args)
+    def submit(self, function: Any, *args: Any) -> asyncio.Future[Any]:
+        """Start CPU work on the replica's thread pool (the event loop keeps serving other requests): its future."""
+        return asyncio.wrap_future(self.pool.submit(function, *args))
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, str]:
@@ -218,45 +243,86 @@ class FaceService:
 
     @api.post("/v1/faces")
     async def faces(self, request: Request, annotate: int = 0) -> Response:
+        """Admission first (503 at once when full), then the whole request, body included, within the timeout."""
+        if self.http_requests >= self.config.max_http_requests:
+            return busy(f"this replica holds {self.config.max_http_requests} requests (--max-http-requests)")
+        self.http_requests += 1
+        try:
+            return await asyncio.wait_for(self.answer_faces(request, bool(annotate)), self.config.request_timeout_s)
+        except TimeoutError:
+            return error(408, f"the request was not done within {self.config.request_timeout_s:g} s, its body included")
+        finally:
+            self.http_requests -= 1
+
+    def analysis_full(self) -> JSONResponse | None:
+        """The 503 when the replica already analyses (or queues) all the HTTP frames it may, else None."""
+        if self.http_frames < self.config.workers + self.config.http_queue:
+            return None
+        return busy(f"this replica is analysing {self.http_frames} frames, its limit (--workers + --http-queue)")
+
+    async def answer_faces(self, request: Request, annotate: bool) -> Response:
         from serve.vision import RequestImageError
 
+        full = self.analysis_full()  # before the body is read: shedding costs no more than it must
+        if full is not None:
+            return full
         body = await self.read_image_body(request)
         if isinstance(body, JSONResponse):
             return body
+        full = self.analysis_full()  # again: others may have filled it while this body arrived
+        if full is not None:
+            return full
+        self.http_frames += 1
+        analysis = self.submit(self.analyze_bytes, body, annotate)
+        analysis.add_done_callback(self.http_frame_done)
         try:
-            result = await self.run(self.analyze_bytes, body, bool(annotate))
+            result = await asyncio.shield(analysis)  # a timed-out request leaves the frame counted until it ends
         except RequestImageError as problem:
             return error(400, str(problem))
         if isinstance(result, bytes):
             return Response(result, media_type="image/jpeg", headers=self.cors_headers(request))
         return JSONResponse(result, headers=self.cors_headers(request))
 
+    def http_frame_done(self, analysis: asyncio.Future[Any]) -> None:
+        self.http_frames -= 1
+        if not analysis.cancelled():
+            analysis.exception()  # retrieved here too: a request that timed out no longer awaits it
+
     @api.websocket("/v1/stream")
     async def stream(self, websocket: WebSocket) -> None:
-        """One stream: frames in, answers out in order; at most `stream_queue` frames wait, the oldest is dropped."""
-        from serve.inbox import StreamInbox
+        """One stream, until the client closes it: frames in, answers out in order (serve.inbox.answer_in_order)."""
+        from serve.inbox import StreamInbox, answer_in_order
 
         if not self.origin_allowed(websocket.headers.get("origin"), websocket.headers.get("host", "")):
-            await websocket.close(code=1008, reason="this origin may not use the stream (see --allowed-origins)")
+            await websocket.close(
+                code=CLOSE_POLICY, reason="this origin may not use the stream (see --allowed-origins)"
+            )
             return
         await websocket.accept()
+        if self.open_streams >= self.config.max_streams:
+            await websocket.close(
+                code=CLOSE_TRY_LATER, reason=f"this replica holds {self.config.max_streams} streams: try again later"
+            )
+            return
+        self.open_streams += 1
         session = self.analyzer.stream(detect_every=self.config.detect_every, smoothing=self.config.smoothing)
         inbox = StreamInbox(self.config.stream_queue)
-        receiver = asyncio.create_task(receive_frames(websocket, inbox))
+        receiver = asyncio.create_task(receive_frames(websocket, inbox, self.config.stream_idle_s))
         try:
-            async for frame_id, data, dropped_before in inbox.frames():
-                for dropped_id in dropped_before:
-                    reason = f"more than {self.config.stream_queue} frames were waiting"
-                    await websocket.send_json({"frame": dropped_id, "dropped": True, "reason": reason})
-                await websocket.send_json(await self.run(self.analyze_stream_frame, session, frame_id, data))
-        except (WebSocketDisconnect, RuntimeError):
-            pass  # the client went away while we answered
+            await answer_in_order(
+                inbox,
+                lambda frame: self.submit(self.analyze_stream_frame, session, frame.number, frame.data),
+                websocket.send_json,
+                self.config.frame_deadline_s,
+            )
+            if await receiver == "idle":  # else the client (or uvicorn's shutdown, with 1012) closed it already
+                idle = f"idle: no frame for {self.config.stream_idle_s:g} s; open a new stream to send more"
+                await websocket.close(code=CLOSE_POLICY, reason=idle)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            pass  # the client went away (or the server is closing the connection) while we answered
         finally:
+            self.open_streams -= 1
             receiver.cancel()
-            try:
-                await websocket.close()
-            except RuntimeError:
-                pass  # already closed
 
     def analyze_stream_frame(self, session: Any, frame_id: int, data: bytes) -> dict[str, Any]:
         """One stream frame (on a pool thread): the stream answer, or an error for bytes that are not an image."""
@@ -294,7 +360,7 @@ def build_app(args: ServeConfig | dict[str, Any]) -> serve.Application:
     return FaceService.options(  # type: ignore[attr-defined]
         num_replicas=config.replicas,
         ray_actor_options={"num_cpus": config.replica_cpus},
-        max_ongoing_requests=config.max_ongoing_requests,
+        max_ongoing_requests=config.max_ongoing_requests(),
         # Set on purpose: a frame takes well under a second, so a replica that has not answered its health
         # check for 10 s is wedged and is replaced; a stopping replica finishes its frames within 5 s.
         health_check_period_s=2.0,

@@ -96,7 +96,8 @@ def run_client_command(arguments: argparse.Namespace) -> int:
         raise ConfigError(f"--source: {problem}") from None
     print(
         f"client stopped ({summary.exit_reason}): {summary.frames_read} frames read, {summary.frames_sent} sent, "
-        f"{summary.frames_dropped} dropped, {summary.responses} answered, {summary.fps:.1f} fps, "
+        f"{summary.frames_dropped} dropped, {summary.responses} answered, {summary.reconnects} reconnects, "
+        f"{summary.fps:.1f} fps, "
         f"mean latency {summary.mean_latency_ms:.0f} ms"
     )
-    return 1 if "unreachable" in summary.exit_reason or "service error" in summary.exit_reason else 0
+    return 1 if summary.failed else 0

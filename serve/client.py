@@ -36,6 +36,7 @@ class ClientSummary:
     frames_dropped: int = 0
     responses: int = 0
     exit_reason: str = ""
+    failed: bool = False  # stopped by the service (gone, refusing) rather than by the user or the video
     reconnects: int = 0
     mean_latency_ms: float = 0.0
     fps: float = 0.0
@@ -59,6 +60,37 @@ def open_capture(source: str) -> cv2.VideoCapture:
 
 class ServiceGone(RuntimeError):
     """The service cannot be reached any more."""
+
+
+class StreamClosed(ServiceGone):
+    """The service (or the network) ended the stream; `code` and `reason` are the close frame's (1006 and "" when
+    the connection broke without one, as when a replica is lost). What the client does depends on the code: an idle
+    stream is reopened with the next frame, a refusal on policy stops the client, anything else is retried with
+    backoff."""
+
+    MEANINGS = {
+        1001: "the service is going away",
+        1006: "the connection to the service broke without a close frame (a replica lost?)",
+        1008: "the service refused the stream",
+        1011: "the service failed",
+        1012: "the service is restarting or shutting down",
+        1013: "the service holds all the streams it can: try again later",
+    }
+
+    def __init__(self, code: int, reason: str) -> None:
+        self.code, self.reason = code, reason
+        meaning = self.MEANINGS.get(code, "the service closed the stream")
+        super().__init__(f"{meaning} (close code {code}{': ' + reason if reason else ''})")
+
+    @property
+    def idle(self) -> bool:
+        """Closed because no frame came for a while: reopen when there is one to send, without backoff."""
+        return self.code == 1008 and self.reason.startswith("idle")
+
+    @property
+    def final(self) -> bool:
+        """Refused for what this client is or sends (origin, data): reconnecting would be refused again."""
+        return self.code in (1003, 1007, 1008, 1009, 1010) and not self.idle
 
 
 class HttpTransport:
@@ -88,6 +120,8 @@ class HttpTransport:
             )
         except requests.RequestException as problem:
             raise ServiceGone(f"service at {self.config.url} unreachable: {problem.__class__.__name__}") from None
+        if response.status_code == 503 and "Retry-After" in response.headers:  # shed under load: this frame only
+            return {"dropped": True, "reason": "busy"}
         if response.status_code >= 500:
             raise ServiceGone(f"service error {response.status_code}: {response.text[:200]}")
         response.raise_for_status()
@@ -138,13 +172,16 @@ class StreamTransport:
         self.reader.start()
 
     def _read(self) -> None:
+        from websockets.exceptions import ConnectionClosed
+
         try:
-            for message in self.socket:
-                self.inbox.put(json.loads(message))
-        except Exception as problem:  # the connection broke: report it to the loop
+            while True:
+                self.inbox.put(json.loads(self.socket.recv()))
+        except ConnectionClosed as closed:  # with the service's close frame, if one came
+            frame = closed.rcvd
+            self.inbox.put(StreamClosed(frame.code, frame.reason) if frame else StreamClosed(1006, ""))
+        except Exception as problem:  # the connection broke otherwise: report it to the loop
             self.inbox.put(problem)
-        else:
-            self.inbox.put(ConnectionError("the service closed the stream"))
 
     @property
     def in_flight(self) -> int:
@@ -170,6 +207,8 @@ class StreamTransport:
                         f"service at {self.config.url} unreachable: no answer in {self.config.timeout_s:g} s"
                     ) from None
                 break
+            if isinstance(message, StreamClosed):
+                raise message
             if isinstance(message, Exception):
                 raise ServiceGone(f"service at {self.config.url} unreachable: {message}")
             frame_index = self.sent.popleft()
@@ -211,14 +250,25 @@ class Reconnector:
             except ServiceGone as problem:
                 self.lost(problem)
                 return None
-            if self.reconnects:
-                self.log(f"service back after {now - (self.outage_since or now):.1f} s")
+            if self.reconnects and self.outage_since is not None:
+                self.log(f"service back after {now - self.outage_since:.1f} s")
             self.outage_since, self.backoff = None, 0.5
         return self.transport
 
     def lost(self, problem: ServiceGone) -> None:
-        """The transport failed: drop it and schedule the next attempt (ServiceGone when it is time to give up)."""
+        """The transport failed: drop it and schedule the next attempt (ServiceGone when it is time to give up, or at
+        once when the service refused this client). An idle stream closed by the service is no outage: a new one
+        opens with the next frame."""
         now = time.monotonic()
+        if isinstance(problem, StreamClosed) and problem.final:
+            raise ServiceGone(str(problem))
+        if isinstance(problem, StreamClosed) and problem.idle:
+            if self.transport is not None:
+                self.transport.close()
+                self.transport = None
+                self.log(f"{problem}; a new stream opens with the next frame")
+            self.next_attempt = now
+            return
         if self.transport is not None:
             self.transport.close()
             self.transport = None
@@ -414,11 +464,14 @@ def run_client(
                 client.summary.exit_reason = stop
                 break
         client.collect(block=True)
-        client.summary.exit_reason = client.outage_without_answers() or client.summary.exit_reason
+        outage = client.outage_without_answers()
+        client.summary.exit_reason = outage or client.summary.exit_reason
+        client.summary.failed = outage is not None
     except KeyboardInterrupt:
         client.summary.exit_reason = "interrupted (Ctrl-C)"
     except ServiceGone as problem:
         client.summary.exit_reason = str(problem)
+        client.summary.failed = True
     finally:
         client.close()
     return client.finish()

@@ -8,6 +8,9 @@ from faceray.config import location_problems, option
 from serve.classify import RUNTIMES
 from serve.detect import DETECTORS, DetectorSettings
 
+# Request slots per replica that no admitted stream or HTTP request can take (see ServeConfig.max_ongoing_requests).
+RESERVED_SLOTS = 16
+
 
 @dataclass(frozen=True)
 class ServeConfig:
@@ -49,12 +52,31 @@ class ServeConfig:
         choices=RUNTIMES,
     )
     classifier_threads: int | None = option(None, "ONNX Runtime threads per model (default: one per core)")
-    max_ongoing_requests: int = option(32, "requests a replica accepts at once (HTTP requests and open streams)")
     request_timeout_s: float = option(
         5.0,
-        "end-to-end limit of one HTTP request in seconds: a request that finds no "
-        "replica (one lost and being replaced) is answered with an error by then "
-        "instead of hanging; a frame takes well under a second",
+        "end-to-end limit of one HTTP request in seconds, its body included (408 beyond); enforced by faceray, "
+        "not by a header a client could send; streams are not bounded by it",
+    )
+    max_http_requests: int = option(
+        64,
+        "HTTP requests a replica holds at once (bodies arriving or frames analysed); beyond, 503 with Retry-After "
+        "at once, so slow clients cannot take the slots /healthz and streams need",
+    )
+    http_queue: int = option(
+        0,
+        "HTTP frames that may wait for a worker thread per replica; beyond, 503 with Retry-After at once "
+        "(overload is shed, not queued)",
+    )
+    max_streams: int = option(
+        128, "open streams per replica; one more is refused at once with close code 1013 (try again later)"
+    )
+    stream_idle_s: float = option(
+        60.0, "stream: closed with code 1008 (reason 'idle') after this many seconds without a frame"
+    )
+    frame_deadline_s: float = option(
+        1.0,
+        "stream: a frame not answered within this many seconds of its arrival is answered "
+        '{"dropped": true, "reason": "deadline"} and the stream goes on',
     )
     max_body_bytes: int = option(10_000_000, "largest accepted request body or stream frame in bytes (413 above)")
     replica_cpus: float = option(0.5, "CPUs reserved per replica (fractional values share small machines)")
@@ -79,6 +101,11 @@ class ServeConfig:
             min_size=self.min_size,
         )
 
+    def max_ongoing_requests(self) -> int:
+        """Serve's request slots per replica: every open stream and HTTP request faceray admits, plus a reserve that
+        user traffic cannot reach (health checks, /v1/models, the page, refusals on their way out)."""
+        return self.max_streams + self.max_http_requests + RESERVED_SLOTS
+
     def validate(self) -> list[str]:
         problems = location_problems(emotion_model=self.emotion_model, gender_model=self.gender_model)
         if not self.emotion_model and not self.gender_model:
@@ -94,7 +121,8 @@ class ServeConfig:
             "min_size",
             "detect_every",
             "stream_queue",
-            "max_ongoing_requests",
+            "max_http_requests",
+            "max_streams",
             "max_body_bytes",
         ):
             if getattr(self, name) < 1:
@@ -113,8 +141,11 @@ class ServeConfig:
             problems.append(f"--scale-factor: {self.scale_factor} must be > 1")
         if self.crop_margin is not None and not 0 <= self.crop_margin <= 1:
             problems.append(f"--crop-margin: {self.crop_margin} must be in 0..1")
-        if self.request_timeout_s <= 0:
-            problems.append(f"--request-timeout-s: {self.request_timeout_s} must be > 0")
+        if self.http_queue < 0:
+            problems.append(f"--http-queue: {self.http_queue} must be at least 0")
+        for name in ("request_timeout_s", "stream_idle_s", "frame_deadline_s"):
+            if getattr(self, name) <= 0:
+                problems.append(f"--{name.replace('_', '-')}: {getattr(self, name)} must be > 0")
         if self.replica_cpus <= 0:
             problems.append(f"--replica-cpus: {self.replica_cpus} must be > 0")
         return problems

@@ -32,7 +32,10 @@ def start_service(
     if log is not None:
         log(plan.line())
 
-    serve.start(http_options={"host": config.host, "port": config.port, "request_timeout_s": config.request_timeout_s})
+    # No Serve request timeout: Serve's bounds a whole WebSocket connection (every stream was cut at 5.0 s) and a
+    # client may switch it off with a header. The app enforces its own limits (ServeConfig.request_timeout_s,
+    # stream_idle_s, frame_deadline_s).
+    serve.start(http_options={"host": config.host, "port": config.port})
     serve.run(build_app(config), name=APP_NAME, route_prefix="/", blocking=False)
     url = f"http://{'127.0.0.1' if config.host in ('0.0.0.0', '') else config.host}:{config.port}"
     deadline = time.monotonic() + wait_s
@@ -79,6 +82,12 @@ def wait_for_replicas(count: int, wait_s: float = 180.0) -> None:
 
 
 def stop_service() -> None:
+    """Stop the application, then Serve. The application goes first, while HAProxy still runs: its replicas drain
+    and their servers close every open stream with a close frame (1012, service restart) that reaches the client;
+    shutting Serve down at once stopped HAProxy with them and cut the streams without one."""
     from ray import serve
 
-    serve.shutdown()
+    try:
+        serve.delete(APP_NAME)
+    finally:
+        serve.shutdown()

@@ -7,9 +7,12 @@
   const MAX_IN_FLIGHT = Math.max(1, Number(params.get("inflight") || 2)); // frames sent and not answered yet
   const MAX_SIDE = 640; // frames are sent at most this wide or high (the detector works at 640)
   const state = (window.faceray = {
-    status: "starting", // starting | ready | streaming | camera-denied | no-camera | reconnecting | error
+    status: "starting", // starting | ready | streaming | idle | camera-denied | no-camera | reconnecting | error
     framesSent: 0,
     framesAnswered: 0,
+    dropped: 0, // frames the service answered as dropped (queue or deadline)
+    reconnects: 0, // streams reopened after the service or the network ended one unasked
+    closed: null, // the last close: {code, reason}
     lastResult: null,
     source: null, // camera | video | image
     message: "",
@@ -27,6 +30,9 @@
 
   let socket = null;
   let backoff = 500;
+  let lost = false; // the last stream ended unasked: the next one that opens is a reconnect
+  let retry = null; // the pending reconnect timer
+  let reopen = false; // the service closed the stream as idle: open a new one with the next frame
   let sentAt = []; // send times of the frames in flight, oldest first (answers come back in order)
   let faces = [];
   let still = null; // the picked image, redrawn with its faces
@@ -44,33 +50,57 @@
 
   // --- the connection -------------------------------------------------------------------------------------------
   function connect() {
+    if (socket && socket.readyState <= WebSocket.OPEN) return; // connecting or open already
+    clearTimeout(retry);
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
     socket = new WebSocket(scheme + location.host + "/v1/stream");
     socket.binaryType = "arraybuffer";
     socket.onopen = () => {
       backoff = 500;
       sentAt = [];
-      if (state.status === "reconnecting" || state.status === "starting") {
+      if (lost) state.reconnects += 1;
+      lost = false;
+      if (["reconnecting", "starting", "idle"].includes(state.status)) {
         setStatus(state.source ? "streaming" : "ready", state.source ? "" : state.message);
       }
       if (still) sendStill();
     };
     socket.onmessage = (event) => answer(JSON.parse(event.data));
-    socket.onclose = () => {
-      sentAt = [];
-      if (!["camera-denied", "no-camera"].includes(state.status) || state.source) {
-        setStatus("reconnecting", `The service went away: reconnecting in ${(backoff / 1000).toFixed(1)} s…`);
-      }
-      setTimeout(connect, backoff);
-      backoff = Math.min(backoff * 2, 5000);
-    };
+    socket.onclose = (event) => closed(event.code, event.reason);
+  }
+
+  // Why the stream ended decides what happens next: an idle stream reopens with the next frame, a refusal on policy
+  // is said and not retried, anything else (the service restarting, full, a replica lost) is retried with backoff.
+  function closed(code, reason) {
+    sentAt = [];
+    state.closed = { code, reason };
+    if (code === 1008 && reason.startsWith("idle")) {
+      reopen = true;
+      if (state.source) setStatus("idle", "The stream was closed after a while without frames; it reopens with the next one.");
+      return;
+    }
+    if (code === 1008) {
+      setStatus("error", `The service refused the stream: ${reason}`);
+      return;
+    }
+    lost = true;
+    if (!["camera-denied", "no-camera"].includes(state.status) || state.source) {
+      const why = { 1012: "the service is restarting", 1013: "the service is full", 1006: "the connection broke" }[code]
+        || `closed with code ${code}`;
+      setStatus("reconnecting", `The stream ended (${why}): reconnecting in ${(backoff / 1000).toFixed(1)} s…`);
+    }
+    retry = setTimeout(connect, backoff);
+    backoff = Math.min(backoff * 2, 5000);
   }
 
   function answer(result) {
     const sent = sentAt.shift();
     if (sent !== undefined) latencies.push(performance.now() - sent);
     if (latencies.length > 30) latencies.shift();
-    if (result.dropped) return;
+    if (result.dropped) {
+      state.dropped += 1;
+      return;
+    }
     if (result.error) {
       setStatus("error", `The service could not read a frame: ${result.error}`);
       return;
@@ -93,6 +123,10 @@
   }
 
   function send(picture, width, height) {
+    if (reopen) { // a frame to send: open a new stream in place of the one the service closed as idle
+      reopen = false;
+      connect();
+    }
     if (!socket || socket.readyState !== WebSocket.OPEN || sentAt.length >= MAX_IN_FLIGHT) return false; // drop, never queue
     [grab.width, grab.height] = fit(width, height);
     grabContext.drawImage(picture, 0, 0, grab.width, grab.height);

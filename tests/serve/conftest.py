@@ -8,6 +8,10 @@ import pytest
 
 from faceray.runtime import free_loopback_port as free_port
 
+# The test service's limits: a request timeout a held stream can outlive several times over in a test, an idle close
+# a test can wait for, and a stream cap it can reach.
+SERVICE_LIMITS = {"request_timeout_s": 2.0, "stream_idle_s": 4.0, "max_streams": 8}
+
 
 @pytest.fixture(scope="session")
 def astronaut_bgr() -> np.ndarray:
@@ -74,7 +78,8 @@ def stored_model_dirs(s3_server, model_dirs) -> dict[str, str]:
 def service(ray_session, stored_model_dirs):
     """The Serve app on a free loopback port, serving the model directories from object storage (the S3 test
     server: the replicas read the cards and ONNX exports from the bucket), shut down after the module. Tests compare
-    its answers with the in-process analyzer on the local directories."""
+    its answers with the in-process analyzer on the local directories. Its limits are small so that tests can pass
+    them in seconds (SERVICE_LIMITS)."""
     from faceray.config import resolve_config
     from serve.config import ServeConfig
     from serve.service import start_service, stop_service
@@ -86,6 +91,7 @@ def service(ray_session, stored_model_dirs):
             gender_model=stored_model_dirs["gender"],
             port=free_port(),
             max_body_bytes=3_000_000,
+            **SERVICE_LIMITS,
         ),
     )
     url = start_service(config)

@@ -77,3 +77,57 @@ def test_a_long_outage_ends_the_client_cleanly(tmp_path):
     )
     assert "unreachable" in summary.exit_reason
     assert summary.frames_read < 200  # stopped after about 1 s of outage, not at the end of the video
+
+
+class ClosingTransport(FlakyTransport):
+    """A stream the service closes with `close` (a StreamClosed) once, at the 10th frame answered."""
+
+    def __init__(self, service: dict, close) -> None:
+        super().__init__(service)
+        self.close_with = close
+
+    def answers(self, block: bool):
+        if self.service["connections"] == 1 and self.service.setdefault("answered", 0) >= 10:
+            raise self.close_with
+        ready = super().answers(block)
+        self.service["answered"] = self.service.get("answered", 0) + len(ready)
+        return ready
+
+
+def run_closed_once(tmp_path, close, messages: list[str]):
+    service = {"connections": 0, "down": lambda: False}
+    summary = run_client(
+        ClientConfig(source=str(video(tmp_path / "in.mp4", 40)), display=False, give_up_s=5.0),
+        log=messages.append,
+        make_transport=lambda: ClosingTransport(service, close),
+    )
+    return summary, service
+
+
+def test_an_idle_close_reopens_the_stream_with_the_next_frame_and_is_no_outage(tmp_path):
+    from serve.client import StreamClosed
+
+    messages: list[str] = []
+    summary, service = run_closed_once(tmp_path, StreamClosed(1008, "idle: no frame for 60 s"), messages)
+    assert summary.exit_reason == "end of video" and service["connections"] == 2
+    assert summary.reconnects == 0  # planned by the service, not a failure
+    assert any("a new stream opens with the next frame" in message for message in messages)
+    assert not any("retrying with backoff" in message for message in messages)
+
+
+def test_a_restarting_service_is_retried_with_backoff_and_counted(tmp_path):
+    from serve.client import StreamClosed
+
+    messages: list[str] = []
+    summary, service = run_closed_once(tmp_path, StreamClosed(1012, ""), messages)
+    assert summary.exit_reason == "end of video" and service["connections"] == 2 and summary.reconnects == 1
+    assert any("restarting or shutting down (close code 1012)" in message for message in messages)
+
+
+def test_a_refusal_on_policy_stops_the_client_with_the_reason(tmp_path):
+    from serve.client import StreamClosed
+
+    reason = "this origin may not use the stream (see --allowed-origins)"
+    summary, service = run_closed_once(tmp_path, StreamClosed(1008, reason), [])
+    assert service["connections"] == 1 and reason in summary.exit_reason and summary.frames_read < 40
+    assert summary.failed

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -22,12 +23,20 @@ pytestmark = pytest.mark.slow
 def test_a_killed_replica_fails_requests_fast_and_is_replaced(service, astronaut_bgr):
     """One replica (the fixture's), SIGKILLed: no request waits past the service's request timeout (5 s) and
     answers come back by themselves once Serve has replaced it."""
-    from tests.serve.test_service import service_replica
+    from websockets.sync.client import connect
+
+    from tests.serve.test_service import closing_frame, service_replica, stream_url
 
     body = jpeg(astronaut_bgr)
     assert requests.post(f"{service}/v1/faces", data=body, timeout=30).status_code == 200
+    stream = connect(stream_url(service), max_size=None)
+    stream.send(body)
+    assert "faces" in json.loads(stream.recv(timeout=30))
     os.kill(service_replica().pid, signal.SIGKILL)
     killed = time.monotonic()
+    # The open stream ends at once with the replica, without a close frame (1006 at the client), never hangs.
+    assert closing_frame(stream, 10) is None and time.monotonic() - killed < 5
+    stream.close()
     statuses = []
     while time.monotonic() - killed < 120:
         began = time.monotonic()
@@ -48,6 +57,10 @@ def test_a_killed_replica_fails_requests_fast_and_is_replaced(service, astronaut
 
 
 def test_ctrl_c_stops_faceray_serve_and_its_ray_in_seconds(model_dirs, ray_session):
+    from websockets.sync.client import connect
+
+    from tests.serve.test_service import closing_frame
+
     port = free_port()
     command = [
         str(Path(sys.executable).with_name("faceray")),
@@ -75,8 +88,16 @@ def test_ctrl_c_stops_faceray_serve_and_its_ray_in_seconds(model_dirs, ray_sessi
         assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10).json() == {"status": "ok"}
         tree = psutil.Process(process.pid).children(recursive=True)
         assert any(child.name() == "haproxy" for child in tree) and len(tree) > 3
+        stream = connect(f"ws://127.0.0.1:{port}/v1/stream")  # a user's live page, open while the service stops
+        stream.send(b"not an image")
+        assert "error" in json.loads(stream.recv(timeout=30))
         process.send_signal(signal.SIGINT)
         stopped = time.monotonic()
+        # The stream is told: a close frame with 1012 (service restart), the code uvicorn sends to every open
+        # WebSocket when Serve stops the replica's server; the client then retries with backoff.
+        frame = closing_frame(stream, 15)
+        assert frame is not None and frame.code == 1012, frame
+        stream.close()
         process.wait(timeout=30)
         assert time.monotonic() - stopped < 15, "faceray serve took too long to stop"
         assert process.returncode == 0, "".join(lines[-20:])

@@ -1,17 +1,20 @@
-"""The stream's frame queue: answers in order, the oldest waiting frame dropped past the limit (pure asyncio)."""
+"""The stream's frame queue and its answering loop (pure asyncio): answers in order, the oldest waiting frame dropped
+past the limit, a frame past its deadline answered "dropped" at its deadline while the stream goes on."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from typing import Any
 
 import pytest
 
-from serve.inbox import StreamInbox
+from serve.inbox import Frame, StreamInbox, answer_in_order
 
 
 def collect(inbox: StreamInbox) -> list[tuple[int, bytes, list[int]]]:
     async def run() -> list[tuple[int, bytes, list[int]]]:
-        return [item async for item in inbox.frames()]
+        return [(frame.number, frame.data, frame.dropped_before) async for frame in inbox.frames()]
 
     return asyncio.run(run())
 
@@ -40,8 +43,8 @@ def test_the_answering_side_waits_for_frames_that_arrive_later():
         answered = []
 
         async def answer() -> None:
-            async for frame_id, _, _ in inbox.frames():
-                answered.append(frame_id)
+            async for frame in inbox.frames():
+                answered.append(frame.number)
 
         task = asyncio.create_task(answer())
         for index in range(3):
@@ -53,3 +56,63 @@ def test_the_answering_side_waits_for_frames_that_arrive_later():
         return answered
 
     assert asyncio.run(run()) == [0, 1, 2]
+
+
+def run_stream(durations: dict[int, float], count: int, gap_s: float, deadline_s: float, limit: int = 8):
+    """Feed `count` frames `gap_s` apart through answer_in_order, where analysing frame n takes durations.get(n, 0)
+    seconds on a thread; returns the answers with the seconds from each frame's arrival to its answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(1)
+    answers: list[tuple[dict[str, Any], float]] = []
+    arrivals: dict[int, float] = {}
+
+    def analyse(frame: Frame) -> dict[str, Any]:
+        time.sleep(durations.get(frame.number, 0.0))
+        return {"frame": frame.number, "faces": []}
+
+    async def run() -> None:
+        inbox = StreamInbox(limit)
+
+        async def send(answer: dict[str, Any]) -> None:
+            answers.append((answer, time.monotonic() - arrivals[answer["frame"]]))
+
+        async def feed() -> None:
+            for number in range(count):
+                arrivals[number] = time.monotonic()
+                inbox.put(b"x", arrivals[number])
+                await asyncio.sleep(gap_s)
+            inbox.close()
+
+        feeder = asyncio.create_task(feed())
+        await answer_in_order(inbox, lambda frame: asyncio.wrap_future(pool.submit(analyse, frame)), send, deadline_s)
+        await feeder
+
+    asyncio.run(run())
+    pool.shutdown(wait=True)
+    return answers
+
+
+def test_a_stalled_analysis_is_answered_dropped_at_its_deadline_and_the_stream_goes_on():
+    """Frame 2's analysis hangs for 1.5 s with a 0.3 s deadline: frame 2 is answered "deadline" at its deadline (not
+    after 1.5 s), the frames that arrive while it still runs are answered "deadline" at theirs (never stalled behind
+    it), and the frames after it are analysed again; every frame is answered once, in order."""
+    answers = run_stream({2: 1.5}, count=30, gap_s=0.1, deadline_s=0.3)
+    assert [answer["frame"] for answer, _ in answers] == list(range(30))
+    assert all(waited < 0.3 + 0.15 for _, waited in answers), max(waited for _, waited in answers)
+    late = [answer["frame"] for answer, _ in answers if answer.get("reason") == "deadline"]
+    assert late[0] == 2 and all(number < 2 + 17 for number in late)  # the stall ends within 1.5 s = 15 frames
+    assert "faces" in answers[-1][0] and "faces" in answers[1][0]
+    assert all(answer.get("dropped") is True for answer, _ in answers if "faces" not in answer)
+
+
+def test_frames_pushed_out_of_the_queue_are_answered_queue_before_the_next_frame():
+    answers = run_stream({0: 0.2}, count=6, gap_s=0.0, deadline_s=5.0, limit=2)
+    assert [(answer["frame"], answer.get("reason")) for answer, _ in answers] == [
+        (0, None),
+        (1, "queue"),
+        (2, "queue"),
+        (3, "queue"),
+        (4, None),
+        (5, None),
+    ]
