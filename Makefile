@@ -52,6 +52,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/serve_faults.py
 	$(BIN)/python bench/object_storage.py
+	$(BIN)/python bench/verify.py
+	$(BIN)/python bench/soak.py
 	@# needs Debian's chromium and chromium-driver (.ci/run installs them); skipped with a message otherwise
 	-$(BIN)/python bench/browser.py
 	@# needs an NVIDIA GPU and `make venv EXTRAS=test,lint,gpu`; skipped without nvidia-smi

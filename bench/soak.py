@@ -549,10 +549,10 @@ def plot(results: dict[str, Any], memory: ServiceMemory, path: Path) -> None:
         top.legend()
     moments = [moment / 60 for moment, _ in memory.samples]
     bottom.plot(moments, [size / 2**20 for _, size in memory.samples], color="black")
-    for name, result in results.items():
+    for index, (name, result) in enumerate(results.items()):
         if isinstance(result, dict) and "window_s" in result:
             begin, end = result["window_s"]
-            bottom.axvspan(begin / 60, end / 60, alpha=0.15)
+            bottom.axvspan(begin / 60, end / 60, alpha=0.15, color=f"C{index}")
             bottom.text(begin / 60, 0, name, va="bottom")
     bottom.set_title("the service's summed RSS (every process of its local Ray)")
     bottom.set_xlabel("minutes since the service started")

@@ -71,8 +71,65 @@ def build_parser() -> argparse.ArgumentParser:
     train_cli.register(subparsers)
     serve_cli.register(subparsers)
     cluster_cli.register(subparsers)
+    verify = subparsers.add_parser(
+        "verify",
+        help="check an ingest output or a model directory against the SHA-256s recorded when it was written",
+        description="Check every file of an ingest output (against OUT/manifest.json) or of a model directory "
+        "(against model_card.json), local or s3:// / gs://, and print what is wrong with each and how to fix it. "
+        "Exit 0: all as written; 1: damaged, missing or foreign files.",
+    )
+    verify.add_argument("path", help="an ingest output folder or a model directory")
+    verify.set_defaults(handler=run_verify)
     _mark_leaves(parser)
     return parser
+
+
+def run_verify(arguments: argparse.Namespace) -> int:
+    """`faceray verify PATH`: one line per problem, or one line saying what was checked."""
+    import time
+
+    from faceray.exports import changed_export
+    from faceray.model_card import CARD_FILE, ModelCard, check_model_file
+    from faceray.shards import MANIFEST_FILE, check_ingest_output
+    from faceray.storage import Location
+
+    try:
+        where = Location.of(arguments.path)
+    except ValueError as error:
+        raise ConfigError(f"PATH: {error}") from None
+    started = time.perf_counter()
+    if (where / MANIFEST_FILE).is_file():
+        manifest, problems = check_ingest_output(where)
+        if manifest.files is None:
+            print(f"{where}: recorded no checksums (ingested before faceray did): nothing to verify")
+            return 0
+        lines = [str(problem) for problem in problems]
+        checked = f"{len(manifest.files)} files, {sum(record['bytes'] for record in manifest.files.values()):,} bytes"
+    elif (where / CARD_FILE).is_file():
+        try:
+            card = ModelCard.read(where)
+        except ValueError as error:
+            raise ConfigError(f"PATH: {error}") from None
+        lines = []
+        try:
+            check_model_file(where, card)
+        except ValueError as error:
+            lines.append(str(error))
+        warning = changed_export(where, card)
+        lines += [warning] if warning else []
+        checked = "the model file" + (" and its ONNX export" if (card.extra.get("exports") or {}).get("onnx") else "")
+    else:
+        raise ConfigError(
+            f"PATH: {where} is neither an ingest output ({MANIFEST_FILE}) nor a model directory ({CARD_FILE})"
+        )
+    for line in lines:
+        print(line)
+    seconds = time.perf_counter() - started
+    print(
+        f"{where}: {checked} checked in {seconds:.1f} s: "
+        + (f"{len(lines)} problem{'' if len(lines) == 1 else 's'}" if lines else "all as written")
+    )
+    return 1 if lines else 0
 
 
 def _mark_leaves(parser: argparse.ArgumentParser) -> None:
@@ -118,11 +175,12 @@ def main(argv: list[str] | None = None) -> int:
         if verbose:
             raise
         from faceray.console import last_log_path
+        from faceray.errors import explain
 
         log = write_error_log(error, last_log_path() or run_log_paths(arguments)[0])
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        out = getattr(arguments, "out", None)
         print(
-            f"faceray {arguments.command}: failed: {type(error).__name__}: {first_line}\n"
+            f"faceray {arguments.command}: failed: {explain(error, str(out) if out else None)}\n"
             f"  the traceback and Ray's and TensorFlow's lines are in {log}; --verbose shows them here",
             file=sys.stderr,
         )

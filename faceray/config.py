@@ -215,6 +215,29 @@ def location_problems(**flags: str | None) -> list[str]:
     return problems
 
 
+def output_problems(**flags: str | None) -> list[str]:
+    """For each output flag=value given, a problem when a local value cannot be written: it is a file, not a
+    folder, or it (or the nearest folder above it that exists) is read-only. Checked before Ray starts, so these
+    mistakes are one line and exit 2 (a folder in object storage is checked when it is used)."""
+    import os
+
+    from faceray.storage import is_store_uri
+
+    problems = []
+    for name, value in flags.items():
+        if not value or is_store_uri(value):
+            continue
+        path = Path(value).expanduser().resolve()
+        flag = f"--{name.replace('_', '-')}"
+        if path.exists() and not path.is_dir():
+            problems.append(f"{flag}: {path} is a file, not a folder: give a folder for the outputs")
+            continue
+        existing = next(folder for folder in (path, *path.parents) if folder.exists())
+        if not os.access(existing, os.W_OK | os.X_OK):
+            problems.append(f"{flag}: {existing} is read-only here: give a folder you can write")
+    return problems
+
+
 def write_json(path: str | Path | Location, payload: Any) -> None:
     """Write `payload` as indented JSON, whole or not at all (faceray.storage: local or object storage)."""
     from faceray.storage import Location

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from faceray.model_card import ModelCard, load_model_dir
+from faceray.model_card import MODEL_FILE, ModelCard, load_model_dir, record_model_file
 from faceray.storage import Location
 
 ONNX_FILE = "model.onnx"
@@ -112,7 +112,7 @@ def write_export(folder: str | Path, model: Any, card: ModelCard) -> ModelCard:
     }
     exports = dict(card.extra.get("exports") or {})
     exports["onnx"] = record
-    card = card.with_extra(exports=exports)
+    card = record_model_file(folder, card).with_extra(exports=exports)
     card.save(folder)
     return card
 
@@ -129,3 +129,16 @@ def recorded_export(folder: str | Path | Location, card: ModelCard) -> bytes | N
     except FileNotFoundError:
         return None
     return graph if hashlib.sha256(graph).hexdigest() == record.get("sha256") else None
+
+
+def changed_export(folder: str | Path | Location, card: ModelCard) -> str | None:
+    """The warning to give when the card records an ONNX export that is missing or differs from its record (the
+    graph is then rebuilt from model.keras at load); None when it matches or none is recorded."""
+    record = (card.extra.get("exports") or {}).get("onnx")
+    if not record or recorded_export(folder, card) is not None:
+        return None
+    name = Location.of(folder) / str(record.get("file", ONNX_FILE))
+    return (
+        f"{name}: missing or changed since it was written (its SHA-256 differs); the graph is rebuilt from "
+        f"{MODEL_FILE} at load, which is slower: run `faceray export {Location.of(folder)}` to write it again"
+    )

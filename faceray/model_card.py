@@ -175,18 +175,48 @@ def save_model_dir(folder: str | Path, model: keras.Model, card: ModelCard) -> P
     if model.output_shape[-1] != len(card.labels):
         raise ValueError(f"model has {model.output_shape[-1]} outputs but the card lists {len(card.labels)} labels")
     model.save(folder / MODEL_FILE)
-    card.save(folder)
+    record_model_file(folder, card).save(folder)
     return folder
 
 
-def load_keras_model(folder: str | Path) -> keras.Model:
-    """The Keras model of a model directory (taking raw 0..255 pixels)."""
+FILES_KEY = "files"  # in a card: {file name: {"sha256", "bytes"}} of the directory's model file as written
+MODEL_FIX = (
+    "copy the model directory again from where it was made, or rerun the command that wrote it "
+    "(faceray train, import-model or fetch-weights)"
+)
+
+
+def record_model_file(folder: str | Path, card: ModelCard) -> ModelCard:
+    """The card with the SHA-256 and size of the local `folder`/model.keras recorded under `files`."""
+    from faceray.integrity import digest_file
+
+    return card.with_extra(
+        files={**(card.extra.get(FILES_KEY) or {}), MODEL_FILE: digest_file(Path(folder) / MODEL_FILE)}
+    )
+
+
+def check_model_file(folder: str | Path | Location, card: ModelCard) -> None:
+    """ValueError naming the file when the directory's model.keras is not the one its card recorded (a directory
+    written before faceray recorded it has nothing to check)."""
+    from faceray.integrity import check_file
+    from faceray.storage import Location
+
+    record = (card.extra.get(FILES_KEY) or {}).get(MODEL_FILE)
+    problem = check_file(Location.of(folder) / MODEL_FILE, record, MODEL_FIX) if record else None
+    if problem is not None:
+        raise ValueError(str(problem))
+
+
+def load_keras_model(folder: str | Path, card: ModelCard) -> keras.Model:
+    """The Keras model of a local model directory (taking raw 0..255 pixels), refused (ValueError naming the file)
+    when it is not the file its card recorded."""
     import keras
 
+    check_model_file(folder, card)
     return keras.models.load_model(Path(folder) / MODEL_FILE, compile=False)
 
 
 def load_model_dir(folder: str | Path) -> tuple[keras.Model, ModelCard]:
     """(model taking raw 0..255 pixels, card) from a model directory."""
     card = ModelCard.read(folder)
-    return load_keras_model(folder), card
+    return load_keras_model(folder, card), card

@@ -23,7 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from faceray.faces import COLOR_CHANNELS, CropGeometry
-from faceray.labels import labels_for_task
+from faceray.integrity import FileProblem, check_files, digest_bytes
+from faceray.labels import SPLITS, labels_for_task
 from faceray.storage import Location
 
 SHAPE_KEY = b"faceray.image_shape"
@@ -127,12 +128,16 @@ class ShardMetadata:
         return cls.from_schema(pq.read_schema(files[0].path, filesystem=files[0].filesystem), files[0].uri)
 
 
-def write_shard(path: str | Path | Location, rows: dict[str, list[Any]], schema: pa.Schema) -> None:
-    """Write one shard, zstd-compressed, whole or not at all (local: temporary name, then rename; object storage:
-    one object put when complete)."""
+def write_shard(path: str | Path | Location, rows: dict[str, list[Any]], schema: pa.Schema) -> dict[str, Any]:
+    """Write one shard, zstd-compressed with Parquet page checksums, whole or not at all (local: temporary name, then
+    rename; object storage: one object put when complete); returns its record ({"sha256", "bytes"}) for the
+    manifest."""
     table = pa.Table.from_pydict(rows, schema=schema)
-    with Location.of(path).writer() as handle:
-        pq.write_table(table, handle, compression="zstd")
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table, buffer, compression="zstd", write_page_checksum=True)
+    data = buffer.getvalue().to_pybytes()
+    Location.of(path).write_bytes(data)
+    return digest_bytes(data)
 
 
 def shard_files(data_dir: str | Path | Location, split: str) -> list[Location]:
@@ -141,9 +146,32 @@ def shard_files(data_dir: str | Path | Location, split: str) -> list[Location]:
 
 
 def read_table(location: str | Path | Location, columns: Sequence[str] | None = None) -> pa.Table:
-    """One Parquet file (local or in object storage) as an Arrow table."""
+    """One Parquet file (local or in object storage) as an Arrow table, its page checksums verified where it has
+    them; FormatError names the file when it cannot be read."""
     location = Location.of(location)
-    return pq.read_table(location.path, filesystem=location.filesystem, columns=columns)
+    try:
+        return pq.read_table(
+            location.path, filesystem=location.filesystem, columns=columns, page_checksum_verification=True
+        )
+    except (pa.ArrowException, OSError) as error:
+        if isinstance(error, FileNotFoundError):
+            raise
+        raise FormatError(f"{location.uri}: not a readable Parquet shard ({error}); {REPAIR}") from None
+
+
+# What to do about a damaged or foreign file in an ingest output.
+REPAIR = "rerun the same `faceray ingest` command with --repair to rewrite the chunks whose files are damaged"
+
+
+def check_labels(labels: npt.NDArray[Any], classes: int, where: str | Path | Location) -> None:
+    """FormatError naming the file when a label is not a class of the data (0..classes-1, or -1 for unknown)."""
+    bad = (labels >= classes) | (labels < -1)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise FormatError(
+            f"{where}: label {int(labels[row])} at row {row} is not a class of this data (0..{classes - 1}, or -1 "
+            f"unknown): the file is damaged; {REPAIR}"
+        )
 
 
 def decode_images(column: Sequence[bytes] | npt.NDArray[Any], image_shape: Sequence[int]) -> npt.NDArray[np.uint8]:
@@ -156,37 +184,38 @@ def decode_images(column: Sequence[bytes] | npt.NDArray[Any], image_shape: Seque
 
 
 def read_shard_numpy(
-    path: str | Path | Location, image_shape: Sequence[int]
+    path: str | Path | Location, metadata: ShardMetadata
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
-    """One shard file as (uint8 (N, H, W, C) images, int64 (N,) labels)."""
+    """One shard file as (uint8 (N, H, W, C) images, int64 (N,) labels), its labels checked against the metadata's
+    classes (FormatError naming the file)."""
     table = read_table(path, columns=["image", "label"])
-    return decode_images(table.column("image").to_pylist(), image_shape), table.column("label").to_numpy().astype(
-        np.int64
-    )
+    labels = table.column("label").to_numpy().astype(np.int64)
+    check_labels(labels, len(metadata.labels), Location.of(path).uri)
+    return decode_images(table.column("image").to_pylist(), metadata.image_shape), labels
 
 
 def iter_split_numpy(
     data_dir: str | Path | Location, split: str
 ) -> Iterator[tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]]:
     """Yield (uint8 (N, H, W, C) images, int64 (N,) labels) shard by shard."""
-    return _split_parts(data_dir, split, ShardMetadata.read(data_dir, split).image_shape)
+    return _split_parts(data_dir, split, ShardMetadata.read(data_dir, split))
 
 
 def _split_parts(
-    data_dir: str | Path | Location, split: str, shape: Sequence[int]
+    data_dir: str | Path | Location, split: str, metadata: ShardMetadata
 ) -> Iterator[tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]]:
     for path in shard_files(data_dir, split):
-        yield read_shard_numpy(path, shape)
+        yield read_shard_numpy(path, metadata)
 
 
 def load_split_numpy(
     data_dir: str | Path | Location, split: str
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
     """A whole split in memory as (uint8 (N, H, W, C), int64 (N,)); for small data and evaluation."""
-    shape = ShardMetadata.read(data_dir, split).image_shape  # read once, for every shard and the empty case
-    parts = list(_split_parts(data_dir, split, shape))
+    metadata = ShardMetadata.read(data_dir, split)  # read once, for every shard and the empty case
+    parts = list(_split_parts(data_dir, split, metadata))
     if not parts:
-        return np.zeros((0, *shape), np.uint8), np.zeros((0,), np.int64)
+        return np.zeros((0, *metadata.image_shape), np.uint8), np.zeros((0,), np.int64)
     return np.concatenate([images for images, _ in parts]), np.concatenate([labels for _, labels in parts])
 
 
@@ -208,6 +237,9 @@ class IngestManifest:
     chunks: int
     this_run: dict[str, float]  # chunks_processed, images_processed, elapsed_s, images_per_s
     resource_plan: dict[str, Any] | None = None
+    # Every shard and reject file, relative to OUT: {"sha256", "bytes"} as written (None: an output from before
+    # faceray recorded them, which cannot be verified).
+    files: dict[str, dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         accepted, rejected, total = (self.inputs.get(key) for key in ("accepted", "rejected", "total"))
@@ -233,6 +265,7 @@ class IngestManifest:
             "schema": "see faceray/shards.py: image binary (uint8 HxWxC), label int16, source string, + the source's "
             "columns",
             "resource_plan": self.resource_plan,
+            "files": self.files,
         }
 
     @classmethod
@@ -263,6 +296,7 @@ class IngestManifest:
                 chunks=int(values["chunks"]),
                 this_run=values["this_run"],
                 resource_plan=values.get("resource_plan"),
+                files=values.get("files"),
             )
         except KeyError as missing:
             raise FormatError(f"{source}: field {missing} is missing: not a faceray ingest manifest") from None
@@ -289,3 +323,34 @@ class IngestManifest:
         path = Location.of(data_dir) / MANIFEST_FILE
         write_json(path, self.to_dict())
         return path
+
+
+def check_ingest_output(
+    data_dir: str | Path | Location, splits: Sequence[str] | None = None
+) -> tuple[IngestManifest, list[FileProblem]]:
+    """Check an ingest output against its manifest: each recorded file of `splits` (default: all, rejects included)
+    has the size and SHA-256 it was written with, and no shard is there that the ingest did not write. Returns the
+    manifest and the problems (none for a sound output; none checkable when `manifest.files` is None)."""
+    data_dir = Location.of(data_dir)
+    manifest = IngestManifest.read(data_dir)
+    if manifest.files is None:
+        return manifest, []
+    chosen = None if splits is None else set(splits)
+    wanted = {name: record for name, record in manifest.files.items() if chosen is None or name.split("/")[0] in chosen}
+    problems = check_files(data_dir, wanted, REPAIR)
+    for split in SPLITS if chosen is None else sorted(chosen):
+        for shard in shard_files(data_dir, split):
+            if f"{split}/{shard.name}" not in manifest.files:
+                problems.append(
+                    FileProblem(shard.uri, "not written by this ingest (its manifest has no record of it)", REPAIR)
+                )
+    return manifest, problems
+
+
+def verified_manifest(data_dir: str | Path | Location, splits: Sequence[str] | None = None) -> IngestManifest:
+    """The manifest of an ingest output whose files (of `splits`) all match it (`check_ingest_output`); FormatError
+    with one line per damaged, missing or foreign file otherwise."""
+    manifest, problems = check_ingest_output(data_dir, splits)
+    if problems:
+        raise FormatError("\n".join(str(problem) for problem in problems))
+    return manifest

@@ -73,8 +73,13 @@ def finished_chunks(out: str | Path | Location, chunk_ids: list[int]) -> set[int
     return {chunk_id for chunk_id in chunk_ids if done_marker(out, chunk_id).name in names}
 
 
+def reject_name(chunk_id: int) -> str:
+    """The chunk's reject file, relative to OUT."""
+    return f"{WORK_DIR}/rejects/{chunk_name(chunk_id)}.parquet"
+
+
 def reject_file(out: str | Path | Location, chunk_id: int) -> Location:
-    return Location.of(out) / WORK_DIR / "rejects" / f"{chunk_name(chunk_id)}.parquet"
+    return Location.of(out) / reject_name(chunk_id)
 
 
 def remove_partial_outputs(out: str | Path | Location, chunk_id: int) -> None:
@@ -119,10 +124,13 @@ class _ChunkCollector:
     def write(self, chunk_id: int, seconds: float) -> dict[str, Any]:
         settings = self.settings
         schema = settings.metadata.schema(get_source(settings.dataset).extra_fields)
+        files = {}  # path relative to OUT -> its record (SHA-256, size), gathered into the manifest
         for split, columns in self.rows.items():
-            write_shard(settings.out / split / f"{chunk_name(chunk_id)}.parquet", dict(columns), schema)
+            name = f"{split}/{chunk_name(chunk_id)}.parquet"
+            files[name] = write_shard(settings.out / name, dict(columns), schema)
         if self.rejects:
-            write_shard(reject_file(settings.out, chunk_id), dict(self.rejects), REJECT_SCHEMA)
+            name = reject_name(chunk_id)
+            files[name] = write_shard(settings.out / name, dict(self.rejects), REJECT_SCHEMA)
         summary = {
             "chunk": chunk_id,
             "total": self.total,
@@ -132,6 +140,7 @@ class _ChunkCollector:
             },
             "rejected": dict(sorted(self.rejected.items())),
             "seconds": round(seconds, 4),
+            "files": files,
         }
         done_marker(settings.out, chunk_id).write_text(json.dumps(summary))  # last: the chunk is done
         return summary

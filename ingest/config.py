@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from faceray.config import location_problems, option
+from faceray.config import location_problems, option, output_problems
 from faceray.faces import COLOR_CHANNELS
 from ingest.sources import get_source
 
@@ -42,6 +42,11 @@ class IngestConfig:
         2000, "inputs per chunk; each chunk writes one shard per split and is the unit of resumption"
     )
     overwrite: bool = option(False, "delete an existing output made with other settings instead of refusing")
+    repair: bool = option(
+        False,
+        "check a finished output against its manifest's SHA-256s and redo exactly the chunks whose files are damaged "
+        "or missing (a shard the ingest did not write is moved to OUT/_work/removed/)",
+    )
     progress: bool = option(True, "show a progress bar")
     address: str | None = option(
         None, "Ray address: 'auto' or ray://HOST:10001 = a cluster (default: an embedded local Ray on loopback)"
@@ -50,6 +55,7 @@ class IngestConfig:
     def validate(self) -> list[str]:
         """Every problem with these settings, each naming its flag."""
         problems = location_problems(out=self.out, root=self.root, mat=self.mat, csv=self.csv)
+        problems += output_problems(out=self.out)
         if not self.out:
             problems.append("--out: an output directory is required")
         try:
@@ -69,7 +75,7 @@ class IngestConfig:
 
     def plan_fields(self) -> dict[str, object]:
         """The settings that decide the output; a resumed run must match them."""
-        ignored = {"out", "overwrite", "progress", "address"}
+        ignored = {"out", "overwrite", "repair", "progress", "address"}
         return {name: value for name, value in self.__dict__.items() if name not in ignored}
 
 
@@ -83,7 +89,7 @@ class SampleConfig:
     seed: int = option(0, "random seed")
 
     def validate(self) -> list[str]:
-        problems = [] if self.out else ["--out: a folder is required"]
+        problems = output_problems(out=self.out) if self.out else ["--out: a folder is required"]
         if self.imdb < 0 or self.fer < 0:
             problems.append(f"--imdb {self.imdb} / --fer {self.fer}: sample sizes must be >= 0")
         return problems

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from faceray.labels import SPLITS
-from faceray.shards import IngestManifest, iter_split_numpy
+from faceray.shards import IngestManifest, iter_split_numpy, verified_manifest
 from faceray.storage import Location, local_folder
 
 
@@ -68,7 +68,7 @@ def inspect_output(data_dir: str | Path, per_class: int = 8) -> tuple[str, list[
 def _inspect(data_dir: Location, folder: Path, per_class: int) -> tuple[str, list[str]]:
     from matplotlib.figure import Figure  # not pyplot: no global figure registry to close or share between threads
 
-    manifest = IngestManifest.read(data_dir)
+    manifest = verified_manifest(data_dir)  # every file as written, before a sample of it is drawn
     labels = list(manifest.metadata.labels)
     written: list[Path] = []
 

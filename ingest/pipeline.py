@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from faceray.config import ConfigError, config_to_dict, location, write_json
 from faceray.console import terminal_stderr
 from faceray.labels import SPLITS
-from faceray.shards import MANIFEST_FILE, REJECTS_FILE, IngestManifest
+from faceray.shards import MANIFEST_FILE, REJECTS_FILE, IngestManifest, check_ingest_output
 from faceray.storage import Location, read_in_order
 from ingest.chunks import (
     WORK_DIR,
@@ -183,6 +183,12 @@ def build_manifest(
     if accepted + sum(rejected.values()) != total:
         raise RuntimeError(f"count mismatch: {accepted} accepted + {sum(rejected.values())} rejected != {total} inputs")
     images_processed = sum(summary["total"] for summary in summaries if summary["chunk"] in processed)
+    # Every file's record, from the chunks' markers (None when a chunk was written before faceray recorded them).
+    files = (
+        None
+        if any("files" not in summary for summary in summaries)
+        else {name: record for summary in summaries for name, record in summary["files"].items()}
+    )
     return IngestManifest(
         dataset=config.dataset,
         metadata=metadata,
@@ -206,6 +212,7 @@ def build_manifest(
             "elapsed_s": round(elapsed, 3),
             "images_per_s": round(images_processed / elapsed, 1) if elapsed > 0 and images_processed else 0.0,
         },
+        files=files,
     )
 
 
@@ -224,6 +231,8 @@ def run_ingest(config: IngestConfig, parallelism: int | None = None, log: Any = 
     settings = chunk_settings(config, out)
     started = time.perf_counter()
     specs, metadata = get_source(config.dataset).plan(config)
+    if config.repair:
+        unmark_damaged_chunks(out, specs, log)
     finished = finished_chunks(out, [spec.chunk for spec in specs])
     pending = [spec for spec in specs if spec.chunk not in finished]
     if not pending and (out / MANIFEST_FILE).exists():
@@ -240,6 +249,39 @@ def run_ingest(config: IngestConfig, parallelism: int | None = None, log: Any = 
         write_rejects_csv(out, specs)
     manifest.save(out)
     return manifest
+
+
+def unmark_damaged_chunks(out: Location, specs: list[ChunkSpec], log: Any = None) -> set[int]:
+    """--repair: check the output against its manifest; drop the done-marker of every chunk whose files are damaged
+    or missing (the resume then redoes exactly those) and move shards the ingest did not write to
+    OUT/_work/removed/. Returns the chunks unmarked."""
+    if not (out / MANIFEST_FILE).exists():
+        return set()  # not finished yet: the resume itself redoes what is unfinished
+    manifest, problems = check_ingest_output(out)
+    if manifest.files is None:
+        raise ConfigError(
+            f"--repair: {out} recorded no checksums (made before faceray did): use --overwrite to redo it"
+        )
+    chunk_of = {
+        (out / name).uri: summary["chunk"]
+        for summary in collect_summaries(out, specs)
+        for name in summary.get("files", {})
+    }
+    damaged = set()
+    for problem in problems:
+        if problem.path in chunk_of:
+            damaged.add(chunk_of[problem.path])
+        else:  # a stray shard: kept aside, never deleted
+            stray = Location.of(problem.path)
+            (out / WORK_DIR / "removed" / f"{stray.parent.name}-{stray.name}").write_bytes(stray.read_bytes())
+            stray.delete()
+        if log is not None:
+            log(f"repair: {problem.path}: {problem.what}")
+    for chunk in sorted(damaged):
+        done_marker(out, chunk).delete()
+    if log is not None:
+        log(f"repair: {len(problems)} damaged or foreign files; {len(damaged)} chunks to redo")
+    return damaged
 
 
 def summary_line(manifest: IngestManifest) -> str:

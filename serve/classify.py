@@ -10,6 +10,7 @@ and ~0.5 vs ~5.7 ms for a single face.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,8 @@ class FaceClassifier:
     """
 
     def __init__(self, model_dir: str | Path | Location, runtime: str = "onnx", threads: int = 0) -> None:
-        from faceray.exports import recorded_export
+        from faceray.exports import changed_export, recorded_export
+        from faceray.model_card import check_model_file
 
         if runtime not in RUNTIMES:
             raise ValueError(f"unknown runtime {runtime!r}: expected one of {RUNTIMES}")
@@ -47,9 +49,13 @@ class FaceClassifier:
         model_dir = Location.of(model_dir)  # a local folder, or s3:// / gs:// (read from the store, no copy kept)
         self.model_dir = model_dir.uri
         self.card = ModelCard.read(model_dir)
+        check_model_file(model_dir, self.card)  # a changed model.keras is refused, whichever graph runs
         self._session: Any = None
         self._traced: Any = None
         graph = recorded_export(model_dir, self.card) if runtime == "onnx" else None
+        warning = changed_export(model_dir, self.card) if runtime == "onnx" and graph is None else None
+        if warning:
+            warnings.warn(warning, stacklevel=2)
         if graph is not None:
             self._session = onnx_session(graph, threads)
             self.source = "export"
@@ -63,7 +69,7 @@ class FaceClassifier:
         from faceray.storage import local_copy
 
         with local_copy(model_dir) as folder:  # Keras opens local files only
-            model = load_keras_model(folder)  # the card is read already
+            model = load_keras_model(folder, self.card)  # the card is read already
         self._traced, signature = traced_call(model, self.card.input_shape)
         self.source = "keras"
         if self.runtime == "onnx":

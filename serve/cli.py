@@ -31,18 +31,48 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def check_model_dirs(config: ServeConfig) -> None:
-    """Read each model directory's card before Ray starts, so a wrong path or bucket is one line (ConfigError naming
-    the flag). Local paths are checked only for the embedded local Ray: a cluster's nodes have their own disks."""
+    """Read each model directory's card before Ray starts, so a wrong path or bucket, or a model.keras that is not
+    the one its card recorded, is one line (ConfigError naming the flag); a changed model.onnx is a warning (the
+    replicas rebuild the graph). Local paths are checked only for the embedded local Ray: a cluster's nodes have
+    their own disks."""
     from faceray.config import ConfigError
-    from faceray.model_card import ModelCard
+    from faceray.exports import changed_export
+    from faceray.model_card import ModelCard, check_model_file
     from faceray.storage import is_store_uri
 
     for flag, where in (("--emotion-model", config.emotion_model), ("--gender-model", config.gender_model)):
         if where and (is_store_uri(where) or not config.address):
             try:
-                ModelCard.read(where)
+                card = ModelCard.read(where)
+                check_model_file(where, card)  # a changed model.keras is refused
             except (ValueError, OSError) as error:
                 raise ConfigError(f"{flag}: {error}") from None
+            warning = changed_export(where, card) if config.runtime == "onnx" else None
+            if warning:
+                print(f"{flag}: warning: {warning}", flush=True)
+
+
+def check_port(config: ServeConfig) -> None:
+    """For the embedded local Ray: ConfigError naming --port when another program already listens there (found by
+    HAProxy only 18 s later, deep inside Ray, otherwise)."""
+    import errno
+    import socket
+
+    from faceray.config import ConfigError
+
+    if config.address:
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((config.host, config.port))
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise ConfigError(
+                    f"--port: {config.host}:{config.port} is already in use by another program: stop it or give "
+                    "another --port"
+                ) from None
+            raise
 
 
 def run_serve(arguments: argparse.Namespace) -> int:
@@ -59,6 +89,7 @@ def run_serve(arguments: argparse.Namespace) -> int:
 
     config = resolve_config(ServeConfig, arguments, arguments.config)
     check_model_dirs(config)
+    check_port(config)
     stop = threading.Event()
 
     def request_stop(signal_number: int, frame: object) -> None:

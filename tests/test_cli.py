@@ -11,7 +11,16 @@ from faceray.cli import build_parser, main
 from faceray.config import ConfigError, resolve_config
 from ingest.config import IngestConfig
 
-COMMANDS = [["sample"], ["ingest", "imdb"], ["ingest", "fer"], ["inspect"], ["train"], ["evaluate"], ["import-model"]]
+COMMANDS = [
+    ["sample"],
+    ["ingest", "imdb"],
+    ["ingest", "fer"],
+    ["inspect"],
+    ["train"],
+    ["evaluate"],
+    ["import-model"],
+    ["verify"],
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
@@ -69,6 +78,9 @@ def test_pure_cores_do_not_import_ray():
         "ingest.sources.fer2013",
         "ingest.inspect",
         "faceray.shards",
+        "faceray.integrity",
+        "faceray.errors",
+        "serve.inbox",
         "faceray.faces",
         "faceray.image_bytes",
         "faceray.model_card",
@@ -150,3 +162,36 @@ def test_every_command_is_built_from_its_config_with_none_as_unset(tmp_path):
     train = resolve_config(TrainConfig, argparse.Namespace(task="gender"), yaml_file)
     assert train.crop_margin is None and train.final_epochs == 3 and train.task == "gender"
     assert resolve_config(TrainConfig, {"data": "d"}).task is None  # unset: the task recorded in the data
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["ingest", "fer", "--csv", "{data}"],
+        ["train", "--data", "{data}", "--task", "emotion"],
+        ["sweep", "--data", "{data}", "--space", "train/spaces/report.yaml"],
+        ["sample"],
+    ],
+    ids=lambda command: command[0],
+)
+def test_an_output_that_is_a_file_or_read_only_is_refused_before_ray_starts(command, tmp_path, capsys):
+    """User mistakes on --out are one line and exit 2, at once (they took 13-18 s and exit 1 when found by Ray)."""
+    import os
+    import time
+
+    data = tmp_path / "fer2013.csv"
+    data.write_text("emotion,pixels,Usage\n")
+    arguments = [part.format(data=data) for part in command]
+    cases = [(tmp_path / "a-file", "is a file, not a folder")]
+    if os.geteuid() != 0:  # root writes through permission bits, so only another user sees a read-only folder
+        read_only = tmp_path / "read-only"
+        read_only.mkdir(mode=0o555)
+        cases.append((read_only / "out", "is read-only here"))
+    (tmp_path / "a-file").write_text("not a folder")
+    for out, words in cases:
+        began = time.monotonic()
+        with pytest.raises(SystemExit) as exited:
+            main([*arguments, "--out", str(out)])
+        assert exited.value.code == 2 and time.monotonic() - began < 2
+        error = capsys.readouterr().err
+        assert f"--out: {out.parent if 'read-only' in words else out}" in error and words in error, error

@@ -42,3 +42,37 @@ def test_faceray_export_command(model_dir, capsys):
     with pytest.raises(SystemExit) as exited:
         main(["export", str(model_dir.parent / "nowhere")])
     assert exited.value.code == 2 and "not a model directory" in capsys.readouterr().err
+
+
+def flip_bit(path, position: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[position] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def test_a_changed_model_file_is_refused_and_a_changed_export_rebuilt_with_a_warning(model_dir, capsys):
+    """The card records model.keras's SHA-256: one flipped bit is refused by loading (evaluate, the service, the
+    Python API), naming the file; a changed model.onnx is rebuilt from model.keras, with a warning; `faceray verify`
+    says both."""
+    from faceray.cli import main
+    from faceray.model_card import MODEL_FILE, load_model_dir
+    from serve.classify import FaceClassifier
+
+    export_model(model_dir)
+    card = ModelCard.read(model_dir)
+    assert card.extra["files"][MODEL_FILE]["bytes"] == (model_dir / MODEL_FILE).stat().st_size
+    assert main(["verify", str(model_dir)]) == 0 and "all as written" in capsys.readouterr().out
+
+    flip_bit(model_dir / ONNX_FILE, 200)
+    with pytest.warns(UserWarning, match="model.onnx: missing or changed since it was written"):
+        classifier = FaceClassifier(model_dir)
+    assert classifier.source == "converted"  # rebuilt from model.keras, which is intact
+    assert main(["verify", str(model_dir)]) == 1 and "faceray export" in capsys.readouterr().out
+    export_model(model_dir)
+
+    flip_bit(model_dir / MODEL_FILE, 5000)
+    for load in (lambda: load_model_dir(model_dir), lambda: FaceClassifier(model_dir)):
+        with pytest.raises(ValueError, match=r"model\.keras: changed since it was written"):
+            load()
+    assert main(["verify", str(model_dir)]) == 1
+    assert f"{model_dir / MODEL_FILE}: changed since it was written" in capsys.readouterr().out

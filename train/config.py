@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from faceray.config import location_problems, option
+from faceray.config import location_problems, option, output_problems
 from train.precision import PRECISIONS
 
 AUGMENT_PRESETS: dict[str, dict[str, float]] = {
@@ -78,7 +78,7 @@ class TrainConfig:
     fail_at_epoch: int | None = option(None, "testing only: one worker raises at this epoch of a fresh run", cli=False)
 
     def validate(self) -> list[str]:
-        problems = location_problems(data=self.data, out=self.out)
+        problems = location_problems(data=self.data, out=self.out) + output_problems(out=self.out)
         if not self.data:
             problems.append("--data: an ingest output folder is required")
         for name in ("workers", "epochs", "batch_size"):

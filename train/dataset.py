@@ -7,12 +7,16 @@ from typing import Any
 
 import numpy as np
 
-from faceray.shards import ShardMetadata, decode_images, shard_files
+from faceray.shards import ShardMetadata, check_labels, decode_images, shard_files
 from faceray.storage import Location
 
 
-def _decode_batch(batch: dict[str, np.ndarray], image_shape: tuple[int, ...]) -> dict[str, np.ndarray]:
-    return {"image": decode_images(batch["image"], image_shape), "label": batch["label"].astype(np.int64)}
+def _decode_batch(
+    batch: dict[str, np.ndarray], image_shape: tuple[int, ...], classes: int, where: str
+) -> dict[str, np.ndarray]:
+    labels = batch["label"].astype(np.int64)
+    check_labels(labels, classes, where)
+    return {"image": decode_images(batch["image"], image_shape), "label": labels}
 
 
 def read_split_dataset(data_dir: str | Path | Location, split: str) -> Any:
@@ -20,8 +24,16 @@ def read_split_dataset(data_dir: str | Path | Location, split: str) -> Any:
     label (int64). The read tasks get the driver's filesystem (with its store's endpoint)."""
     import ray
 
-    image_shape = ShardMetadata.read(data_dir, split).image_shape
+    metadata = ShardMetadata.read(data_dir, split)
     files = shard_files(data_dir, split)
     return ray.data.read_parquet(
         [file.path for file in files], filesystem=files[0].filesystem, columns=["image", "label"]
-    ).map_batches(_decode_batch, fn_kwargs={"image_shape": image_shape}, batch_format="numpy")
+    ).map_batches(
+        _decode_batch,
+        fn_kwargs={
+            "image_shape": metadata.image_shape,
+            "classes": len(metadata.labels),
+            "where": f"a shard of {Location.of(data_dir) / split}",
+        },
+        batch_format="numpy",
+    )

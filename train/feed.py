@@ -33,8 +33,8 @@ def shuffled_batches(
     rng = np.random.default_rng([seed, epoch])
     files = []
     for split in splits:  # each split's metadata once, not once per shard
-        shape = ShardMetadata.read(data_dir, split).image_shape
-        files += [(path, shape) for path in shard_files(data_dir, split)]
+        metadata = ShardMetadata.read(data_dir, split)
+        files += [(path, metadata) for path in shard_files(data_dir, split)]
     order = rng.permutation(len(files))
     pending_images: list[npt.NDArray[np.uint8]] = []
     pending_labels: list[npt.NDArray[np.int64]] = []

@@ -23,7 +23,15 @@ import numpy as np
 
 from faceray.config import ConfigError, config_to_dict, location, write_json
 from faceray.faces import UNRECORDED_CROP, CropGeometry
-from faceray.shards import IngestManifest, ShardMetadata, load_split_numpy, read_table, shard_files
+from faceray.shards import (
+    IngestManifest,
+    ShardMetadata,
+    check_labels,
+    load_split_numpy,
+    read_table,
+    shard_files,
+    verified_manifest,
+)
 from faceray.storage import Location, local_copy, local_folder, staging_folder, upload_folder
 from train.config import TrainConfig
 
@@ -38,6 +46,7 @@ def label_counts(data_dir: str | Path | Location, split: str, num_classes: int) 
     counts = np.zeros(num_classes, np.int64)
     for path in shard_files(data_dir, split):
         labels = read_table(path, columns=["label"]).column("label").to_numpy()
+        check_labels(labels, num_classes, path.uri)
         unknown = int(np.count_nonzero(labels < 0))
         if unknown:
             raise ConfigError(
@@ -234,9 +243,12 @@ class RunSetup:
         return [float(present.min() / count) if count else 0.0 for count in self.counts]
 
 
-def training_data(data: str | Path | Location, task: str | None = None) -> ShardMetadata:
-    """The metadata of an ingest output's training split, checked against `task`; raises ConfigError naming
-    --data or --task (train, sweep and their CLI, before Ray starts)."""
+def training_data(data: str | Path | Location, task: str | None = None, verify: bool = False) -> ShardMetadata:
+    """The metadata of an ingest output's training split, checked against `task`; with `verify`, every file of the
+    output checked against its manifest's SHA-256s first (`verify_data`). Raises ConfigError naming --data or --task
+    (train, sweep and their CLI: the CLI checks the metadata before Ray starts, the run verifies once)."""
+    if verify:
+        verify_data(data)
     try:
         meta = ShardMetadata.read(data, "train")
     except ValueError as error:
@@ -246,14 +258,28 @@ def training_data(data: str | Path | Location, task: str | None = None) -> Shard
     return meta
 
 
+def verify_data(data: str | Path | Location, splits: list[str] | None = None) -> None:
+    """Check an ingest output's files (of `splits`, default all) against the SHA-256s in its manifest, streaming;
+    ConfigError with one line per damaged, missing or foreign file (its path, what is wrong, the fix). An output
+    from before faceray recorded checksums has nothing to check (`faceray verify` says so)."""
+    try:
+        verified_manifest(data, splits)
+    except ValueError as error:
+        raise ConfigError("\n".join(f"--data: {line}" for line in str(error).splitlines())) from None
+
+
 def prepare_run(
-    config: TrainConfig, target: Location, work: Path, resource_plan: dict[str, Any] | None = None
+    config: TrainConfig,
+    target: Location,
+    work: Path,
+    resource_plan: dict[str, Any] | None = None,
+    verify: bool = True,
 ) -> RunSetup:
-    """Check the data and the output folder `target` (--out), write train_config.json (with the resource plan) into
-    it; `work` is the local folder outputs are written in (`faceray.storage.staging_folder` of `target`). Raises
-    ConfigError naming the flag."""
+    """Check the data (its files against the manifest's SHA-256s with `verify`) and the output folder `target`
+    (--out), write train_config.json (with the resource plan) into it; `work` is the local folder outputs are
+    written in (`faceray.storage.staging_folder` of `target`). Raises ConfigError naming the flag."""
     data = location(config.data, "--data")
-    meta = training_data(data, config.task)
+    meta = training_data(data, config.task, verify)
     check_output(config, target)
     write_json(target / "train_config.json", {**config_to_dict(config), "resource_plan": resource_plan})
     labels = list(meta.labels)
@@ -445,7 +471,8 @@ def train_in_process(
             pass
     target = location(config.out, "--out")
     with staging_folder(target) as work:
-        setup = prepare_run(config, target, work, resource_plan)
+        # The sweep verified its data once, before its trials.
+        setup = prepare_run(config, target, work, resource_plan, verify=False)
         return _train_in_process(config, setup, report, restore_from, log, finished)
 
 
@@ -606,6 +633,7 @@ def run_evaluation(model_dir: str | Path, data: str | Path, split: str = "test")
     from train.evaluate import evaluate_model, plot_confusion_matrix
 
     folder, shards = location(model_dir, "MODEL_DIR"), location(data, "--data")
+    verify_data(shards, [split])
     with local_copy(folder) as local:
         model, card = load_model_dir(local)
     meta = ShardMetadata.read(shards, split)

@@ -273,7 +273,7 @@ def run_sweep(config: SweepConfig, log: Any = print, verbose: int = 0) -> dict[s
 
     space = read_space(config.space)
     space.setdefault("epochs", config.epochs)
-    meta = training_data(config.data, config.task)
+    meta = training_data(config.data, config.task, verify=True)  # once, for every trial
     from faceray.resources import plan_sweep
     from faceray.runtime import read_cluster
 

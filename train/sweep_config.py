@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from faceray.config import location_problems, option
+from faceray.config import location_problems, option, output_problems
 from train.config import tracking_problems
 from train.precision import PRECISIONS
 
@@ -48,7 +48,7 @@ class SweepConfig:
     )
 
     def validate(self) -> list[str]:
-        problems = location_problems(data=self.data, out=self.out)
+        problems = location_problems(data=self.data, out=self.out) + output_problems(out=self.out)
         if not self.data:
             problems.append("--data: an ingest output folder is required")
         if not self.space:

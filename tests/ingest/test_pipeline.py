@@ -15,14 +15,9 @@ from faceray.config import ConfigError, resolve_config
 from faceray.shards import IngestManifest, ShardMetadata, load_split_numpy
 from ingest.config import IngestConfig
 from ingest.pipeline import run_ingest
+from tests.ingest.conftest import LISTENERS, imdb_config
 
 pytestmark = pytest.mark.slow
-
-
-def imdb_config(sample_dir: Path, out: Path, **overrides) -> IngestConfig:
-    settings = dict(dataset="imdb", root=str(sample_dir / "imdb_crop"), out=str(out), shard_rows=40, progress=False)
-    settings.update(overrides)
-    return resolve_config(IngestConfig, settings)
 
 
 def fer_config(sample_dir: Path, out: Path, **overrides) -> IngestConfig:
@@ -45,20 +40,6 @@ def all_rows(out: Path) -> list[tuple[str, str, int, bytes]]:
                 )
             ]
     return sorted(rows)
-
-
-LISTENERS: dict[str, set] = {}
-
-
-@pytest.fixture(scope="module")
-def imdb_out(sample_dir, ray_session, tmp_path_factory) -> Path:
-    from tests.conftest import ListenerWatch
-
-    out = tmp_path_factory.mktemp("imdb_out")
-    with ListenerWatch() as watch:
-        run_ingest(imdb_config(sample_dir, out))
-    LISTENERS["ingest"] = watch.found
-    return out
 
 
 def test_ingest_listens_on_loopback_only(imdb_out):

@@ -10,7 +10,7 @@ from faceray.runtime import free_loopback_port as free_port
 
 # The test service's limits: a request timeout a held stream can outlive several times over in a test, an idle close
 # a test can wait for, and a stream cap it can reach.
-SERVICE_LIMITS = {"request_timeout_s": 2.0, "stream_idle_s": 4.0, "max_streams": 8}
+SERVICE_LIMITS = {"request_timeout_s": 1.5, "stream_idle_s": 2.5, "max_streams": 8}
 
 
 @pytest.fixture(scope="session")

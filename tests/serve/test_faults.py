@@ -93,10 +93,14 @@ def test_ctrl_c_stops_faceray_serve_and_its_ray_in_seconds(model_dirs, ray_sessi
         assert "error" in json.loads(stream.recv(timeout=30))
         process.send_signal(signal.SIGINT)
         stopped = time.monotonic()
-        # The stream is told: a close frame with 1012 (service restart), the code uvicorn sends to every open
-        # WebSocket when Serve stops the replica's server; the client then retries with backoff.
+        # The stream ends with the service, never left hanging. Its close frame is 1012 (service restart), the code
+        # uvicorn sends to every open WebSocket when Serve stops the replica's server, and the client retries with
+        # backoff. In about 1 stop of 4 measured here Serve does not run the replica's graceful shutdown at all: the
+        # controller force-kills it after its 6 s grace and the stream ends without a close frame (1006 at the
+        # client, which also retries); that is Serve's, not solved here (see the README's Faults).
         frame = closing_frame(stream, 15)
-        assert frame is not None and frame.code == 1012, frame
+        assert frame is None or frame.code == 1012, frame
+        assert time.monotonic() - stopped < (5 if frame is not None else 12)
         stream.close()
         process.wait(timeout=30)
         assert time.monotonic() - stopped < 15, "faceray serve took too long to stop"
@@ -107,3 +111,20 @@ def test_ctrl_c_stops_faceray_serve_and_its_ray_in_seconds(model_dirs, ray_sessi
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_a_port_held_by_another_program_is_refused_before_ray_starts(model_dirs, capsys):
+    """It took 18 s and ended in Ray's HAProxyManager.ready(), 'Address already in use' only in the log."""
+    import socket
+
+    from faceray.cli import main
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        began = time.monotonic()
+        with pytest.raises(SystemExit) as exited:
+            main(["serve", "--emotion-model", str(model_dirs["emotion"]), "--port", str(port)])
+    assert exited.value.code == 2 and time.monotonic() - began < 5
+    assert f"--port: 127.0.0.1:{port} is already in use by another program" in capsys.readouterr().err
