@@ -7,7 +7,7 @@ import os
 import platform
 import threading
 import time
-from typing import Any
+from typing import Any, Self
 
 
 def machine() -> dict[str, Any]:
@@ -24,16 +24,35 @@ def machine() -> dict[str, Any]:
     return {"cores": os.cpu_count(), "cpu": model, "python": platform.python_version()}
 
 
-class TreeMemorySampler:
+class BackgroundLoop:
+    """A context manager that runs `_run` in a daemon thread while its block runs; `_stop` is set when the block
+    ends (and the thread joined). Subclasses loop until `_stop` is set."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class TreeMemorySampler(BackgroundLoop):
     """Samples the summed RSS of a process (default: this one) and all its descendants in a thread. A local Ray
     started by that process (GCS, raylet, workers) descends from it; other Ray instances do not count."""
 
     def __init__(self, interval_s: float = 0.2, pid: int | None = None) -> None:
+        super().__init__()
         self.interval_s = interval_s
         self.pid = pid
         self.peak_bytes = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _sample(self) -> int:
         import psutil
@@ -55,14 +74,6 @@ class TreeMemorySampler:
         while not self._stop.is_set():
             self.peak_bytes = max(self.peak_bytes, self._sample())
             self._stop.wait(self.interval_s)
-
-    def __enter__(self) -> TreeMemorySampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def print_report(name: str, rows: list[tuple[str, str]], payload: dict[str, Any]) -> None:

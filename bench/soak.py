@@ -48,7 +48,7 @@ import numpy as np
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != REPOSITORY / "bench"]
 sys.path.insert(0, str(REPOSITORY))
-from bench.common import machine, print_report  # noqa: E402
+from bench.common import BackgroundLoop, machine, print_report  # noqa: E402
 
 SCENARIOS = ("stream", "streams", "http", "page", "starve", "overload", "replica")
 MINUTES = {"stream": 10.0, "streams": 5.0, "http": 5.0, "page": 2.0, "starve": 1.0, "overload": 1.0}
@@ -60,16 +60,15 @@ def quantiles(values: list[float]) -> dict[str, float | None]:
     return {f"p{q}": round(float(np.percentile(values, q)), 1) for q in (50, 95, 99)}
 
 
-class ServiceMemory:
+class ServiceMemory(BackgroundLoop):
     """Samples the summed RSS of the local Ray's processes (descendants of this process, Chromium excluded) every
     `interval_s` seconds in a thread, keeping (seconds since start, bytes)."""
 
     def __init__(self, interval_s: float = 5.0) -> None:
+        super().__init__()
         self.interval_s = interval_s
         self.started = time.monotonic()
         self.samples: list[tuple[float, int]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def sample(self) -> int:
         import psutil
@@ -88,14 +87,6 @@ class ServiceMemory:
         while not self._stop.is_set():
             self.samples.append((time.monotonic() - self.started, self.sample()))
             self._stop.wait(self.interval_s)
-
-    def start(self) -> ServiceMemory:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
 
     def per_minute(self, start: float, end: float) -> list[float]:
         """Mean MiB per whole minute of the window [start, end] (seconds since this sampler started)."""
@@ -300,14 +291,13 @@ def scenario_http(url: str, body: bytes, seconds: float) -> dict[str, Any]:
     return summary
 
 
-class HealthProbe:
+class HealthProbe(BackgroundLoop):
     """GET /healthz every `every_s` seconds in a thread (a fresh connection each time, as a load balancer's check)."""
 
     def __init__(self, url: str, every_s: float = 0.25) -> None:
+        super().__init__()
         self.url, self.every_s = url, every_s
         self.samples: list[tuple[float, float | str]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         import requests
@@ -321,14 +311,6 @@ class HealthProbe:
                 self.samples.append((sent, problem.__class__.__name__))
             self._stop.wait(self.every_s)
 
-    def __enter__(self) -> HealthProbe:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
     def summary(self, start: float = 0.0, end: float = float("inf")) -> dict[str, Any]:
         window = [value for moment, value in self.samples if start <= moment < end]
         times = [value for value in window if isinstance(value, float)]
@@ -340,7 +322,7 @@ class HealthProbe:
         }
 
 
-class SlowBodies:
+class SlowBodies(BackgroundLoop):
     """`count` POSTs that send their body at 1 byte/s, each replaced by a new one when the service answers it (408 at
     the request timeout) or drops it; counts the answers by status line."""
 
@@ -349,8 +331,7 @@ class SlowBodies:
         self.address = (host, int(port))
         self.count = count
         self.answers: Counter = Counter()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__()
 
     def open_one(self) -> socket.socket:
         connection = socket.create_connection(self.address, timeout=10)
@@ -380,14 +361,6 @@ class SlowBodies:
                     pass
         for connection in connections:
             connection.close()
-
-    def __enter__(self) -> SlowBodies:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def scenario_starve(url: str, bodies: list[bytes], seconds: float) -> dict[str, Any]:
@@ -602,27 +575,26 @@ def main() -> None:
     timings: dict[str, float] = {}
     try:
         url = start_service(config, log=None)
-        memory.start()
-        for name in chosen:
-            began = time.monotonic()
-            print(f"-- {name} ({seconds(name) / 60:.1f} min)" if name in MINUTES else f"-- {name}", flush=True)
-            if name == "stream":
-                results[name] = scenario_stream(url, bodies, seconds(name), memory)
-            elif name == "streams":
-                results[name] = scenario_streams(url, bodies, seconds(name), memory)
-            elif name == "http":
-                results[name] = scenario_http(url, photo_body, seconds(name))
-            elif name == "page":
-                results[name] = scenario_page(url, seconds(name), work)
-            elif name == "starve":
-                results[name] = scenario_starve(url, bodies, seconds(name))
-            elif name == "overload":
-                results[name] = scenario_overload(url, photo_body, seconds(name))
-            elif name == "replica":
-                results[name] = scenario_replica(url, photo_body)
-            timings[name] = round(time.monotonic() - began, 1)
+        with memory:  # sampled from here to the end of the scenarios
+            for name in chosen:
+                began = time.monotonic()
+                print(f"-- {name} ({seconds(name) / 60:.1f} min)" if name in MINUTES else f"-- {name}", flush=True)
+                if name == "stream":
+                    results[name] = scenario_stream(url, bodies, seconds(name), memory)
+                elif name == "streams":
+                    results[name] = scenario_streams(url, bodies, seconds(name), memory)
+                elif name == "http":
+                    results[name] = scenario_http(url, photo_body, seconds(name))
+                elif name == "page":
+                    results[name] = scenario_page(url, seconds(name), work)
+                elif name == "starve":
+                    results[name] = scenario_starve(url, bodies, seconds(name))
+                elif name == "overload":
+                    results[name] = scenario_overload(url, photo_body, seconds(name))
+                elif name == "replica":
+                    results[name] = scenario_replica(url, photo_body)
+                timings[name] = round(time.monotonic() - began, 1)
     finally:
-        memory.stop()
         stop_service()
         shutdown_ray()
     plot(results, memory, out / "soak.png")
