@@ -246,6 +246,20 @@ def scenario_streams(url: str, bodies: list[bytes], seconds: float, memory: Serv
     }
 
 
+def post_once(session: Any, url: str, body: bytes) -> tuple[Any, float, str | None]:
+    """One POST /v1/faces through `session` (a requests.Session, or the requests module): (status, or the name of
+    the connection error; milliseconds; its Retry-After header)."""
+    import requests
+
+    sent = time.monotonic()
+    try:
+        response = session.post(url + "/v1/faces", data=body, headers={"Content-Type": "image/jpeg"}, timeout=30)
+        status, retry = response.status_code, response.headers.get("Retry-After")
+    except requests.RequestException as problem:
+        status, retry = problem.__class__.__name__, None
+    return status, (time.monotonic() - sent) * 1000, retry
+
+
 def post_loop(url: str, body: bytes, seconds: float, results: list, honour_retry_after: bool) -> None:
     """POST `body` in a closed loop for `seconds`, appending (seconds since start, status, ms, Retry-After); a shed
     request is sent again after its Retry-After (+-25 %) when `honour_retry_after`, else at once."""
@@ -255,12 +269,8 @@ def post_loop(url: str, body: bytes, seconds: float, results: list, honour_retry
     began = time.monotonic()
     while time.monotonic() - began < seconds:
         sent = time.monotonic()
-        try:
-            response = session.post(url + "/v1/faces", data=body, headers={"Content-Type": "image/jpeg"}, timeout=30)
-            status, retry = response.status_code, response.headers.get("Retry-After")
-        except requests.RequestException as problem:
-            status, retry = problem.__class__.__name__, None
-        results.append((sent - began, status, (time.monotonic() - sent) * 1000, retry))
+        status, milliseconds, retry = post_once(session, url, body)
+        results.append((sent - began, status, milliseconds, retry))
         if honour_retry_after and retry:  # with jitter, as polite clients do, so shed clients do not return in step
             time.sleep(float(retry) * random.uniform(0.75, 1.25))
 
@@ -423,27 +433,18 @@ def scenario_replica(url: str, body: bytes) -> dict[str, Any]:
     long it took, until answers are 200 again."""
     import signal
 
-    import psutil
     import requests
 
     from serve.service import wait_for_replicas
+    from tests.serve.test_service import service_replica
 
-    [replica] = [
-        process
-        for process in psutil.process_iter(["cmdline"])
-        if "ServeReplica:faceray:FaceService" in " ".join(process.info["cmdline"] or [])
-    ]
-    os.kill(replica.pid, signal.SIGKILL)
+    os.kill(service_replica().pid, signal.SIGKILL)
     killed = time.monotonic()
 
     def one(_: int) -> tuple[float, Any, float, str | None]:
         sent = time.monotonic()
-        try:
-            response = requests.post(url + "/v1/faces", data=body, headers={"Content-Type": "image/jpeg"}, timeout=30)
-            status, retry = response.status_code, response.headers.get("Retry-After")
-        except requests.RequestException as problem:
-            status, retry = problem.__class__.__name__, None
-        return round(sent - killed, 2), status, round((time.monotonic() - sent) * 1000, 1), retry
+        status, milliseconds, retry = post_once(requests, url, body)
+        return round(sent - killed, 2), status, round(milliseconds, 1), retry
 
     futures = []
     with ThreadPoolExecutor(64) as pool:

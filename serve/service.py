@@ -53,8 +53,7 @@ def start_service(
 
 def stream_answers(url: str, timeout_s: float = 5.0) -> bool:
     """Whether /v1/stream answers a message end to end (the service is ready when both of its paths are, not only
-    /healthz). The probe is not an image, so it costs no analysis. (It does not prevent the one closed first stream
-    the demo's client still sees now and then; that cause is not found.)"""
+    /healthz). The probe is not an image, so it costs no analysis."""
     import json
 
     from websockets.sync.client import connect
