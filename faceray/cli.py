@@ -151,6 +151,7 @@ def _mark_leaves(parser: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `faceray` console command; returns the exit status."""
     from faceray.runtime import use_loopback_environment
+    from faceray.stopping import Stopped
 
     use_loopback_environment()
     parser = build_parser()
@@ -168,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
             return int(arguments.handler(arguments) or 0)
     except ConfigError as error:
         parser.exit(2, f"faceray {arguments.command}: {error}\n")
+    except Stopped as stopped:
+        print(f"faceray {arguments.command}: {stopped.line}", file=sys.stderr, flush=True)
+        return stopped.code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

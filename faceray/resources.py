@@ -7,9 +7,9 @@ message that names the flag and the numbers. Every plan is printed in one line a
 Rules, on purpose:
 - a train worker, a sweep trial's worker and a Serve replica get at least `MIN_SHARE` (0.5) CPU: below that a
   TensorFlow process (~1 GB, its own thread pools) trains or answers slower than fewer processes would;
-- Ray Train feeds its workers with Ray Data read tasks, so a training run keeps `data_reserve()` CPUs free for
-  them (the 2-core starvation hang in ../shared/RAY_NOTES.md); a single-worker sweep trial reads its shards
-  itself and keeps nothing back;
+- every training process (a Ray Train worker, a sweep trial) reads its own shards in a thread (train.feed), so no
+  CPU is kept back for Ray Data read tasks: the plan's CPUs are all the training's (no read task can starve, the
+  2-core hang in ../shared/RAY_NOTES.md);
 - each bundle (one worker, one trial, one replica) must fit on one node: shares are packed onto the nodes
   first-fit, largest first, so a plan on two 1-CPU nodes uses both;
 - a cluster that autoscales is not refused: the plan says it will wait, and for how many CPUs/GPUs.
@@ -95,11 +95,6 @@ class ResourcePlan:
         return asdict(self)
 
 
-def data_reserve(cluster: ClusterResources) -> float:
-    """CPUs a Ray Train run keeps free for Ray Data's read tasks: one CPU, a quarter of a 1-CPU cluster."""
-    return 1.0 if cluster.cpus >= 2 else round(cluster.cpus / 4, 2)
-
-
 def pack(
     bundles: list[tuple[float, float]], cluster: ClusterResources, reserve_cpus: float = 0.0
 ) -> tuple[int, ...] | None:
@@ -124,12 +119,12 @@ def pack(
 
 
 def _largest_share(
-    count: int, gpus: float, cluster: ClusterResources, reserve: float, ceiling: float
+    count: int, gpus: float, cluster: ClusterResources, ceiling: float
 ) -> tuple[float, tuple[int, ...]] | None:
     """The largest CPU share (<= ceiling, >= MIN_SHARE, a multiple of SHARE_STEP) for which `count` bundles fit."""
     share = math.floor(min(ceiling, max((node.cpus for node in cluster.nodes), default=0)) / SHARE_STEP) * SHARE_STEP
     while share >= MIN_SHARE - 1e-9:
-        placement = pack([(round(share, 2), gpus)] * count, cluster, reserve)
+        placement = pack([(round(share, 2), gpus)] * count, cluster)
         if placement is not None:
             return round(share, 2), placement
         share -= SHARE_STEP
@@ -139,48 +134,43 @@ def _largest_share(
 def plan_training(
     cluster: ClusterResources, workers: int, cpus_per_worker: float | None = None, gpus_per_worker: float = 0.0
 ) -> ResourcePlan:
-    """`faceray train`: CPUs per Ray Train worker (`cpus_per_worker` None = the most that fits beside Ray Data)."""
+    """`faceray train`: CPUs per Ray Train worker (`cpus_per_worker` None = the cluster's CPUs shared between them)."""
     requested = {
         "workers": workers,
         "cpus_per_worker": "auto" if cpus_per_worker is None else cpus_per_worker,
         "gpus_per_worker": gpus_per_worker,
     }
-    reserve = data_reserve(cluster)
     _check_gpus(cluster, "--gpus-per-worker", gpus_per_worker, workers, "worker")
     if cpus_per_worker is not None:
-        placement = pack([(cpus_per_worker, gpus_per_worker)] * workers, cluster, reserve)
+        placement = pack([(cpus_per_worker, gpus_per_worker)] * workers, cluster)
         if placement is None:
             return _refuse_or_wait(
                 "train",
                 requested,
                 cluster,
                 f"--workers {workers} with --cpus-per-worker {_number(cpus_per_worker)} needs "
-                f"{_number(workers * cpus_per_worker)} CPUs beside the {_number(reserve)} kept for Ray Data, each worker on "
-                f"one node; this cluster has {cluster.describe()}",
-                workers * cpus_per_worker + reserve,
+                f"{_number(workers * cpus_per_worker)} CPUs, each worker on one node; this cluster has "
+                f"{cluster.describe()}",
+                workers * cpus_per_worker,
                 {"workers": workers, "cpus_per_worker": cpus_per_worker, "gpus_per_worker": gpus_per_worker},
             )
         share = cpus_per_worker
     else:
-        fitted = _largest_share(
-            workers, gpus_per_worker, cluster, reserve, ceiling=max((cluster.cpus - reserve) / workers, 0)
-        )
+        fitted = _largest_share(workers, gpus_per_worker, cluster, ceiling=max(cluster.cpus / workers, 0))
         if fitted is None:
             return _refuse_or_wait(
                 "train",
                 requested,
                 cluster,
                 f"--workers {workers} needs {_number(workers * MIN_SHARE)} CPUs "
-                f"({_number(MIN_SHARE)} per worker at the least) beside the {_number(reserve)} kept for Ray Data; this cluster "
-                f"has {cluster.describe()}: use --workers {max(1, int((cluster.cpus - reserve) / MIN_SHARE))} or fewer",
-                workers * MIN_SHARE + reserve,
+                f"({_number(MIN_SHARE)} per worker at the least); this cluster has {cluster.describe()}: use --workers "
+                f"{max(1, int(cluster.cpus / MIN_SHARE))} or fewer",
+                workers * MIN_SHARE,
                 {"workers": workers, "cpus_per_worker": MIN_SHARE, "gpus_per_worker": gpus_per_worker},
             )
         share, placement = fitted
-    chosen = {"workers": workers, "cpus_per_worker": share, "gpus_per_worker": gpus_per_worker, "data_cpus": reserve}
-    return ResourcePlan(
-        "train", requested, cluster.describe(), chosen, placement, _busy(cluster, workers * share + reserve)
-    )
+    chosen = {"workers": workers, "cpus_per_worker": share, "gpus_per_worker": gpus_per_worker}
+    return ResourcePlan("train", requested, cluster.describe(), chosen, placement, _busy(cluster, workers * share))
 
 
 def plan_sweep(
@@ -204,9 +194,8 @@ def plan_sweep(
         "trial_cpus": "auto" if trial_cpus is None else trial_cpus,
         "gpus_per_worker": gpus_per_worker,
     }
-    reserve = 0.0 if workers == 1 else data_reserve(cluster)
     _check_gpus(cluster, "--gpus-per-worker", gpus_per_worker, workers, "trial worker")
-    usable = cluster.cpus - reserve
+    usable = cluster.cpus
     if max_concurrent is None:
         concurrent = max(1, min(trials, int(usable // workers)))
         if gpus_per_worker > 0 and cluster.gpus > 0:
@@ -215,11 +204,11 @@ def plan_sweep(
         concurrent = min(max_concurrent, trials)
     count = concurrent * workers
     if trial_cpus is not None:
-        placement = pack([(trial_cpus, gpus_per_worker)] * count, cluster, reserve)
+        placement = pack([(trial_cpus, gpus_per_worker)] * count, cluster)
         fitted = (trial_cpus, placement) if placement is not None else None
         need = f"{concurrent} trials x {workers} worker{_plural(workers)} x {_number(trial_cpus)} CPU (--trial-cpus)"
     else:
-        fitted = _largest_share(count, gpus_per_worker, cluster, reserve, ceiling=max(usable / count, 0))
+        fitted = _largest_share(count, gpus_per_worker, cluster, ceiling=max(usable / count, 0))
         need = f"{concurrent} trials x {workers} worker{_plural(workers)} x {_number(MIN_SHARE)} CPU at the least"
     if fitted is None:
         per_bundle = trial_cpus or MIN_SHARE
@@ -229,10 +218,9 @@ def plan_sweep(
             "sweep",
             requested,
             cluster,
-            f"{flag} needs {need} = {_number(count * per_bundle)} CPUs"
-            + (f" beside the {_number(reserve)} kept for Ray Data" if reserve else "")
-            + f"; this cluster has {cluster.describe()}: use --max-concurrent {fits} or fewer",
-            count * per_bundle + reserve,
+            f"{flag} needs {need} = {_number(count * per_bundle)} CPUs; this cluster has {cluster.describe()}: use "
+            f"--max-concurrent {fits} or fewer",
+            count * per_bundle,
             {"concurrent_trials": concurrent, "cpus_per_trial_worker": per_bundle, "workers_per_trial": workers},
         )
     share, placement = fitted
@@ -243,11 +231,7 @@ def plan_sweep(
         "gpus_per_worker": gpus_per_worker,
         "trial_runs": "in the Tune trial" if workers == 1 else "Ray Train",
     }
-    if reserve:
-        chosen["data_cpus"] = reserve
-    return ResourcePlan(
-        "sweep", requested, cluster.describe(), chosen, placement, _busy(cluster, count * share + reserve)
-    )
+    return ResourcePlan("sweep", requested, cluster.describe(), chosen, placement, _busy(cluster, count * share))
 
 
 def plan_serve(cluster: ClusterResources, replicas: int, replica_cpus: float) -> ResourcePlan:

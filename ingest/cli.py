@@ -57,11 +57,13 @@ def run_sample(arguments: argparse.Namespace) -> int:
 
 def run_ingest_command(arguments: argparse.Namespace) -> int:
     from faceray.runtime import init_ray
+    from faceray.stopping import graceful_stop
     from ingest.pipeline import run_ingest, summary_line
 
     config = resolve_config(IngestConfig, arguments, arguments.config, dataset=arguments.dataset)
-    init_ray(config.address or None, dashboard=False)
-    manifest = run_ingest(config, log=print)
+    init_ray(config.address or None, dashboard=False)  # before the handlers: ray.init installs its own for SIGTERM
+    with graceful_stop("the ingest", "finished chunks are kept", interrupt=True):
+        manifest = run_ingest(config, log=print)
     print(summary_line(manifest))
     print(f"manifest: {config.out}/manifest.json  rejects: {config.out}/rejects.csv", file=terminal_stderr())
     return 0

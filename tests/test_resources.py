@@ -21,23 +21,23 @@ TWO_NODES = ClusterResources((NodeResources(1, 0, "head"), NodeResources(1, 0, "
 
 @pytest.mark.parametrize(
     ("cluster", "workers", "share"),
-    [(ONE, 1, 0.75), (TWO, 1, 1.0), (TWO, 2, 0.5), (SIXTEEN, 4, 3.75), (SIXTEEN, 15, 1.0)],
+    [(ONE, 1, 1.0), (TWO, 1, 2.0), (TWO, 2, 1.0), (TWO, 3, 0.65), (SIXTEEN, 4, 4.0), (SIXTEEN, 15, 1.05)],
 )
-def test_training_takes_what_fits_beside_ray_data(cluster, workers, share):
-    plan = plan_training(cluster, workers)
+def test_training_shares_the_cluster_between_its_workers(cluster, workers, share):
+    plan = plan_training(cluster, workers)  # the workers read their own shards: no CPU is kept for Ray Data
     assert plan.chosen["cpus_per_worker"] == share
-    assert workers * share + plan.chosen["data_cpus"] <= cluster.cpus
+    assert workers * share <= cluster.cpus
 
 
 def test_training_that_cannot_fit_is_refused_with_the_flag_and_numbers():
     with pytest.raises(ResourceError) as caught:
-        plan_training(TWO, 3)
+        plan_training(TWO, 5)
     message = str(caught.value)
-    assert "--workers 3" in message and "2 CPUs" in message and "--workers 2 or fewer" in message
-    with pytest.raises(ResourceError, match="--cpus-per-worker 2"):
-        plan_training(TWO, 1, cpus_per_worker=2)
-    with pytest.raises(ResourceError, match="--workers 2"):
-        plan_training(ONE, 2)
+    assert "--workers 5" in message and "2 CPUs" in message and "--workers 4 or fewer" in message
+    with pytest.raises(ResourceError, match="--cpus-per-worker 3"):
+        plan_training(TWO, 1, cpus_per_worker=3)
+    with pytest.raises(ResourceError, match="--workers 3"):
+        plan_training(ONE, 3)
 
 
 def test_gpus_are_refused_without_gpus_and_counted_with_them():
@@ -62,8 +62,8 @@ def test_sweep_runs_trials_side_by_side_and_spreads_out_on_big_clusters():
     assert big.chosen["concurrent_trials"] == 4 and big.chosen["cpus_per_trial_worker"] == 4.0
     assert plan_sweep(SIXTEEN, trials=40).chosen["concurrent_trials"] == 16
     ray_train = plan_sweep(SIXTEEN, trials=4, workers=2)
-    assert ray_train.chosen["trial_runs"] == "Ray Train" and ray_train.chosen["data_cpus"] == 1.0
-    assert 4 * 2 * ray_train.chosen["cpus_per_trial_worker"] <= 15
+    assert ray_train.chosen["trial_runs"] == "Ray Train" and "data_cpus" not in ray_train.chosen
+    assert 4 * 2 * ray_train.chosen["cpus_per_trial_worker"] <= 16
 
 
 def test_sweep_beyond_the_minimum_share_is_refused():
@@ -91,7 +91,7 @@ def test_serve_replicas_must_fit():
 
 def test_an_autoscaling_cluster_waits_and_says_for_what():
     growing = ClusterResources(TWO.nodes, autoscaling=True)
-    plan = plan_training(growing, 3)
+    plan = plan_training(growing, 5)
     assert plan.notes and "waits for the autoscaler" in plan.line() and "2.5 CPUs" in plan.line()
 
 
@@ -100,11 +100,11 @@ def test_ingest_plan_and_the_saved_form():
     assert plan.chosen["decode_tasks_at_once"] == 2 and "more than the 2 CPUs" in plan.line()
     saved = plan_training(TWO, 1).to_dict()
     assert saved["requested"]["workers"] == 1 and saved["cluster"] == "2 CPUs, 0 GPUs on 1 node"
-    assert saved["chosen"]["cpus_per_worker"] == 1.0
+    assert saved["chosen"]["cpus_per_worker"] == 2.0
 
 
 def test_a_plan_that_fits_but_waits_for_busy_cpus_says_so():
     busy = ClusterResources(TWO.nodes, available_cpus=0.5)
     plan = plan_training(busy, 1)
-    assert plan.chosen["cpus_per_worker"] == 1.0 and "only 0.5 of 2 CPUs are free now" in plan.line()
+    assert plan.chosen["cpus_per_worker"] == 2.0 and "only 0.5 of 2 CPUs are free now" in plan.line()
     assert not plan_training(ClusterResources(TWO.nodes, available_cpus=2.0), 1).notes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from faceray.config import add_config_arguments, resolve_config
 from train.config import TrainConfig
@@ -81,12 +82,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_train(arguments: argparse.Namespace) -> int:
     from faceray.runtime import init_ray
+    from faceray.stopping import graceful_stop
     from train.pipeline import run_training, training_data
 
     config = resolve_config(TrainConfig, arguments, arguments.config)
     training_data(config.data, config.task)  # before Ray starts: a wrong --data or --task is refused at once
-    init_ray(config.address or None)
-    summary = run_training(config)
+    init_ray(config.address or None)  # before the handlers: ray.init installs its own for SIGTERM
+    with graceful_stop("training", "the last checkpoint is kept") as stop:
+        summary = run_training(config, stop=stop)
     evaluation = summary["evaluation"]
     print(
         f"model: {summary['out']}  {evaluation['split']} accuracy {evaluation['accuracy']:.3f} "
@@ -97,13 +100,16 @@ def run_train(arguments: argparse.Namespace) -> int:
 
 def run_sweep_command(arguments: argparse.Namespace) -> int:
     from faceray.runtime import init_ray
+    from faceray.stopping import graceful_stop
     from train.pipeline import training_data
     from train.sweep import format_table, run_sweep
 
     config = resolve_config(SweepConfig, arguments, arguments.config)
     training_data(config.data, config.task)
-    init_ray(config.address or None)
-    summary = run_sweep(config)
+    init_ray(config.address or None)  # before the handlers: ray.init installs its own for SIGTERM
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Tune's would replace faceray's (faceray.stopping)
+    with graceful_stop("the sweep", "finished trials and the trials' last checkpoints are kept", interrupt=True):
+        summary = run_sweep(config)
     print(format_table(summary["rows"], summary["space_keys"]))
     best = summary["best"]
     if best is None:

@@ -50,7 +50,7 @@ class TrainConfig:
     out: str = option("runs/train", "output model directory (local, s3:// or gs://)")
     seed: int = option(0, "random seed (weights, shuffling, augmentation)")
     cpus_per_worker: float | None = option(
-        None, "CPUs reserved per worker (default: the most that fits beside one CPU kept for Ray Data)"
+        None, "CPUs reserved per worker (default: the cluster's CPUs shared between the workers)"
     )
     gpus_per_worker: float = option(
         0.0, "GPUs per worker (0 = train on CPUs); refused at once on a cluster without GPUs"
@@ -63,6 +63,10 @@ class TrainConfig:
     )
     jit: bool = option(False, "compile the forward and backward pass with XLA")
     max_failures: int = option(1, "worker failures to recover from (restart from the last checkpoint)")
+    checkpoint_every: float = option(
+        10.0, "minutes between checkpoints inside an epoch (besides each epoch's end; 0: only at epoch ends)"
+    )
+    progress_every: float = option(30.0, "seconds between progress lines inside an epoch (0: only the first step)")
     crop_margin: float | None = option(
         None,
         "face-box margin per side (fraction of the box) the model expects; goes in the card (default: the crop "
@@ -88,6 +92,10 @@ class TrainConfig:
             problems.append(f"--lr: {self.lr} must be in (0, 1)")
         if self.cpus_per_worker is not None and self.cpus_per_worker <= 0:
             problems.append(f"--cpus-per-worker: {self.cpus_per_worker} must be > 0")
+        if self.checkpoint_every < 0:
+            problems.append(f"--checkpoint-every: {self.checkpoint_every} must be >= 0 (minutes)")
+        if self.progress_every < 0:
+            problems.append(f"--progress-every: {self.progress_every} must be >= 0 (seconds)")
         if self.gpus_per_worker < 0:
             problems.append(f"--gpus-per-worker: {self.gpus_per_worker} must be >= 0")
         problems += tracking_problems(self.tracking)

@@ -7,11 +7,10 @@ Keras 3 `model.fit` fails under MultiWorkerMirroredStrategy with 2+ workers, hen
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -19,54 +18,10 @@ import numpy as np
 import numpy.typing as npt
 import tensorflow as tf
 
+from train.state import PlateauState as PlateauState  # re-exported: the loop and its state in one import
+from train.state import TrainingState, read_training_state
+
 Batch = tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]
-
-
-@dataclass
-class PlateauState:
-    """Early stopping and reduce-LR-on-plateau on the validation loss (identical on every worker)."""
-
-    lr: float
-    best_loss: float = math.inf
-    best_epoch: int = -1
-    since_best: int = 0
-    since_lr_change: int = 0
-    stopped_early: bool = False
-
-    def update(
-        self, epoch: int, loss: float, patience: int, lr_patience: int, factor: float = 0.1, min_lr: float = 1e-6
-    ) -> bool:
-        """Record `loss` of `epoch`; returns True when it is the best so far. May lower `lr` or set `stopped_early`."""
-        improved = math.isfinite(loss) and loss < self.best_loss - 1e-6
-        if improved:
-            self.best_loss, self.best_epoch = loss, epoch
-            self.since_best = self.since_lr_change = 0
-        else:
-            self.since_best += 1
-            self.since_lr_change += 1
-            if self.since_lr_change >= lr_patience and self.lr > min_lr:
-                self.lr = max(min_lr, self.lr * factor)
-                self.since_lr_change = 0
-            if self.since_best >= patience:
-                self.stopped_early = True
-        return improved
-
-
-@dataclass
-class TrainingState:
-    """Everything needed to resume: next epoch, plateau state, per-epoch history."""
-
-    epoch: int = 0
-    plateau: PlateauState = field(default_factory=lambda: PlateauState(lr=1e-3))
-    history: list[dict[str, float]] = field(default_factory=list)
-
-    def to_json(self) -> str:
-        return json.dumps({"epoch": self.epoch, "plateau": asdict(self.plateau), "history": self.history})
-
-    @classmethod
-    def from_json(cls, text: str) -> TrainingState:
-        payload = json.loads(text)
-        return cls(epoch=payload["epoch"], plateau=PlateauState(**payload["plateau"]), history=payload["history"])
 
 
 class StepRunner:
@@ -116,17 +71,19 @@ class StepRunner:
                 loss = self.optimizer.scale_loss(loss)
         return per_example, probabilities, tape.gradient(loss, self.model.trainable_variables)
 
-    def _replica_train_step(self, images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    def _replica_train_step(
+        self, images: tf.Tensor, labels: tf.Tensor, control: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
         pixels = tf.cast(images, tf.float32)
         if self.augmenter is not None:
             pixels = self.augmenter(pixels, training=True)
         per_example, probabilities, gradients = self._gradients(pixels, labels)
         self.optimizer.apply_gradients(zip(gradients, self.model.trainable_variables))
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probabilities, -1), labels), tf.float32))
-        return tf.reduce_sum(per_example), correct, tf.cast(tf.shape(labels)[0], tf.float32)
+        return tf.reduce_sum(per_example), correct, tf.cast(tf.shape(labels)[0], tf.float32), control
 
-    def _distributed_train_step(self, images: tf.Tensor, labels: tf.Tensor) -> list[tf.Tensor]:
-        per_replica = self.strategy.run(self._replica_train_step, args=(images, labels))
+    def _distributed_train_step(self, images: tf.Tensor, labels: tf.Tensor, control: tf.Tensor) -> list[tf.Tensor]:
+        per_replica = self.strategy.run(self._replica_train_step, args=(images, labels, control))
         return [self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) for value in per_replica]
 
     def _local_eval_step(self, images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -134,10 +91,22 @@ class StepRunner:
         per_example = keras.losses.sparse_categorical_crossentropy(labels, probabilities)
         return tf.reduce_sum(per_example), tf.argmax(probabilities, -1)
 
-    def train_batch(self, images: npt.NDArray[np.uint8], labels: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
-        """One optimisation step on this worker's batch; returns [loss sum, correct, count] over all workers."""
-        values = self._train_step(tf.convert_to_tensor(images), tf.convert_to_tensor(labels, tf.int64))
-        return np.array([float(value) for value in values])
+    def train_batch(
+        self,
+        images: npt.NDArray[np.uint8],
+        labels: npt.NDArray[np.int64],
+        control: tuple[float, float] = (0.0, 0.0),
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """One optimisation step on this worker's batch; returns ([loss sum, correct, count], control) summed over
+        all workers. `control` is this worker's (stop wanted, checkpoint due): summed in the same collective as the
+        step's metrics, so every worker learns at the same step that one of them asked."""
+        values = self._train_step(
+            tf.convert_to_tensor(images),
+            tf.convert_to_tensor(labels, tf.int64),
+            tf.constant(control, tf.float32),
+        )
+        loss_sum, correct, count, summed = (value.numpy() for value in values)
+        return np.array([loss_sum, correct, count], np.float64), np.asarray(summed, np.float64)
 
     def evaluate_batches(self, batches: Iterable[Batch]) -> npt.NDArray[np.float64]:
         """[loss sum, correct, count] of this worker's batches, summed over all workers (one collective)."""
@@ -176,15 +145,6 @@ def save_training_state(
     (folder / "state.json").write_text(state.to_json())
 
 
-def read_training_state(folder: Path) -> tuple[TrainingState, list[np.ndarray] | None]:
-    """The state and the best weights (None if none were saved) that `save_training_state` wrote into `folder`."""
-    best = None
-    if (folder / "best_weights.npz").exists():
-        with np.load(folder / "best_weights.npz") as arrays:
-            best = [arrays[f"arr_{index}"] for index in range(len(arrays.files))]
-    return TrainingState.from_json((folder / "state.json").read_text()), best
-
-
 def restore_training_state(
     folder: Path, model: keras.Model, optimizer: keras.optimizers.Optimizer
 ) -> tuple[TrainingState, list[np.ndarray] | None]:
@@ -199,11 +159,75 @@ def restore_training_state(
     return read_training_state(folder)
 
 
+@dataclass
+class EpochFeed:
+    """An epoch's batches for this worker: `steps(epoch)` (the same on every worker) and `batches(epoch, start_step)`,
+    which yields the batches of steps start_step.. of that epoch in its fixed order (train.feed)."""
+
+    steps: Callable[[int], int]
+    batches: Callable[[int, int], Iterable[Batch]]
+
+
+@dataclass
+class Checkpoints:
+    """When to save inside an epoch, and how: `save(state, best_weights)` runs on every worker at the same step
+    (rank 0 writes); `every_s` seconds between saves inside an epoch (0: only at epoch ends, by `on_epoch_end`);
+    `stop_wanted()` says this worker was asked to stop (a signal reached the driver)."""
+
+    save: Callable[[TrainingState, list[np.ndarray] | None], None]
+    every_s: float = 0.0
+    stop_wanted: Callable[[], bool] = lambda: False
+
+
+class Progress:
+    """Lines inside an epoch: at the first step of a run (its time includes tracing the step) and then every
+    `every_s` seconds: step/steps, loss, accuracy, images/s (all workers, since the first step) and the epoch's ETA."""
+
+    def __init__(self, log: Callable[[str], None] | None, every_s: float, epochs: int) -> None:
+        self.log, self.every_s, self.epochs = log, every_s, epochs
+        self.epoch_start = self.started = self.last = 0.0
+        self.images = 0.0
+        self.steps = 0
+        self.traced = False
+
+    def start_epoch(self) -> None:
+        self.epoch_start = self.started = self.last = time.perf_counter()
+        self.images = 0.0
+        self.steps = 0
+
+    def step(self, epoch: int, step: int, steps: int, totals: npt.NDArray[np.float64], images: float) -> None:
+        now = time.perf_counter()
+        head = f"epoch {epoch + 1}/{self.epochs}  step {step}/{steps}  "
+        metrics = f"loss {totals[0] / max(totals[2], 1):.4f}  acc {totals[1] / max(totals[2], 1):.3f}"
+        if not self.traced:  # the run's first step: timed on its own, the rates start after it
+            self.traced = True
+            self.started = self.last = now
+            if self.log is not None:
+                self.log(f"{head}{metrics}  first step {now - self.epoch_start:.1f} s")
+            return
+        self.images += images
+        self.steps += 1
+        if self.log is None or self.every_s <= 0 or now - self.last < self.every_s or step >= steps:
+            return
+        self.last = now
+        elapsed = max(now - self.started, 1e-9)
+        remaining = (steps - step) * elapsed / self.steps
+        self.log(f"{head}{metrics}  {self.images / elapsed:.0f} img/s  ETA {format_duration(remaining)}")
+
+
+def format_duration(seconds: float) -> str:
+    """`1:02:03` or `2:03` (h:mm:ss or m:ss)."""
+    whole = int(round(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
 def run_epochs(
     runner: StepRunner,
     state: TrainingState,
     epochs: int,
-    train_batches: Callable[[int], Iterable[Batch]],
+    feed: EpochFeed,
     val_batches: Callable[[], Iterable[Batch]] | None,
     patience: int,
     lr_patience: int,
@@ -212,22 +236,47 @@ def run_epochs(
     before_epoch: Callable[[int], None] | None = None,
     log: Callable[[str], None] | None = print,
     extra_metrics: dict[str, float] | None = None,
+    checkpoints: Checkpoints | None = None,
+    progress_every_s: float = 30.0,
 ) -> list[np.ndarray] | None:
-    """Train from `state.epoch` to `epochs` (or an early stop); returns the best weights (by validation loss,
-    or the last when there is no validation data). `on_epoch_end(metrics, state, best_weights)` runs on every
-    worker after every epoch (it reports and checkpoints)."""
+    """Train from `state.epoch`, step `state.step`, to `epochs` (or an early stop, or a stop request); returns the
+    best weights (by validation loss, or the last when there is no validation data). `on_epoch_end(metrics, state,
+    best_weights)` runs on every worker after every epoch (it reports and checkpoints); `checkpoints` saves inside
+    an epoch and stops on request (then `state.stopped` is True and `state.step` says where)."""
     runner.optimizer.learning_rate.assign(state.plateau.lr)
+    progress = Progress(log, progress_every_s, epochs)
+    last_save = time.perf_counter()
     while state.epoch < epochs and not state.plateau.stopped_early:
         epoch = state.epoch
         if before_epoch is not None:
             before_epoch(epoch)
-        started = time.perf_counter()
-        totals = np.zeros(3)
-        for images, labels in train_batches(epoch):
-            totals += runner.train_batch(images, labels)
-        seconds = time.perf_counter() - started
-        if totals[2] == 0:
+        steps = feed.steps(epoch)
+        if steps == 0:
             raise ValueError("no training batch: the training split is smaller than one batch per worker")
+        started = time.perf_counter()
+        totals = np.array(state.partial, np.float64)
+        progress.start_epoch()
+        step = state.step
+        control = np.zeros(2)
+        for images, labels in feed.batches(epoch, step):
+            due = checkpoints is not None and 0 < checkpoints.every_s <= time.perf_counter() - last_save
+            stop = checkpoints is not None and checkpoints.stop_wanted()
+            values, control = runner.train_batch(images, labels, (float(stop), float(due)))
+            totals += values
+            step += 1
+            progress.step(epoch, step, steps, totals, values[2])
+            if checkpoints is not None and (control[0] > 0 or control[1] > 0) and step < steps:
+                state.step, state.partial = step, totals.tolist()
+                state.partial_s += time.perf_counter() - started
+                started = time.perf_counter()
+                checkpoints.save(state, best_weights)
+                last_save = time.perf_counter()
+                if control[0] > 0:
+                    state.stopped = True
+                    return best_weights
+        if step != steps:
+            raise RuntimeError(f"the feed gave {step} of the epoch's {steps} steps")
+        seconds = state.partial_s + time.perf_counter() - started
         metrics = {
             "epoch": epoch + 1,
             "loss": totals[0] / totals[2],
@@ -252,11 +301,15 @@ def run_epochs(
         runner.optimizer.learning_rate.assign(state.plateau.lr)
         metrics["best_epoch"] = state.plateau.best_epoch + 1
         metrics["best_val_loss" if val_batches is not None else "best_loss"] = state.plateau.best_loss
-        state.epoch = epoch + 1
+        state.epoch, state.step, state.partial, state.partial_s = epoch + 1, 0, [0.0, 0.0, 0.0], 0.0
         state.history.append({key: float(value) for key, value in metrics.items()})
         if log is not None:
             log(format_epoch(metrics, epochs))
         on_epoch_end(metrics, state, best_weights)
+        last_save = time.perf_counter()
+        if checkpoints is not None and control[0] > 0:  # asked during the epoch's last step: the epoch's save holds
+            state.stopped = True
+            return best_weights
     return best_weights
 
 

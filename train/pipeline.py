@@ -32,13 +32,13 @@ from faceray.shards import (
     shard_files,
     verified_manifest,
 )
+from faceray.stopping import StopRequest
 from faceray.storage import Location, local_copy, local_folder, staging_folder, upload_folder
 from train.config import TrainConfig
 
 RAY_RESULTS = "ray_results"
 EPOCH_LOG = "epochs.log"  # the workers' epoch lines, relayed to the console (a local file; not uploaded)
 RUN_NAME = "train"
-MATERIALIZE_LIMIT_BYTES = 1 << 30  # small datasets are held in the object store (no read tasks competing with training)
 
 
 def label_counts(data_dir: str | Path | Location, split: str, num_classes: int) -> np.ndarray:
@@ -63,12 +63,6 @@ def class_weights_for(counts: np.ndarray) -> np.ndarray:
     weights = np.zeros(len(counts), np.float32)
     weights[present] = counts.sum() / (present.sum() * counts[present])
     return weights
-
-
-def _downsample_batch(batch: dict[str, np.ndarray], keep: list[float]) -> dict[str, np.ndarray]:
-    """Keep each row with its class's probability (a fresh random draw every epoch)."""
-    mask = np.random.default_rng().random(len(batch["label"])) < np.asarray(keep)[batch["label"]]
-    return {name: values[mask] for name, values in batch.items()}
 
 
 class EpochLog:
@@ -120,11 +114,22 @@ class follow_lines:
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """Ray Train worker: build the model under MultiWorkerMirroredStrategy, restore, train, report each epoch."""
+    """Ray Train worker: build the model under MultiWorkerMirroredStrategy, restore, train on this worker's part of
+    each epoch (train.feed: its own shard reads, an order fixed by the seed), report each epoch and, every
+    --checkpoint-every minutes or when the driver asks to stop, a checkpoint inside the epoch."""
     import ray.train
     import tensorflow as tf
 
-    from train.loop import PlateauState, TrainingState, restore_training_state, run_epochs, save_training_state
+    from train.feed import FeedPlan, prefetched, split_batches, worker_batches
+    from train.loop import (
+        Checkpoints,
+        EpochFeed,
+        PlateauState,
+        TrainingState,
+        restore_training_state,
+        run_epochs,
+        save_training_state,
+    )
     from train.precision import check_gpus
 
     config = TrainConfig(**loop_config["config"])
@@ -154,30 +159,25 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             state, best = restore_training_state(Path(folder), model, optimizer)
     fresh = checkpoint is None
 
-    train_shard = ray.train.get_dataset_shard("train")
-    val_shard = ray.train.get_dataset_shard("val") if loop_config["has_val"] else None
-
-    def train_batches(epoch: int):
-        for batch in train_shard.iter_batches(
-            batch_size=config.batch_size,
-            prefetch_batches=4 if gpus else 1,  # a GPU consumes batches faster: keep more decoded ahead
-            drop_last=True,
-            batch_format="numpy",
-            local_shuffle_buffer_size=max(8 * config.batch_size, 512),
-            local_shuffle_seed=config.seed + 7919 * epoch + rank,
-        ):
-            yield batch["image"], batch["label"]
+    data = Location.of(loop_config["data"])
+    plan = FeedPlan.read(data, loop_config["train_splits"])
+    keep = loop_config["keep"]
+    feed = EpochFeed(
+        steps=lambda epoch: plan.steps(config.batch_size, config.seed, epoch, world, keep),
+        batches=lambda epoch, start: prefetched(
+            worker_batches(plan, config.batch_size, config.seed, epoch, rank, world, keep, start),
+            depth=4 if gpus else 2,  # a GPU consumes batches faster: keep more decoded ahead
+        ),
+    )
 
     def val_batches():
-        assert val_shard is not None
-        for batch in val_shard.iter_batches(batch_size=256, batch_format="numpy"):
-            yield batch["image"], batch["label"]
+        return split_batches(data, "val", 256, rank, world)
 
     def before_epoch(epoch: int) -> None:
         if fresh and epoch == config.fail_at_epoch and rank == world - 1:
             raise RuntimeError(f"injected failure at epoch {epoch + 1} (fail_at_epoch, for tests)")
 
-    def on_epoch_end(metrics: dict[str, float], state: TrainingState, best_weights: list[np.ndarray] | None) -> None:
+    def report(metrics: dict[str, float], state: TrainingState, best_weights: list[np.ndarray] | None) -> None:
         with tempfile.TemporaryDirectory() as folder:
             saved = None
             if rank == 0:
@@ -185,20 +185,64 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 saved = ray.train.Checkpoint.from_directory(folder)
             ray.train.report({key: float(value) for key, value in metrics.items()}, checkpoint=saved)
 
+    def save_inside_epoch(state: TrainingState, best_weights: list[np.ndarray] | None) -> None:
+        report({"epoch": state.epoch, "step": state.step}, state, best_weights)
+
+    stop_wanted = watch_stop_flag(loop_config.get("stop_flag"))
     run_epochs(
         runner,
         state,
         loop_config["epochs"],
-        train_batches,
-        val_batches if val_shard is not None else None,
+        feed,
+        val_batches if loop_config["has_val"] else None,
         config.patience,
         config.lr_patience,
-        on_epoch_end,
+        report,
         best_weights=best,
         before_epoch=before_epoch,
         log=EpochLog(loop_config["progress_file"]) if rank == 0 and loop_config.get("progress_file") else None,
         extra_metrics={"workers": float(world)},
+        checkpoints=Checkpoints(save_inside_epoch, loop_config["checkpoint_every_s"], stop_wanted),
+        progress_every_s=config.progress_every,
     )
+
+
+def make_stop_flag() -> str:
+    """A fresh key in Ray's key-value store (the GCS) that the driver sets when asked to stop; every worker polls
+    it (`watch_stop_flag`). No actor: a process of its own would cost ~60 MB for one bit."""
+    import uuid
+
+    return f"faceray-stop-{uuid.uuid4().hex}"
+
+
+def set_stop_flag(key: str) -> None:
+    from ray.experimental.internal_kv import _internal_kv_put
+
+    _internal_kv_put(key, b"1", namespace="faceray")
+
+
+def watch_stop_flag(key: str | None, interval_s: float = 0.5) -> Any:
+    """A function that says whether the driver's stop flag `key` is set, polled by a daemon thread every
+    `interval_s` (None: a function that is always False)."""
+    import threading
+
+    if not key:
+        return lambda: False
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    asked = threading.Event()
+
+    def poll() -> None:
+        while not asked.is_set():
+            try:
+                if _internal_kv_get(key, namespace="faceray"):
+                    asked.set()
+            except Exception:  # the GCS is gone: the run is ending anyway
+                asked.set()
+            asked.wait(interval_s)
+
+    threading.Thread(target=poll, daemon=True, name="faceray-stop-flag").start()
+    return asked.is_set
 
 
 def build_runner(config: TrainConfig, settings: dict[str, Any], strategy: Any, global_batch_size: int) -> Any:
@@ -302,6 +346,9 @@ def loop_settings(config: TrainConfig, setup: RunSetup) -> dict[str, Any]:
         "class_weights": class_weights_for(setup.counts).tolist() if config.balance == "class-weight" else None,
         "has_val": setup.use_val,
         "epochs": config.final_epochs if setup.final and config.final_epochs else config.epochs,
+        "data": setup.data.uri,
+        "train_splits": list(setup.train_splits),
+        "keep": setup.keep_fractions() if config.balance == "downsample" else None,
     }
 
 
@@ -312,17 +359,32 @@ def check_output(config: TrainConfig, out: Location) -> None:
         return
     previous = json.loads(saved.read_text())
     current = config_to_dict(config)
-    ignored = {"address", "out", "fail_at_epoch", "max_failures", "cpus_per_worker", "gpus_per_worker", "tracking"}
+    ignored = {
+        "address",
+        "out",
+        "fail_at_epoch",
+        "max_failures",
+        "cpus_per_worker",
+        "gpus_per_worker",
+        "tracking",
+        "checkpoint_every",
+        "progress_every",
+    }
     differing = sorted(key for key in current if key not in ignored and previous.get(key) != current[key])
     if differing:
         raise ConfigError(f"--out: {out} holds a run with other settings ({', '.join(differing)}); use another --out")
 
 
-def run_training(config: TrainConfig, callbacks: list[Any] | None = None, log: Any = print) -> dict[str, Any]:
+def run_training(
+    config: TrainConfig, callbacks: list[Any] | None = None, log: Any = print, stop: StopRequest | None = None
+) -> dict[str, Any]:
     """Train with Ray Train, write the model directory, evaluate; returns a summary. Ray must be initialised.
 
     The resource plan (faceray.resources.plan_training) is made first: a request the cluster cannot hold fails
-    here, in seconds, and the plan goes into train_config.json and, through `log`, to the console."""
+    here, in seconds, and the plan goes into train_config.json and, through `log`, to the console. With `stop`
+    (faceray.stopping.graceful_stop), a signal makes the workers save a checkpoint at their next step and return;
+    then `Stopped` is raised with the epoch and step to resume from. Runs with `callbacks` (a sweep's Ray Train
+    trials) checkpoint at epoch ends only: each report is a result to Tune."""
     from faceray.resources import plan_training
     from faceray.runtime import read_cluster
 
@@ -332,59 +394,52 @@ def run_training(config: TrainConfig, callbacks: list[Any] | None = None, log: A
     target = location(config.out, "--out", output=True)
     with staging_folder(target) as work:
         setup = prepare_run(config, target, work, plan.to_dict())
-        datasets = training_datasets(config, setup)
         progress_file = setup.out / EPOCH_LOG if log is not None else None
-        trainer = make_trainer(config, setup, plan, datasets, callbacks, progress_file)
+        flag = None
+        if stop is not None:
+            if stop.requested:
+                raise stop.stopped("before training started (nothing to keep)")
+            flag = make_stop_flag()
+            stop.on_request(lambda: set_stop_flag(flag))
+        trainer = make_trainer(config, setup, plan, callbacks, progress_file, flag)
         state, best_weights = fit_trainer(trainer, plan, progress_file, log)
+        if stop is not None and stop.requested:
+            raise stop.stopped(stopped_where(state))
+        if best_weights is None:
+            raise RuntimeError("training finished without best weights in its checkpoint")
         return write_outputs(config, setup, state, best_weights)
 
 
-def training_datasets(config: TrainConfig, setup: RunSetup) -> dict[str, Any]:
-    """The Ray Datasets the workers read: "train" (train+val for a final run; held in the object store when small,
-    blocks in random order, downsampled per epoch with --balance downsample) and "val" when validating."""
-    import ray  # Ray Train and TensorFlow are imported only once the plan fits
-
-    from train.dataset import read_split_dataset
-
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
-    context.print_on_execution_start = False
-    train_dataset = read_split_dataset(setup.data, "train")
-    val_dataset = read_split_dataset(setup.data, "val") if "val" in setup.train_splits or setup.use_val else None
-    if "val" in setup.train_splits:
-        train_dataset = train_dataset.union(val_dataset)
-    image_bytes = int(np.prod(setup.meta.image_shape))
-    if setup.counts.sum() * image_bytes < MATERIALIZE_LIMIT_BYTES:
-        train_dataset = train_dataset.materialize()
-        if setup.use_val and val_dataset is not None:
-            val_dataset = val_dataset.materialize()
-    train_dataset = train_dataset.randomize_block_order()
-    if config.balance == "downsample":
-        train_dataset = train_dataset.map_batches(
-            _downsample_batch, fn_kwargs={"keep": setup.keep_fractions()}, batch_format="numpy"
-        )
-    datasets = {"train": train_dataset}
-    if setup.use_val:
-        datasets["val"] = val_dataset
-    return datasets
+def stopped_where(state: Any) -> str:
+    """Where a stopped run's last checkpoint is: "at epoch 2, step 340" (1-based epoch) or "after epoch 2"."""
+    return f"at epoch {state.epoch + 1}, step {state.step}" if state.step else f"after epoch {state.epoch}"
 
 
 def make_trainer(
     config: TrainConfig,
     setup: RunSetup,
     plan: Any,
-    datasets: dict[str, Any],
     callbacks: list[Any] | None,
     progress_file: Path | None,
+    stop_flag: str | None = None,
 ) -> Any:
-    """The TensorflowTrainer of this run: the plan's CPUs per worker, checkpoints ranked by the monitored loss."""
+    """The Ray Train trainer of this run (TensorFlow's TF_CONFIG set up by train.tf_backend): the plan's CPUs per worker, the two latest checkpoints kept (each holds
+    the best weights so far)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.tensorflow import TensorflowTrainer
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
-    monitored = "val_loss" if setup.use_val else "loss"
-    return TensorflowTrainer(
+    from train.tf_backend import TensorflowEnvironment
+
+    checkpoint_every_s = 0.0 if callbacks else config.checkpoint_every * 60
+    return DataParallelTrainer(
         train_loop_per_worker,
-        train_loop_config={**loop_settings(config, setup), "progress_file": str(progress_file or "")},
+        backend_config=TensorflowEnvironment(),
+        train_loop_config={
+            **loop_settings(config, setup),
+            "progress_file": str(progress_file or ""),
+            "checkpoint_every_s": checkpoint_every_s,
+            "stop_flag": stop_flag,
+        },
         scaling_config=ScalingConfig(
             num_workers=config.workers,
             use_gpu=config.gpus_per_worker > 0,
@@ -393,7 +448,6 @@ def make_trainer(
                 **({"GPU": config.gpus_per_worker} if config.gpus_per_worker else {}),
             },
         ),
-        datasets=datasets,
         run_config=RunConfig(
             name=RUN_NAME,
             storage_path=(setup.target / RAY_RESULTS).path,  # locally the same folder as setup.out's
@@ -401,25 +455,24 @@ def make_trainer(
             # controller_failure_limit 0: a worker group that cannot start (its start-up timeout,
             # RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S) ends the run with an error instead of retrying forever.
             failure_config=FailureConfig(max_failures=config.max_failures, controller_failure_limit=0),
-            checkpoint_config=CheckpointConfig(
-                num_to_keep=2, checkpoint_score_attribute=monitored, checkpoint_score_order="min"
-            ),
+            # The latest checkpoints, not the best: one inside an epoch is where a stopped run resumes.
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
             callbacks=callbacks,
         ),
     )
 
 
-def fit_trainer(trainer: Any, plan: Any, progress_file: Path | None, log: Any) -> tuple[Any, list[np.ndarray]]:
+def fit_trainer(trainer: Any, plan: Any, progress_file: Path | None, log: Any) -> tuple[Any, list[np.ndarray] | None]:
     """Run the trainer (relaying the workers' epoch lines from `progress_file` to `log`); returns the training
-    state and best weights of its last checkpoint. A worker group that could not start is said in the plan's words."""
-    from train.loop import read_training_state
+    state and best weights (None in a run stopped inside its first epoch) of its last checkpoint. A worker group that could not start is said in the plan's words."""
+    from train.state import read_training_state
 
     try:
         if progress_file is not None:
             with follow_lines(progress_file, log):
-                result = trainer.fit()
+                result = fit_in_thread(trainer)
         else:
-            result = trainer.fit()
+            result = fit_in_thread(trainer)
     except Exception as error:
         raise _explain_start_timeout(error, plan) from error
     if result.error is not None:
@@ -427,10 +480,29 @@ def fit_trainer(trainer: Any, plan: Any, progress_file: Path | None, log: Any) -
     if result.checkpoint is None:
         raise RuntimeError("training finished without a checkpoint")
     with result.checkpoint.as_directory() as folder:
-        state, best_weights = read_training_state(Path(folder))
-    if best_weights is None:
-        raise RuntimeError("training finished without best weights in its checkpoint")
-    return state, best_weights
+        return read_training_state(Path(folder))
+
+
+def fit_in_thread(trainer: Any) -> Any:
+    """`trainer.fit()` in a helper thread, the main thread waiting: Ray Train then installs no SIGINT handler of its
+    own (it would abort the workers without a checkpoint), and faceray.stopping's handlers run at once."""
+    import threading
+
+    outcome: dict[str, Any] = {}
+
+    def fit() -> None:
+        try:
+            outcome["result"] = trainer.fit()
+        except BaseException as error:  # raised again in the main thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=fit, daemon=True, name="faceray-train-fit")
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.2)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
 
 
 def _explain_start_timeout(error: BaseException, plan: Any) -> BaseException:
@@ -481,8 +553,15 @@ def _train_in_process(
 ) -> dict[str, Any]:
     import tensorflow as tf
 
-    from train.feed import shuffled_batches, split_batches
-    from train.loop import PlateauState, TrainingState, restore_training_state, run_epochs, save_training_state
+    from train.feed import FeedPlan, prefetched, split_batches, worker_batches
+    from train.loop import (
+        EpochFeed,
+        PlateauState,
+        TrainingState,
+        restore_training_state,
+        run_epochs,
+        save_training_state,
+    )
 
     settings = loop_settings(config, setup)
     runner = build_runner(config, settings, tf.distribute.get_strategy(), config.batch_size)
@@ -490,7 +569,14 @@ def _train_in_process(
     state, best = TrainingState(plateau=PlateauState(lr=config.lr)), None
     if restore_from is not None:
         state, best = restore_training_state(restore_from, model, optimizer)
-    keep = setup.keep_fractions() if config.balance == "downsample" else None
+    keep = settings["keep"]
+    plan = FeedPlan.read(setup.data, setup.train_splits)
+    feed = EpochFeed(
+        steps=lambda epoch: plan.steps(config.batch_size, config.seed, epoch, 1, keep),
+        batches=lambda epoch, start: prefetched(
+            worker_batches(plan, config.batch_size, config.seed, epoch, keep=keep, start_step=start)
+        ),
+    )
 
     def before_epoch(epoch: int) -> None:
         if restore_from is None and epoch == config.fail_at_epoch:
@@ -511,7 +597,7 @@ def _train_in_process(
         runner,
         state,
         settings["epochs"],
-        lambda epoch: shuffled_batches(setup.data, setup.train_splits, config.batch_size, config.seed, epoch, keep),
+        feed,
         (lambda: split_batches(setup.data, "val")) if setup.use_val else None,
         config.patience,
         config.lr_patience,
@@ -520,6 +606,7 @@ def _train_in_process(
         before_epoch=before_epoch,
         log=log,
         extra_metrics={"workers": 1.0},
+        progress_every_s=config.progress_every,
     )
     return summary or write_outputs(config, setup, state, best)
 

@@ -146,12 +146,12 @@ def test_task_mismatch_is_a_clear_error(fer_data, tmp_path):
 
 
 def test_a_request_the_cluster_cannot_hold_is_refused_before_anything_starts(fer_data, tmp_path):
-    """Issue 18: `--workers 3` on the 2-CPU test cluster, or a GPU on a cluster without one, fails with the flag and
+    """Issue 18: `--workers 5` on the 2-CPU test cluster, or a GPU on a cluster without one, fails with the flag and
     the numbers, and no output folder is made (nothing ran)."""
     from faceray.resources import ResourceError
 
-    with pytest.raises(ResourceError, match="--workers 3 needs .* this cluster has 2 CPUs"):
-        run_training(config_for(fer_data, tmp_path / "three", workers=3))
+    with pytest.raises(ResourceError, match="--workers 5 needs .* this cluster has 2 CPUs"):
+        run_training(config_for(fer_data, tmp_path / "three", workers=5))
     with pytest.raises(ResourceError, match="no GPU"):
         run_training(config_for(fer_data, tmp_path / "gpu", gpus_per_worker=1))
     assert not (tmp_path / "three").exists() and not (tmp_path / "gpu").exists()
