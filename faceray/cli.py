@@ -151,7 +151,7 @@ def _mark_leaves(parser: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `faceray` console command; returns the exit status."""
     from faceray.runtime import use_loopback_environment
-    from faceray.stopping import Stopped
+    from faceray.stopping import Stopped, exit_now
 
     use_loopback_environment()
     parser = build_parser()
@@ -171,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"faceray {arguments.command}: {error}\n")
     except Stopped as stopped:
         print(f"faceray {arguments.command}: {stopped.line}", file=sys.stderr, flush=True)
+        exit_now(stopped.code)  # what is kept is saved: Ray's processes end now, not in Python's slow shutdown
         return stopped.code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

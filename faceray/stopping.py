@@ -134,9 +134,36 @@ def _write_stderr(line: str) -> None:
 
 
 def _flush_and_exit(code: int) -> None:
-    """Exit the process now (from a watchdog thread or a handler): flush what was printed, skip Python's shutdown
-    (it would wait for Ray's threads). The embedded Ray's processes die with their parent."""
+    """End the process now (from a watchdog thread or a handler): flush what was printed, end this process's
+    descendants (an embedded Ray's GCS, raylet and workers: `end_descendants`) and skip Python's shutdown (it would
+    wait for Ray's threads and processes)."""
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
+    end_descendants()
     os._exit(code)
+
+
+def exit_now(code: int) -> None:
+    """What a command stopped on a signal does after printing its stop line: everything worth keeping is saved, so
+    the process ends at once (`_flush_and_exit`) instead of waiting for Ray's own shutdown."""
+    _flush_and_exit(code)
+
+
+def end_descendants(timeout_s: float = 0.5) -> int:
+    """SIGTERM to every descendant process of this one, SIGKILL to those left after `timeout_s`; returns how many
+    there were. A driver that joined a cluster has none: the cluster's processes are not its children."""
+    import psutil
+
+    try:
+        children = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return 0
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            child.terminate()
+    _, alive = psutil.wait_procs(children, timeout=timeout_s)
+    for child in alive:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    return len(children)

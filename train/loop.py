@@ -269,10 +269,10 @@ def run_epochs(
                 state.step, state.partial = step, totals.tolist()
                 state.partial_s += time.perf_counter() - started
                 started = time.perf_counter()
+                state.stopped = bool(control[0] > 0)
                 checkpoints.save(state, best_weights)
                 last_save = time.perf_counter()
-                if control[0] > 0:
-                    state.stopped = True
+                if state.stopped:
                     return best_weights
         if step != steps:
             raise RuntimeError(f"the feed gave {step} of the epoch's {steps} steps")

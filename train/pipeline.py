@@ -186,7 +186,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             ray.train.report({key: float(value) for key, value in metrics.items()}, checkpoint=saved)
 
     def save_inside_epoch(state: TrainingState, best_weights: list[np.ndarray] | None) -> None:
-        report({"epoch": state.epoch, "step": state.step}, state, best_weights)
+        # "stopped": the driver sees this checkpoint registered and ends the run without waiting for Ray Train's
+        # teardown (`stop_checkpoint`).
+        report({"epoch": state.epoch, "step": state.step, "stopped": float(state.stopped)}, state, best_weights)
 
     stop_wanted = watch_stop_flag(loop_config.get("stop_flag"))
     run_epochs(
@@ -402,12 +404,40 @@ def run_training(
             flag = make_stop_flag()
             stop.on_request(lambda: set_stop_flag(flag))
         trainer = make_trainer(config, setup, plan, callbacks, progress_file, flag)
-        state, best_weights = fit_trainer(trainer, plan, progress_file, log)
+        before = latest_checkpoint_name(setup.target)  # a stop made by an earlier run is not this one's
+        saved = (
+            (lambda: stop_checkpoint(setup.target, before) if stop.requested else None) if stop is not None else None
+        )
+        state, best_weights = fit_trainer(trainer, plan, progress_file, log, saved)
         if stop is not None and stop.requested:
             raise stop.stopped(stopped_where(state))
         if best_weights is None:
             raise RuntimeError("training finished without best weights in its checkpoint")
         return write_outputs(config, setup, state, best_weights)
+
+
+def latest_checkpoint(target: Location) -> dict[str, Any]:
+    """Ray Train's record of the run's latest checkpoint ({"checkpoint_dir_name", "metrics"}; {} when none), from
+    its checkpoint_manager_snapshot.json in OUT/ray_results."""
+    snapshot = target / RAY_RESULTS / RUN_NAME / "checkpoint_manager_snapshot.json"
+    try:
+        return json.loads(snapshot.read_text()).get("latest_checkpoint_result") or {}
+    except (OSError, ValueError):
+        return {}
+
+
+def latest_checkpoint_name(target: Location) -> str | None:
+    return latest_checkpoint(target).get("checkpoint_dir_name")
+
+
+def stop_checkpoint(target: Location, before: str | None) -> Location | None:
+    """The checkpoint a stop request made in this run (not `before`, the latest when it started), once Ray Train
+    has registered it as the run's latest, else None. The run can end from then on: rerunning resumes from it."""
+    latest = latest_checkpoint(target)
+    name = latest.get("checkpoint_dir_name")
+    if not name or name == before or not (latest.get("metrics") or {}).get("stopped"):
+        return None
+    return target / RAY_RESULTS / RUN_NAME / name
 
 
 def stopped_where(state: Any) -> str:
@@ -462,19 +492,26 @@ def make_trainer(
     )
 
 
-def fit_trainer(trainer: Any, plan: Any, progress_file: Path | None, log: Any) -> tuple[Any, list[np.ndarray] | None]:
+def fit_trainer(
+    trainer: Any, plan: Any, progress_file: Path | None, log: Any, saved_early: Any = None
+) -> tuple[Any, list[np.ndarray] | None]:
     """Run the trainer (relaying the workers' epoch lines from `progress_file` to `log`); returns the training
-    state and best weights (None in a run stopped inside its first epoch) of its last checkpoint. A worker group that could not start is said in the plan's words."""
+    state and best weights (None in a run stopped inside its first epoch) of its last checkpoint, or of the checkpoint
+    `saved_early()` returns as soon as it returns one (a stopped run: Ray Train's teardown is not waited for). A
+    worker group that could not start is said in the plan's words."""
     from train.state import read_training_state
 
     try:
         if progress_file is not None:
             with follow_lines(progress_file, log):
-                result = fit_in_thread(trainer)
+                result = fit_in_thread(trainer, saved_early)
         else:
-            result = fit_in_thread(trainer)
+            result = fit_in_thread(trainer, saved_early)
     except Exception as error:
         raise _explain_start_timeout(error, plan) from error
+    if isinstance(result, Location):
+        with local_copy(result) as folder:
+            return read_training_state(Path(folder))
     if result.error is not None:
         raise _explain_start_timeout(result.error, plan)
     if result.checkpoint is None:
@@ -483,9 +520,10 @@ def fit_trainer(trainer: Any, plan: Any, progress_file: Path | None, log: Any) -
         return read_training_state(Path(folder))
 
 
-def fit_in_thread(trainer: Any) -> Any:
+def fit_in_thread(trainer: Any, early: Any = None) -> Any:
     """`trainer.fit()` in a helper thread, the main thread waiting: Ray Train then installs no SIGINT handler of its
-    own (it would abort the workers without a checkpoint), and faceray.stopping's handlers run at once."""
+    own (it would abort the workers without a checkpoint), and faceray.stopping's handlers run at once. Returns
+    fit's result, or what `early()` returns as soon as it is not None (checked every 0.2 s)."""
     import threading
 
     outcome: dict[str, Any] = {}
@@ -500,6 +538,9 @@ def fit_in_thread(trainer: Any) -> Any:
     thread.start()
     while thread.is_alive():
         thread.join(0.2)
+        found = early() if early is not None else None
+        if found is not None:
+            return found
     if "error" in outcome:
         raise outcome["error"]
     return outcome["result"]

@@ -5,6 +5,7 @@ Output folder:
   best.json       the winning trial's config and metrics (best validation accuracy)
   curves.png      every trial's validation accuracy per epoch
   trials/<id>/    each trial's model directory;  final/  the --final model;  tune/  Tune's state (resume)
+  progress/       each one-worker trial's lines inside epochs (relayed to the console)
 """
 
 from __future__ import annotations
@@ -28,11 +29,15 @@ METRIC, MODE = "val_accuracy", "max"
 TUNE_DIR, EXPERIMENT = "tune", "sweep"
 
 
-def run_trial(params: dict[str, Any], base: dict[str, Any], plan: dict[str, Any], in_ray_train: bool) -> None:
+def run_trial(
+    params: dict[str, Any], base: dict[str, Any], plan: dict[str, Any], in_ray_train: bool, progress_dir: str = ""
+) -> None:
     """One Tune trial: the sweep's base settings plus this trial's sampled values.
 
     One worker trains right here, in the trial's process (`train_in_process`: no Train controller, no worker process,
-    no Ray Data tasks); more workers run `run_training` (Ray Train) from the trial. Same loop, metrics and outputs."""
+    no Ray Data tasks); more workers run `run_training` (Ray Train) from the trial. Same loop, metrics and outputs.
+    With `progress_dir` (a local folder of the sweep), a one-worker trial appends its lines inside epochs to
+    `<trial id>.log` there, and the sweep's console relays them (`follow_trial_lines`)."""
     from ray import tune
 
     from train.pipeline import run_training, train_in_process
@@ -54,14 +59,23 @@ def run_trial(params: dict[str, Any], base: dict[str, Any], plan: dict[str, Any]
         def report(metrics: dict[str, float], folder: str) -> None:
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
+        from train.pipeline import EpochLog
+
         checkpoint = tune.get_checkpoint()
         cpus = float(plan["chosen"]["cpus_per_trial_worker"])
+        lines = EpochLog(Path(progress_dir) / f"{trial_id}.log") if progress_dir else None
         if checkpoint is None:
-            train_in_process(config, report, cpus=cpus, resource_plan=plan, finished=finished)
+            train_in_process(config, report, cpus=cpus, resource_plan=plan, finished=finished, log=lines)
         else:
             with checkpoint.as_directory() as folder:
                 train_in_process(
-                    config, report, restore_from=Path(folder), cpus=cpus, resource_plan=plan, finished=finished
+                    config,
+                    report,
+                    restore_from=Path(folder),
+                    cpus=cpus,
+                    resource_plan=plan,
+                    finished=finished,
+                    log=lines,
                 )
     else:
         from ray.tune.integration.ray_train import TuneReportCallback
@@ -103,6 +117,49 @@ def train_final_in_task(config: TrainConfig, log: Any) -> dict[str, Any]:
         )
         with relay:
             return ray.get(task.remote(config_to_dict(config), progress))
+
+
+class follow_trial_lines:
+    """Context manager: a thread that relays the lines inside epochs (`step S/N`) that one-worker trials append to
+    `folder/<trial id>.log`, as `trial <id> <line>`, every `interval_s` (the epoch lines come from TrialProgress)."""
+
+    def __init__(self, folder: Path | None, log: Any, interval_s: float = 1.0) -> None:
+        import threading
+
+        self.folder, self.log, self.interval_s = folder, log, interval_s
+        self.offsets: dict[Path, int] = {}
+        if folder is not None and folder.is_dir():  # a resumed sweep: what earlier runs wrote is not shown again
+            self.offsets = {path: path.stat().st_size for path in folder.glob("*.log")}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True, name="faceray-trial-lines")
+
+    def _read_new(self) -> None:
+        if self.folder is None or not self.folder.is_dir():
+            return
+        for path in sorted(self.folder.glob("*.log")):
+            offset = self.offsets.get(path, 0)
+            with open(path) as handle:
+                handle.seek(offset)
+                text = handle.read()
+            complete = text[: text.rfind("\n") + 1]
+            self.offsets[path] = offset + len(complete.encode())
+            for line in complete.splitlines():
+                if "  step " in line:
+                    self.log(f"trial {path.stem} {line}")
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.interval_s):
+            self._read_new()
+
+    def __enter__(self) -> follow_trial_lines:
+        if self.folder is not None and self.log is not None:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join()
 
 
 def trial_progress(log: Any, epochs: int, keys: list[str]) -> Any:
@@ -311,7 +368,18 @@ def run_sweep(config: SweepConfig, log: Any = print, verbose: int = 0) -> dict[s
     )
     # A one-worker trial trains in its own process and holds its CPUs; a Ray Train trial only waits on its
     # workers (which hold theirs), so it takes a token share.
-    trial = tune.with_parameters(run_trial, base=base, plan=plan.to_dict(), in_ray_train=not in_trial)
+    # Trials' lines inside epochs: a local folder the sweep's console follows (a local --out only: a trial on
+    # another node, or an --out in object storage, shows its epoch lines alone).
+    progress_dir = Path(out.path) / "progress" if out.is_local and log is not None else None
+    if progress_dir is not None:
+        progress_dir.mkdir(parents=True, exist_ok=True)
+    trial = tune.with_parameters(
+        run_trial,
+        base=base,
+        plan=plan.to_dict(),
+        in_ray_train=not in_trial,
+        progress_dir=str(progress_dir or ""),
+    )
     trainable = tune.with_resources(
         trial, {"CPU": share if in_trial else 0.01, **({"GPU": gpus} if in_trial and gpus else {})}
     )
@@ -354,7 +422,8 @@ def run_sweep(config: SweepConfig, log: Any = print, verbose: int = 0) -> dict[s
     if verbose == 0:
         os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     try:
-        result_grid = tuner.fit()
+        with follow_trial_lines(progress_dir, log):
+            result_grid = tuner.fit()
     finally:
         if saved_output is None:
             os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
