@@ -78,3 +78,39 @@ def test_each_known_cause_says_what_to_do(cause, words):
 
 def test_an_unknown_cause_is_its_own_first_line():
     assert explain(ray_task_error(ValueError("bad value\nmore"))) == "ValueError: bad value"
+
+
+def test_a_real_out_of_memory_kill_is_said_as_such():
+    """Ray's own memory monitor, set to act at 1 % of the node's memory in a Ray of its own, kills a task's worker:
+    the OutOfMemoryError that reaches the driver is explained as out of memory with what to do."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import os, time
+        os.environ["RAY_memory_usage_threshold"] = "0.01"
+        os.environ["RAY_memory_monitor_refresh_ms"] = "100"
+        from faceray.runtime import init_ray, shutdown_ray
+        import ray
+        init_ray(None, num_cpus=1, dashboard=False)
+
+        @ray.remote(max_retries=0)
+        def hold():
+            block = bytearray(64 << 20)
+            time.sleep(30)
+            return len(block)
+
+        try:
+            ray.get(hold.remote(), timeout=60)
+        except Exception as error:
+            from faceray.errors import explain
+            print("EXPLAINED:", explain(error))
+        shutdown_ray()
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    line = next((line for line in result.stdout.splitlines() if line.startswith("EXPLAINED:")), "")
+    assert line.startswith("EXPLAINED: out of memory: Ray's memory monitor stopped a worker"), result.stdout + result.stderr
+    assert "--batch-size" in line and "\x1b[" not in line and "RayTaskError" not in line

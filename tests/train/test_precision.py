@@ -62,7 +62,7 @@ def test_the_loss_scaling_step_trains_and_skips_a_step_whose_gradients_overflow(
     runner = StepRunner(model, optimizer, tf.distribute.get_strategy(), 16)
     assert runner.scales_loss
     images, labels = batch()
-    losses = [runner.train_batch(images, labels)[0] / 16 for _ in range(4)]
+    losses = [runner.train_batch(images, labels)[0][0] / 16 for _ in range(4)]  # the loss sum over 16 images
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]  # unscaled gradients: it learns the batch
     # A scale so large that float16 gradients overflow: the step is skipped and the scale halves.
     optimizer.dynamic_scale.assign(1e30)
@@ -80,7 +80,7 @@ def test_jit_compiles_the_step_to_the_same_numbers():
         keras.utils.set_random_seed(0)
         model = build_model("residual", (48, 48, 1), 7)
         runner = StepRunner(model, keras.optimizers.Adam(1e-3), tf.distribute.get_strategy(), 16, jit=jit)
-        results.append([runner.train_batch(images, labels)[0] for _ in range(2)])
+        results.append([runner.train_batch(images, labels)[0][0] for _ in range(2)])
     np.testing.assert_allclose(results[0], results[1], rtol=1e-3)
 
 
