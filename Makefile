@@ -53,6 +53,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/serve_faults.py
 	$(BIN)/python bench/object_storage.py
 	$(BIN)/python bench/verify.py
+	$(BIN)/python bench/train_scale.py
 	$(BIN)/python bench/soak.py
 	@# needs Debian's chromium and chromium-driver (.ci/run installs them); skipped with a message otherwise
 	-$(BIN)/python bench/browser.py

@@ -1,10 +1,10 @@
 """GPU training throughput (issue 16): `faceray train` on one GPU against plain Keras `fit` on the same GPU.
 
 Same model (residual mini-Xception 64x64x1 -> 2), same batch size, same generated data, in one run, in float32 and
-in mixed precision (mixed_float16). faceray reads Parquet shards through Ray Data into a Ray Train worker; the
+in mixed precision (mixed_float16). faceray's Ray Train worker reads the Parquet shards itself (train/feed.py); the
 baseline holds the images in a numpy array in memory (in a separate process, so that the two never share the GPU).
 Throughput is the median images/s of the epochs after the first (the first includes tracing and XLA compilation).
-While each runs, `nvidia-smi` is sampled for GPU utilisation. The data feed alone (Ray Data -> numpy batches, no
+While each runs, `nvidia-smi` is sampled for GPU utilisation. The data feed alone (shards -> numpy batches, no
 model) is measured too: where the limit is when the GPU waits.
 
 Targets on one H100/H200-class GPU: faceray >= 0.8 x Keras fit, and >= 20,000 img/s with mixed precision.
@@ -176,27 +176,18 @@ def faceray_train(data: Path, out: Path, precision: str, epochs: int, batch_size
 
 
 def feed_rate(data: Path, batch_size: int, seconds: float = 20.0) -> float:
-    """Images/s the Ray Data feed delivers to one consumer that does nothing with them (the worker's iter_batches
-    settings: local shuffle, 4 batches prefetched)."""
-    import ray
+    """Images/s the training feed (train.feed: the worker's own shard reads, a 16,384-row shuffle buffer, 4 batches
+    prefetched by a thread, as a GPU worker has it) delivers to one consumer that does nothing with them."""
+    from train.feed import FeedPlan, prefetched, worker_batches
 
-    from train.dataset import read_split_dataset
-
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = context.print_on_execution_start = False
-    dataset = read_split_dataset(data, "train").materialize().randomize_block_order()
-    count, started = 0, time.perf_counter()
+    plan = FeedPlan.read(data, ["train"])
+    count, epoch, started = 0, 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
-        for batch in dataset.iter_batches(
-            batch_size=batch_size,
-            drop_last=True,
-            batch_format="numpy",
-            local_shuffle_buffer_size=max(8 * batch_size, 512),
-            prefetch_batches=4,
-        ):
-            count += len(batch["label"])
+        for _, labels in prefetched(worker_batches(plan, batch_size, 0, epoch), depth=4):
+            count += len(labels)
             if time.perf_counter() - started >= seconds:
                 break
+        epoch += 1
     return count / (time.perf_counter() - started)
 
 
@@ -266,7 +257,7 @@ def main() -> None:
                 f"{ours['img_per_s']:8.0f} img/s  GPU {ours['gpu_util_mean_pct']}%  ratio "
                 f"{result['ratio_faceray_to_fit']:.2f} (target >= 0.8)",
             ),
-            (f"{precision}: feed only", f"{result['feed_only_img_per_s']:8.0f} img/s (Ray Data -> numpy, no model)"),
+            (f"{precision}: feed only", f"{result['feed_only_img_per_s']:8.0f} img/s (train.feed -> numpy, no model)"),
         ]
     print_report("bench/train_gpu", rows, payload)
 

@@ -63,6 +63,19 @@ class StopRequest:
         if self.requested:
             callback()
 
+    @contextlib.contextmanager
+    def as_stop(self, detail: str) -> Iterator[None]:
+        """In the block: an exception raised once a stop was asked for (`Stopped` itself, wrapped by a library such as
+        Tune, or a failure that the stop caused) becomes `stopped(detail)`; other exceptions pass unchanged."""
+        try:
+            yield
+        except Stopped:
+            raise
+        except Exception:
+            if self.requested:
+                raise self.stopped(detail) from None
+            raise
+
     def stopped(self, detail: str) -> Stopped:
         """The `Stopped` to raise once the command has wound down: "stopped <detail>: run the same command to resume"."""
         return Stopped(self.signal_number or signal.SIGINT, f"stopped {detail}: {RESUME}")
@@ -106,6 +119,8 @@ def graceful_stop(
         for callback in list(request.callbacks):
             try:
                 callback()
+            except Stopped:  # a callback that ends the block here
+                raise
             except Exception as error:  # a callback that fails must not stop the handler
                 write(f"while stopping {what}: {type(error).__name__}: {error}")
         if interrupt:
@@ -134,36 +149,31 @@ def _write_stderr(line: str) -> None:
 
 
 def _flush_and_exit(code: int) -> None:
-    """End the process now (from a watchdog thread or a handler): flush what was printed, end this process's
-    descendants (an embedded Ray's GCS, raylet and workers: `end_descendants`) and skip Python's shutdown (it would
-    wait for Ray's threads and processes)."""
+    """End the process now (from a watchdog thread or a handler): flush what was printed and skip Python's shutdown
+    (it would wait for Ray's threads and processes). An embedded Ray's GCS and raylet die with their parent (Ray
+    starts them with the kernel's parent-death signal), and its workers with the raylet; killing them from here
+    first would race Ray's own exit of this process (status 1) when its raylet dies."""
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
-    end_descendants()
+    end_ray_agents()
     os._exit(code)
+
+
+def end_ray_agents() -> None:
+    """SIGKILL to the descendants of this process that outlive their raylet (Ray's dashboard and runtime-env agents:
+    measured, they stayed for minutes after their driver was gone). The raylet and GCS are left to die with this
+    process (see `_flush_and_exit`)."""
+    import psutil
+
+    with contextlib.suppress(psutil.Error):
+        for child in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if child.name().startswith(("ray::DashboardAgent", "ray::RuntimeEnvAgent")):
+                    child.kill()
 
 
 def exit_now(code: int) -> None:
     """What a command stopped on a signal does after printing its stop line: everything worth keeping is saved, so
     the process ends at once (`_flush_and_exit`) instead of waiting for Ray's own shutdown."""
     _flush_and_exit(code)
-
-
-def end_descendants(timeout_s: float = 0.5) -> int:
-    """SIGTERM to every descendant process of this one, SIGKILL to those left after `timeout_s`; returns how many
-    there were. A driver that joined a cluster has none: the cluster's processes are not its children."""
-    import psutil
-
-    try:
-        children = psutil.Process().children(recursive=True)
-    except psutil.Error:
-        return 0
-    for child in children:
-        with contextlib.suppress(psutil.Error):
-            child.terminate()
-    _, alive = psutil.wait_procs(children, timeout=timeout_s)
-    for child in alive:
-        with contextlib.suppress(psutil.Error):
-            child.kill()
-    return len(children)

@@ -62,7 +62,8 @@ def run_ingest_command(arguments: argparse.Namespace) -> int:
 
     config = resolve_config(IngestConfig, arguments, arguments.config, dataset=arguments.dataset)
     init_ray(config.address or None, dashboard=False)  # before the handlers: ray.init installs its own for SIGTERM
-    with graceful_stop("the ingest", "finished chunks are kept", interrupt=True):
+    kept = "finished chunks are kept"
+    with graceful_stop("the ingest", kept, interrupt=True) as stop, stop.as_stop(f"the ingest ({kept})"):
         manifest = run_ingest(config, log=print)
     print(summary_line(manifest))
     print(f"manifest: {config.out}/manifest.json  rejects: {config.out}/rejects.csv", file=terminal_stderr())

@@ -112,5 +112,7 @@ def test_a_real_out_of_memory_kill_is_said_as_such():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
     line = next((line for line in result.stdout.splitlines() if line.startswith("EXPLAINED:")), "")
-    assert line.startswith("EXPLAINED: out of memory: Ray's memory monitor stopped a worker"), result.stdout + result.stderr
+    assert line.startswith("EXPLAINED: out of memory: Ray's memory monitor stopped a worker"), (
+        result.stdout + result.stderr
+    )
     assert "--batch-size" in line and "\x1b[" not in line and "RayTaskError" not in line

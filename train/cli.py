@@ -6,6 +6,7 @@ import argparse
 import os
 
 from faceray.config import add_config_arguments, resolve_config
+from faceray.stopping import StopRequest
 from train.config import TrainConfig
 from train.sweep_config import SweepConfig
 
@@ -88,7 +89,8 @@ def run_train(arguments: argparse.Namespace) -> int:
     config = resolve_config(TrainConfig, arguments, arguments.config)
     training_data(config.data, config.task)  # before Ray starts: a wrong --data or --task is refused at once
     init_ray(config.address or None)  # before the handlers: ray.init installs its own for SIGTERM
-    with graceful_stop("training", "the last checkpoint is kept") as stop:
+    kept = "the last checkpoint is kept"
+    with graceful_stop("training", kept) as stop, stop.as_stop(f"training ({kept})"):
         summary = run_training(config, stop=stop)
     evaluation = summary["evaluation"]
     print(
@@ -108,8 +110,11 @@ def run_sweep_command(arguments: argparse.Namespace) -> int:
     training_data(config.data, config.task)
     init_ray(config.address or None)  # before the handlers: ray.init installs its own for SIGTERM
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Tune's would replace faceray's (faceray.stopping)
-    with graceful_stop("the sweep", "finished trials and the trials' last checkpoints are kept", interrupt=True):
-        summary = run_sweep(config)
+    kept = "finished trials and the trials' last checkpoints are kept"
+    # 20 s: Tune ends its trial actors and saves the experiment state once more (measured 1.5-9.2 s).
+    with graceful_stop("the sweep", kept, grace_s=20) as stop, stop.as_stop(f"the sweep ({kept})"):
+        stop.on_request(lambda: end_sweep(stop, f"the sweep ({kept})"))
+        summary = run_sweep(config, stop=stop)
     print(format_table(summary["rows"], summary["space_keys"]))
     best = summary["best"]
     if best is None:
@@ -120,6 +125,19 @@ def run_sweep_command(arguments: argparse.Namespace) -> int:
         evaluation = summary["final"]["evaluation"]
         print(f"final model: {summary['final']['out']}  test accuracy {evaluation['accuracy']:.3f}")
     return 0
+
+
+def end_sweep(stop: StopRequest, detail: str) -> None:
+    """On a stop request: while Tune runs trials, ask it to end them the way it ends on SIGUSR1 (it saves the
+    experiment state one last time, so the same command resumes from every trial's last result); at any other
+    moment (planning, the --final run) stop at once."""
+    import signal
+
+    handler = signal.getsignal(signal.SIGUSR1)
+    if callable(handler) and getattr(handler, "__name__", "") == "signal_interrupt_tune_run":
+        handler(signal.SIGUSR1, None)
+    else:
+        raise stop.stopped(detail)
 
 
 def run_evaluate(arguments: argparse.Namespace) -> int:

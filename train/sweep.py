@@ -162,6 +162,14 @@ class follow_trial_lines:
             self.thread.join()
 
 
+_CONSOLE: dict[str, Any] = {"log": None}  # the running sweep's `log`, for callbacks Tune restores from a saved sweep
+
+
+def _console_line(line: str) -> None:
+    if _CONSOLE["log"] is not None:
+        _CONSOLE["log"](line)
+
+
 def trial_progress(log: Any, epochs: int, keys: list[str]) -> Any:
     """A Tune callback that gives `log` one line per trial epoch and one when a trial ends (instead of Tune's tables)."""
     from ray.tune import Callback
@@ -173,8 +181,8 @@ def trial_progress(log: Any, epochs: int, keys: list[str]) -> Any:
         def __getstate__(self) -> dict[str, Any]:  # Tune saves its callbacks with the experiment: not the console
             return {"epochs": self.epochs, "keys": self.keys}
 
-        def __setstate__(self, state: dict[str, Any]) -> None:
-            self.log, self.epochs, self.keys = (lambda line: None), state["epochs"], state["keys"]
+        def __setstate__(self, state: dict[str, Any]) -> None:  # a resumed sweep: this run's console
+            self.log, self.epochs, self.keys = _console_line, state["epochs"], state["keys"]
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
             line = f"{_trial_name(trial, self.keys)} epoch {int(result.get('epoch', 0))}/{self.epochs}"
@@ -321,10 +329,11 @@ def format_table(rows: list[dict[str, Any]], space_keys: list[str]) -> str:
     return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)) for line in lines)
 
 
-def run_sweep(config: SweepConfig, log: Any = print, verbose: int = 0) -> dict[str, Any]:
+def run_sweep(config: SweepConfig, log: Any = print, verbose: int = 0, stop: Any = None) -> dict[str, Any]:
     """Run (or resume) the sweep; returns {"rows", "best", "final"}. Ray must be initialised.
 
-    The resource plan (faceray.resources.plan_sweep) comes first: a sweep the cluster cannot hold fails at once."""
+    The resource plan (faceray.resources.plan_sweep) comes first: a sweep the cluster cannot hold fails at once.
+    With `stop` (faceray.stopping), a stop request that ended Tune early raises `Stopped` once its state is saved."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -421,10 +430,14 @@ def run_sweep(config: SweepConfig, log: Any = print, verbose: int = 0) -> dict[s
     saved_output = os.environ.get("RAY_AIR_NEW_OUTPUT")
     if verbose == 0:
         os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    _CONSOLE["log"] = log
     try:
         with follow_trial_lines(progress_dir, log):
             result_grid = tuner.fit()
     finally:
+        _CONSOLE["log"] = None
+    if stop is not None and stop.requested:  # Tune ended its trials early, its state saved: nothing more to do
+        raise stop.stopped("the sweep (finished trials and the trials' last checkpoints are kept)")
         if saved_output is None:
             os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
         else:
