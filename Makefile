@@ -36,6 +36,9 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	@# the installed layout for mypy: faceray/ with the stage folders as faceray.<stage> (links, rebuilt each time)
+	rm -rf .typecheck && mkdir -p .typecheck/faceray && cp -rs $(CURDIR)/faceray/. .typecheck/faceray/
+	for stage in ingest train serve cluster; do ln -s $(CURDIR)/$$stage .typecheck/faceray/$$stage; done
 	$(BIN)/mypy
 
 format: $(STAMP)

@@ -58,8 +58,8 @@ def main() -> None:
     from bench.serve import measure_streams, model_dirs
     from faceray.config import resolve_config
     from faceray.runtime import free_loopback_port, init_ray, shutdown_ray
-    from serve.config import ServeConfig
-    from serve.service import start_service, stop_service
+    from faceray.serve.config import ServeConfig
+    from faceray.serve.service import start_service, stop_service
     from tests.serve.test_service import CHROMEDRIVER, CHROMIUM, write_y4m
 
     if not (CHROMIUM and CHROMEDRIVER):

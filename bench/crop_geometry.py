@@ -40,9 +40,9 @@ def photos() -> dict[str, tuple[np.ndarray, str | None]]:
 def main() -> int:
     from faceray.faces import crop_faces
     from faceray.runtime import use_loopback_environment
-    from serve.classify import FaceClassifier
-    from serve.detect import DetectorSettings, make_detector
-    from train.model_dir import import_legacy_model
+    from faceray.serve.classify import FaceClassifier
+    from faceray.serve.detect import DetectorSettings, make_detector
+    from faceray.train.model_dir import import_legacy_model
 
     if not (REFERENCE / "gender_mini_XCEPTION.21-0.95.hdf5").is_file():
         print(f"skipped: the published weights are not in {REFERENCE}")

@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPOSITORY))
 from bench.common import machine, print_report  # noqa: E402
 
 LOAD = (
-    "import sys, time; started = time.perf_counter(); from serve.classify import FaceClassifier; "
+    "import sys, time; started = time.perf_counter(); from faceray.serve.classify import FaceClassifier; "
     "classifier = FaceClassifier(sys.argv[1]); print(classifier.source, time.perf_counter() - started)"
 )
 
@@ -44,13 +44,13 @@ def main() -> None:
     arguments = parser.parse_args()
     from faceray.model_card import ModelCard
     from faceray.runtime import use_loopback_environment
-    from train.models import build_model
+    from faceray.train.models import build_model
 
     use_loopback_environment()
     work = Path(tempfile.mkdtemp(prefix="faceray-bench-export-"))
     reference = REPOSITORY.parent / "shared" / "reference" / "gender_mini_XCEPTION.21-0.95.hdf5"
     if reference.is_file():
-        from train.model_dir import import_legacy_model
+        from faceray.train.model_dir import import_legacy_model
 
         exported = import_legacy_model(reference, "gender", work / "exported")
         model_name = reference.name

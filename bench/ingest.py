@@ -35,8 +35,8 @@ from bench.common import TreeMemorySampler, machine, print_report, timed  # noqa
 
 
 def make_images(root: Path, count: int, seed: int) -> list[Path]:
-    from ingest.imdb import read_imdb_metadata
-    from ingest.sample import write_imdb_sample
+    from faceray.ingest.imdb import read_imdb_metadata
+    from faceray.ingest.sample import write_imdb_sample
 
     mat = root / "imdb.mat"
     if not mat.exists() or len(read_imdb_metadata(mat)) != count:
@@ -55,7 +55,7 @@ def naive_one(path: Path) -> np.ndarray:
 
 
 def decode_chunk(paths: list[str]) -> int:
-    from ingest.images import decode_and_resize
+    from faceray.ingest.images import decode_and_resize
 
     for path in paths:
         with open(path, "rb") as handle:
@@ -118,9 +118,9 @@ def main() -> None:
 
     # (b) and (c) alternate for --rounds rounds on one warm Ray so that both see the same machine; medians compared.
     from faceray.config import resolve_config
+    from faceray.ingest.config import IngestConfig
+    from faceray.ingest.pipeline import run_ingest
     from faceray.runtime import init_ray, shutdown_ray
-    from ingest.config import IngestConfig
-    from ingest.pipeline import run_ingest
 
     cores = os.cpu_count() or 1
     chunks = [[str(path) for path in paths[start : start + 500]] for start in range(0, len(paths), 500)]

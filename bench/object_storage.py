@@ -95,8 +95,8 @@ def start_latency_proxy(target_port: int, latency_s: float) -> str:
 def ingest_rate(dataset: str, inputs: str, out: str) -> tuple[float, int]:
     """(inputs per second, inputs) of one `run_ingest` into a fresh `out`, on the running Ray."""
     from faceray.config import resolve_config
-    from ingest.config import IngestConfig
-    from ingest.pipeline import run_ingest
+    from faceray.ingest.config import IngestConfig
+    from faceray.ingest.pipeline import run_ingest
 
     paths = {"root": f"{inputs}/imdb_crop"} if dataset == "imdb" else {"csv": f"{inputs}/fer2013.csv"}
     config = resolve_config(IngestConfig, dict(dataset=dataset, out=out, progress=False, shard_rows=500, **paths))
@@ -129,7 +129,7 @@ def server_read_rate(folder: str, limit: int) -> dict[int, float]:
 
 
 def load_seconds(model_dir: str) -> float:
-    from serve.classify import FaceClassifier
+    from faceray.serve.classify import FaceClassifier
 
     started = time.perf_counter()
     FaceClassifier(model_dir)
@@ -161,10 +161,10 @@ def main() -> None:
         import numpy as np
 
         from faceray.faces import UNRECORDED_CROP
+        from faceray.ingest.sample import write_sample
         from faceray.model_card import ModelCard, save_model_dir
         from faceray.storage import Location, upload_folder
-        from ingest.sample import write_sample
-        from train.models import build_model
+        from faceray.train.models import build_model
 
         bucket = f"bench-{uuid.uuid4().hex[:8]}"
         boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)

@@ -67,8 +67,8 @@ def make_frames(count: int, hold: int = 6) -> tuple[list[np.ndarray], list[int]]
 def model_dirs(folder: Path) -> dict[str, Path]:
     from faceray.faces import UNRECORDED_CROP
     from faceray.model_card import ModelCard, save_model_dir
-    from train.model_dir import import_legacy_model
-    from train.models import build_model
+    from faceray.train.model_dir import import_legacy_model
+    from faceray.train.models import build_model
 
     if (REFERENCE / "fer2013_mini_XCEPTION.102-0.66.hdf5").is_file():
         return {
@@ -96,7 +96,7 @@ def service_config(dirs: dict[str, Path], **settings: Any) -> Any:
     """The service's ServeConfig over the benchmark's model directories, on a free loopback port, plus `settings`."""
     from faceray.config import resolve_config
     from faceray.runtime import free_loopback_port
-    from serve.config import ServeConfig
+    from faceray.serve.config import ServeConfig
 
     models = dict(emotion_model=str(dirs["emotion"]), gender_model=str(dirs["gender"]), port=free_loopback_port())
     return resolve_config(ServeConfig, {**models, **settings})
@@ -120,7 +120,7 @@ def reference_loop(frames: list[np.ndarray], dirs: dict[str, Path]) -> float:
 
 def recall(detector_name: str, frames: list[np.ndarray], counts: list[int]) -> dict[str, float]:
     """Faces found / faces present (found capped at present per frame) and ms per frame, one thread."""
-    from serve.detect import DetectorSettings, make_detector
+    from faceray.serve.detect import DetectorSettings, make_detector
 
     detector = make_detector(DetectorSettings(name=detector_name))
     detector.detect(frames[0])
@@ -142,7 +142,7 @@ def percentiles(values: list[float]) -> dict[str, float]:
 def measure_in_process(process, bodies: list[bytes]) -> dict[str, float]:
     """Latencies and frames/s of `process(frame)` over the frames, in this process (decode included, as in the
     service)."""
-    from serve.vision import decode_frame
+    from faceray.serve.vision import decode_frame
 
     latencies = []
     started = time.perf_counter()
@@ -227,7 +227,7 @@ def faces_found(answers: list[dict], counts: list[int]) -> float:
 
 def per_face_ms(dirs: dict[str, Path]) -> float:
     """The emotion classifier's time per face in batches of 6 (a full frame's faces), ONNX Runtime."""
-    from serve.classify import FaceClassifier
+    from faceray.serve.classify import FaceClassifier
 
     classifier = FaceClassifier(dirs["emotion"], "onnx")
     batch = np.random.default_rng(0).integers(0, 256, (6, 64, 64, 1)).astype(np.uint8)
@@ -251,8 +251,8 @@ def main() -> None:
     use_loopback_environment()
 
     from faceray.runtime import init_ray, shutdown_ray
-    from serve.analyzer import FaceAnalyzer
-    from serve.service import start_service, stop_service
+    from faceray.serve.analyzer import FaceAnalyzer
+    from faceray.serve.service import start_service, stop_service
 
     work = Path(tempfile.mkdtemp(prefix="faceray-bench-serve-"))
     dirs = model_dirs(work)

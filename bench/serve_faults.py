@@ -147,7 +147,7 @@ def main() -> None:
 
     use_loopback_environment()
     from faceray.runtime import init_ray, shutdown_ray
-    from serve.service import start_service, stop_service, wait_for_replicas
+    from faceray.serve.service import start_service, stop_service, wait_for_replicas
 
     dirs = model_dirs(Path(tempfile.mkdtemp(prefix="faceray-bench-faults-")))
     frames, _ = make_frames(48)

@@ -435,7 +435,7 @@ def scenario_replica(url: str, body: bytes) -> dict[str, Any]:
 
     import requests
 
-    from serve.service import wait_for_replicas
+    from faceray.serve.service import wait_for_replicas
     from tests.serve.test_service import service_replica
 
     os.kill(service_replica().pid, signal.SIGKILL)
@@ -553,7 +553,7 @@ def main() -> None:
     use_loopback_environment()
     from bench.serve import REFERENCE, jpeg_bodies, make_frames, model_dirs, service_config
     from faceray.runtime import init_ray, shutdown_ray
-    from serve.service import start_service, stop_service
+    from faceray.serve.service import start_service, stop_service
 
     out = Path(arguments.out)
     out.mkdir(parents=True, exist_ok=True)

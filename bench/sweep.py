@@ -36,8 +36,8 @@ VARIANTS = {
 
 def run_variant(data: Path, space: Path, out: Path, epochs: int, settings: dict) -> tuple[float, list[str]]:
     from faceray.config import resolve_config
-    from train.sweep import run_sweep
-    from train.sweep_config import SweepConfig
+    from faceray.train.sweep import run_sweep
+    from faceray.train.sweep_config import SweepConfig
 
     config = resolve_config(
         SweepConfig, dict(data=str(data), space=str(space), epochs=epochs, scheduler="asha", out=str(out), **settings)
@@ -63,10 +63,10 @@ def main() -> None:
 
     use_loopback_environment()
     from faceray.config import resolve_config
+    from faceray.ingest.config import IngestConfig
+    from faceray.ingest.pipeline import run_ingest
+    from faceray.ingest.sample import write_fer_sample
     from faceray.runtime import init_ray, shutdown_ray
-    from ingest.config import IngestConfig
-    from ingest.pipeline import run_ingest
-    from ingest.sample import write_fer_sample
 
     work = Path(tempfile.mkdtemp(prefix="faceray-bench-sweep-"))
     write_fer_sample(work / "fer2013.csv", arguments.images, np.random.default_rng(0))

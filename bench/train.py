@@ -26,7 +26,7 @@ from bench.common import machine, print_report  # noqa: E402
 def keras_fit_rate(images: np.ndarray, labels: np.ndarray, epochs: int, batch_size: int) -> float:
     import keras
 
-    from train.models import build_model
+    from faceray.train.models import build_model
 
     keras.utils.set_random_seed(0)
     model = build_model("residual", images.shape[1:], 7)
@@ -44,8 +44,8 @@ def faceray_rate(data: Path, out: Path, workers: int, epochs: int, batch_size: i
     import csv
 
     from faceray.config import resolve_config
-    from train.config import TrainConfig
-    from train.pipeline import run_training
+    from faceray.train.config import TrainConfig
+    from faceray.train.pipeline import run_training
 
     config = resolve_config(
         TrainConfig,
@@ -79,11 +79,11 @@ def main() -> None:
     use_loopback_environment()
 
     from faceray.config import resolve_config
+    from faceray.ingest.config import IngestConfig
+    from faceray.ingest.pipeline import run_ingest
+    from faceray.ingest.sample import write_fer_sample
     from faceray.runtime import init_ray, shutdown_ray
     from faceray.shards import load_split_numpy
-    from ingest.config import IngestConfig
-    from ingest.pipeline import run_ingest
-    from ingest.sample import write_fer_sample
 
     work = Path(tempfile.mkdtemp(prefix="faceray-bench-train-"))
     write_fer_sample(work / "fer2013.csv", arguments.images, np.random.default_rng(0))

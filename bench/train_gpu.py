@@ -113,8 +113,8 @@ def keras_fit(data: Path, precision: str, epochs: int, batch_size: int, gpus: fl
     import keras
 
     from faceray.shards import load_split_numpy
-    from train.models import build_model
-    from train.precision import check_gpus, set_precision
+    from faceray.train.models import build_model
+    from faceray.train.precision import check_gpus, set_precision
 
     check_gpus(gpus)  # memory growth, and a clear error when TensorFlow sees no GPU
     images, labels = load_split_numpy(data, "train")
@@ -143,8 +143,8 @@ def faceray_train(data: Path, out: Path, precision: str, epochs: int, batch_size
     import csv
 
     from faceray.config import resolve_config
-    from train.config import TrainConfig
-    from train.pipeline import run_training
+    from faceray.train.config import TrainConfig
+    from faceray.train.pipeline import run_training
 
     config = resolve_config(
         TrainConfig,
@@ -178,7 +178,7 @@ def faceray_train(data: Path, out: Path, precision: str, epochs: int, batch_size
 def feed_rate(data: Path, batch_size: int, seconds: float = 20.0) -> float:
     """Images/s the training feed (train.feed: the worker's own shard reads, a 16,384-row shuffle buffer, 4 batches
     prefetched by a thread, as a GPU worker has it) delivers to one consumer that does nothing with them."""
-    from train.feed import FeedPlan, prefetched, worker_batches
+    from faceray.train.feed import FeedPlan, prefetched, worker_batches
 
     plan = FeedPlan.read(data, ["train"])
     count, epoch, started = 0, 0, time.perf_counter()

@@ -149,7 +149,7 @@ def keras_fit_rate(data: Path, rows: int, batch_size: int = 32) -> float:
     import keras
 
     from faceray.shards import ShardMetadata, read_shard_numpy, shard_files
-    from train.models import build_model
+    from faceray.train.models import build_model
 
     metadata = ShardMetadata.read(data, "train")
     images, labels = [], []
@@ -176,7 +176,7 @@ def keras_fit_rate(data: Path, rows: int, batch_size: int = 32) -> float:
 def feed_rate(data: Path, batch_size: int = 32) -> tuple[float, int]:
     """The feed alone (train.feed with its prefetch thread, no model) over one epoch of the training split:
     (images/s, rows)."""
-    from train.feed import FeedPlan, prefetched, worker_batches
+    from faceray.train.feed import FeedPlan, prefetched, worker_batches
 
     plan = FeedPlan.read(data, ["train"])
     began = time.perf_counter()

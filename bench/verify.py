@@ -37,7 +37,7 @@ def face_pool(count: int, rng: np.random.Generator) -> np.ndarray:
     JPEG at quality 70..95, decoded and cut to 64x64 grey by faceray's own preprocessing (so the shards compress as
     that replica's did: 603 MB for 382,058 rows)."""
     from faceray.faces import face_pixels
-    from ingest.sample import draw_face
+    from faceray.ingest.sample import draw_face
 
     faces = np.empty((count, 64, 64), np.uint8)
     for index in range(count):

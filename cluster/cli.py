@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cluster.config import DemoConfig, JobsConfig, SubmitConfig
+from faceray.cluster.config import DemoConfig, JobsConfig, SubmitConfig
 from faceray.config import add_config_arguments, resolve_config
 from faceray.console import terminal_stderr
 
@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_submit(arguments: argparse.Namespace) -> int:
-    from cluster.jobs import ClusterAccessError, submit
+    from faceray.cluster.jobs import ClusterAccessError, submit
     from faceray.config import ConfigError
 
     config = resolve_config(SubmitConfig, arguments, arguments.config)
@@ -58,7 +58,7 @@ def run_submit(arguments: argparse.Namespace) -> int:
 
 
 def run_jobs(arguments: argparse.Namespace) -> int:
-    from cluster.jobs import ClusterAccessError
+    from faceray.cluster.jobs import ClusterAccessError
     from faceray.config import ConfigError
 
     try:
@@ -68,7 +68,7 @@ def run_jobs(arguments: argparse.Namespace) -> int:
 
 
 def jobs_action(arguments: argparse.Namespace) -> int:
-    from cluster.jobs import job_logs, list_jobs, stop_job
+    from faceray.cluster.jobs import job_logs, list_jobs, stop_job
     from faceray.config import ConfigError
 
     address = resolve_config(JobsConfig, arguments).address
@@ -86,8 +86,8 @@ def jobs_action(arguments: argparse.Namespace) -> int:
 
 
 def run_demo(arguments: argparse.Namespace) -> int:
-    from cluster.demo import DemoFailed
-    from cluster.demo import run_demo as demo
+    from faceray.cluster.demo import DemoFailed
+    from faceray.cluster.demo import run_demo as demo
     from faceray.console import log_path
 
     config = resolve_config(DemoConfig, arguments, arguments.config)

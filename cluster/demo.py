@@ -100,7 +100,7 @@ def demo_video(path: Path, frames: int) -> Path:
     """A 640x480 video of real faces (scikit-image's astronaut) drifting across a plain background."""
     from skimage import data
 
-    from serve.client import write_test_video
+    from faceray.serve.client import write_test_video
 
     astronaut = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
     face = astronaut[20:240, 120:340]
@@ -188,7 +188,7 @@ def run_steps(
 
 
 def write_sample_data(run: DemoRun) -> Any:
-    from ingest.sample import write_sample
+    from faceray.ingest.sample import write_sample
 
     plan = run.plan
     run.progress(
@@ -198,9 +198,9 @@ def write_sample_data(run: DemoRun) -> Any:
 
 
 def ingest_datasets(run: DemoRun, sample: Any) -> None:
-    from ingest.config import IngestConfig
-    from ingest.inspect import inspect_output
-    from ingest.pipeline import run_ingest, summary_line
+    from faceray.ingest.config import IngestConfig
+    from faceray.ingest.inspect import inspect_output
+    from faceray.ingest.pipeline import run_ingest, summary_line
 
     run.progress("ingest both datasets into Parquet shards with Ray Data")
     manifests = {}
@@ -227,8 +227,8 @@ def ingest_datasets(run: DemoRun, sample: Any) -> None:
 
 
 def train_models(run: DemoRun) -> None:
-    from train.config import TrainConfig
-    from train.pipeline import run_training
+    from faceray.train.config import TrainConfig
+    from faceray.train.pipeline import run_training
 
     run.progress("train the residual model (mini-Xception) for emotion and for gender with Ray Train")
     run.facts["train"] = {}
@@ -258,8 +258,8 @@ def train_models(run: DemoRun) -> None:
 
 
 def sweep_learning_rate(run: DemoRun) -> None:
-    from train.sweep import format_table, run_sweep
-    from train.sweep_config import SweepConfig
+    from faceray.train.sweep import format_table, run_sweep
+    from faceray.train.sweep_config import SweepConfig
 
     rates = run.plan.sweep_learning_rates
     run.progress(f"a small sweep of the learning rate with Ray Tune ({len(rates)} trials)")
@@ -283,9 +283,9 @@ def sweep_learning_rate(run: DemoRun) -> None:
 def serve_and_run_client(run: DemoRun) -> Any:
     """Start the service on the two trained models, run the client headless over a generated video, stop it."""
     from faceray.runtime import free_loopback_port
-    from serve.client import run_client
-    from serve.config import ClientConfig, ServeConfig
-    from serve.service import start_service, stop_service
+    from faceray.serve.client import run_client
+    from faceray.serve.config import ClientConfig, ServeConfig
+    from faceray.serve.service import start_service, stop_service
 
     run.progress("start the face-classification service on Ray Serve")
     models = run.out / "models"

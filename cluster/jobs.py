@@ -35,6 +35,7 @@ UPLOAD_EXCLUDES = [
     ".ruff_cache",
     ".pytest_cache",
     "test-artefacts",
+    ".typecheck",
 ]
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 

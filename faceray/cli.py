@@ -51,10 +51,10 @@ def version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cluster import cli as cluster_cli
-    from ingest import cli as ingest_cli
-    from serve import cli as serve_cli
-    from train import cli as train_cli
+    from faceray.cluster import cli as cluster_cli
+    from faceray.ingest import cli as ingest_cli
+    from faceray.serve import cli as serve_cli
+    from faceray.train import cli as train_cli
 
     parser = FacerayParser(
         prog="faceray",

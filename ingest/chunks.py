@@ -16,10 +16,10 @@ from typing import Any
 
 import pyarrow as pa
 
+from faceray.ingest.sources import ChunkSpec, Example, SourceInputs, get_source
 from faceray.labels import SPLITS, labels_for_task
 from faceray.shards import ShardMetadata, write_shard
 from faceray.storage import TEMPORARY_SUFFIX, Location
-from ingest.sources import ChunkSpec, Example, SourceInputs, get_source
 
 WORK_DIR = "_work"
 REJECT_SCHEMA = pa.schema(

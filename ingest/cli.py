@@ -6,9 +6,9 @@ import argparse
 
 from faceray.config import add_config_arguments, resolve_config
 from faceray.console import terminal_stderr
+from faceray.ingest.config import IngestConfig, SampleConfig
+from faceray.ingest.sources import sources
 from faceray.shards import FormatError
-from ingest.config import IngestConfig, SampleConfig
-from ingest.sources import sources
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,8 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_sample(arguments: argparse.Namespace) -> int:
     from faceray.config import location
+    from faceray.ingest.sample import write_sample
     from faceray.storage import local_folder
-    from ingest.sample import write_sample
 
     config = resolve_config(SampleConfig, arguments, arguments.config)
     out = location(config.out, "--out", output=True)
@@ -56,9 +56,9 @@ def run_sample(arguments: argparse.Namespace) -> int:
 
 
 def run_ingest_command(arguments: argparse.Namespace) -> int:
+    from faceray.ingest.pipeline import run_ingest, summary_line
     from faceray.runtime import init_ray
     from faceray.stopping import graceful_stop
-    from ingest.pipeline import run_ingest, summary_line
 
     config = resolve_config(IngestConfig, arguments, arguments.config, dataset=arguments.dataset)
     init_ray(config.address or None, dashboard=False)  # before the handlers: ray.init installs its own for SIGTERM
@@ -72,7 +72,7 @@ def run_ingest_command(arguments: argparse.Namespace) -> int:
 
 def run_inspect(arguments: argparse.Namespace) -> int:
     from faceray.config import ConfigError
-    from ingest.inspect import inspect_output
+    from faceray.ingest.inspect import inspect_output
 
     try:
         table, written = inspect_output(arguments.data, arguments.per_class)

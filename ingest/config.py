@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from faceray.config import location_problems, option, output_problems
 from faceray.faces import COLOR_CHANNELS
-from ingest.sources import get_source
+from faceray.ingest.sources import get_source
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from faceray.ingest.rejections import Rejection
 from faceray.labels import EMOTION_LABELS, FER_USAGE_TO_SPLIT
 from faceray.storage import Location
-from ingest.rejections import Rejection
 
 FER_SIDE = 48
 FER_PIXELS = FER_SIDE * FER_SIDE

@@ -8,7 +8,7 @@ import numpy.typing as npt
 
 from faceray.faces import check_color, face_pixels
 from faceray.image_bytes import is_truncated_jpeg, jpeg_size
-from ingest.rejections import Rejection
+from faceray.ingest.rejections import Rejection
 
 
 class ImageError(Rejection):

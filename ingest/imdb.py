@@ -136,7 +136,7 @@ def filter_and_split(
 
     Row-local, so any slice gives the same answer as the whole file: chunks apply it in parallel.
     """
-    from ingest.splits import assign_splits
+    from faceray.ingest.splits import assign_splits
 
     frame = pd.concat([frame, label_rejections(frame, label_filter)], axis=1)
     if by_identity:

@@ -23,10 +23,7 @@ import pyarrow.parquet as pq
 
 from faceray.config import ConfigError, config_to_dict, location, write_json
 from faceray.console import terminal_stderr
-from faceray.labels import SPLITS
-from faceray.shards import MANIFEST_FILE, REJECTS_FILE, IngestManifest, check_ingest_output
-from faceray.storage import Location, read_in_order
-from ingest.chunks import (
+from faceray.ingest.chunks import (
     WORK_DIR,
     ChunkSettings,
     chunk_name,
@@ -35,8 +32,11 @@ from ingest.chunks import (
     process_chunk,
     reject_file,
 )
-from ingest.config import IngestConfig
-from ingest.sources import ChunkSpec, SourceInputs, get_source
+from faceray.ingest.config import IngestConfig
+from faceray.ingest.sources import ChunkSpec, SourceInputs, get_source
+from faceray.labels import SPLITS
+from faceray.shards import MANIFEST_FILE, REJECTS_FILE, IngestManifest, check_ingest_output
+from faceray.storage import Location, read_in_order
 
 
 def chunk_settings(config: IngestConfig, out: Location) -> ChunkSettings:

@@ -24,8 +24,8 @@ import numpy as np
 import numpy.typing as npt
 
 from faceray.faces import CropGeometry, crop_faces
-from serve.detect import Box, Detector, DetectorSettings, make_detector
-from serve.tracking import FaceTracker, follow_faces
+from faceray.serve.detect import Box, Detector, DetectorSettings, make_detector
+from faceray.serve.tracking import FaceTracker, follow_faces
 
 TASKS = ("emotion", "gender")
 
@@ -48,7 +48,7 @@ class FaceAnalyzer:
         runtime: str = "onnx",
         threads: int = 0,
     ) -> None:
-        from serve.classify import FaceClassifier
+        from faceray.serve.classify import FaceClassifier
 
         models = {task: folder for task, folder in zip(TASKS, (emotion_model, gender_model)) if folder}
         if not models:

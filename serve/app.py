@@ -38,7 +38,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from ray import serve
 
 from faceray.config import resolve_config
-from serve.config import ServeConfig
+from faceray.serve.config import ServeConfig
 
 IMAGE_TYPES = {"image/jpeg", "image/jpg", "image/png", "application/octet-stream"}
 WEB_DIR = Path(__file__).with_name("web")
@@ -91,8 +91,8 @@ class FaceService:
     """One replica: the FaceAnalyzer (models, cards and detector loaded once, at start) behind HTTP and WebSocket."""
 
     def __init__(self, config: ServeConfig) -> None:
-        from serve.analyzer import FaceAnalyzer
-        from serve.loopback import LOOPBACK_HOSTS, bind_internal_grpc_to_loopback
+        from faceray.serve.analyzer import FaceAnalyzer
+        from faceray.serve.loopback import LOOPBACK_HOSTS, bind_internal_grpc_to_loopback
 
         self.config = config
         if self.config.host in LOOPBACK_HOSTS:  # a local service listens on loopback only, Serve's own port too
@@ -219,7 +219,7 @@ class FaceService:
         """Decode, detect and classify (on a pool thread): the response payload, or annotated JPEG bytes."""
         import cv2
 
-        from serve.vision import decode_frame, draw_faces
+        from faceray.serve.vision import decode_frame, draw_faces
 
         started = time.perf_counter()
         frame = decode_frame(body)
@@ -261,7 +261,7 @@ class FaceService:
         return busy(f"this replica is analysing {self.http_frames} frames, its limit (--workers + --http-queue)")
 
     async def answer_faces(self, request: Request, annotate: bool) -> Response:
-        from serve.vision import RequestImageError
+        from faceray.serve.vision import RequestImageError
 
         full = self.analysis_full()  # before the body is read: shedding costs no more than it must
         if full is not None:
@@ -291,7 +291,7 @@ class FaceService:
     @api.websocket("/v1/stream")
     async def stream(self, websocket: WebSocket) -> None:
         """One stream, until the client closes it: frames in, answers out in order (serve.inbox.answer_in_order)."""
-        from serve.inbox import StreamInbox, answer_in_order
+        from faceray.serve.inbox import StreamInbox, answer_in_order
 
         if not self.origin_allowed(websocket.headers.get("origin"), websocket.headers.get("host", "")):
             await websocket.close(
@@ -326,7 +326,7 @@ class FaceService:
 
     def analyze_stream_frame(self, session: Any, frame_id: int, data: bytes) -> dict[str, Any]:
         """One stream frame (on a pool thread): the stream answer, or an error for bytes that are not an image."""
-        from serve.vision import RequestImageError, decode_frame
+        from faceray.serve.vision import RequestImageError, decode_frame
 
         started = time.perf_counter()
         if len(data) > self.config.max_body_bytes:

@@ -6,7 +6,7 @@ import argparse
 import time
 
 from faceray.config import add_config_arguments, resolve_config
-from serve.config import ClientConfig, ServeConfig
+from faceray.serve.config import ClientConfig, ServeConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -85,7 +85,7 @@ def run_serve(arguments: argparse.Namespace) -> int:
     import threading
 
     from faceray.runtime import init_ray, shutdown_ray
-    from serve.service import start_service, stop_service
+    from faceray.serve.service import start_service, stop_service
 
     config = resolve_config(ServeConfig, arguments, arguments.config)
     check_model_dirs(config)
@@ -118,7 +118,7 @@ def run_serve(arguments: argparse.Namespace) -> int:
 
 def run_client_command(arguments: argparse.Namespace) -> int:
     from faceray.config import ConfigError
-    from serve.client import run_client
+    from faceray.serve.client import run_client
 
     config = resolve_config(ClientConfig, arguments, arguments.config)
     try:

@@ -22,9 +22,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from serve.config import ClientConfig
-from serve.tracking import FaceTracker
-from serve.vision import draw_faces
+from faceray.serve.config import ClientConfig
+from faceray.serve.tracking import FaceTracker
+from faceray.serve.vision import draw_faces
 
 QUIT_KEYS = {27, ord("q"), ord("Q")}
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from faceray.config import location_problems, option
-from serve.classify import RUNTIMES
-from serve.detect import DETECTORS, DetectorSettings
+from faceray.serve.classify import RUNTIMES
+from faceray.serve.detect import DETECTORS, DetectorSettings
 
 # Request slots per replica that no admitted stream or HTTP request can take (see ServeConfig.max_ongoing_requests).
 RESERVED_SLOTS = 16

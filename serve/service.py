@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from serve.config import ServeConfig
+from faceray.serve.config import ServeConfig
 
 APP_NAME = "faceray"
 
@@ -26,7 +26,7 @@ def start_service(
 
     from faceray.resources import plan_serve
     from faceray.runtime import read_cluster
-    from serve.app import build_app
+    from faceray.serve.app import build_app
 
     plan = plan_serve(read_cluster(), config.replicas, config.replica_cpus)
     if log is not None:

@@ -29,7 +29,7 @@ REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference"
 @pytest.fixture(scope="session")
 def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Sample IMDB-WIKI (160 rows) and FER-2013 (200 rows + malformed ones) in the real layouts."""
-    from ingest.sample import write_sample
+    from faceray.ingest.sample import write_sample
 
     folder = tmp_path_factory.mktemp("sample")
     write_sample(folder, imdb_count=160, fer_count=200, seed=7)

@@ -9,7 +9,7 @@ import pytest
 
 from faceray.cli import build_parser, main
 from faceray.config import ConfigError, resolve_config
-from ingest.config import IngestConfig
+from faceray.ingest.config import IngestConfig
 
 COMMANDS = [
     ["sample"],
@@ -48,7 +48,7 @@ def test_config_errors_name_every_flag(tmp_path):
 
 
 def test_yaml_then_flags(tmp_path):
-    settings = tmp_path / "ingest.yaml"
+    settings = tmp_path / "faceray.ingest.yaml"
     settings.write_text("size: 32\ncolor: rgb\nshard-rows: 10\n")
     parser = build_parser()
     arguments = parser.parse_args(["ingest", "imdb", "--root", "r", "--out", "o", "--size", "48"])
@@ -68,19 +68,19 @@ def test_cli_reports_config_errors_with_exit_2(capsys):
 
 def test_pure_cores_do_not_import_ray():
     modules = [
-        "ingest.images",
-        "ingest.imdb",
-        "ingest.fer",
-        "ingest.splits",
-        "ingest.sample",
-        "ingest.chunks",
-        "ingest.sources.imdb_wiki",
-        "ingest.sources.fer2013",
-        "ingest.inspect",
+        "faceray.ingest.images",
+        "faceray.ingest.imdb",
+        "faceray.ingest.fer",
+        "faceray.ingest.splits",
+        "faceray.ingest.sample",
+        "faceray.ingest.chunks",
+        "faceray.ingest.sources.imdb_wiki",
+        "faceray.ingest.sources.fer2013",
+        "faceray.ingest.inspect",
         "faceray.shards",
         "faceray.integrity",
         "faceray.errors",
-        "serve.inbox",
+        "faceray.serve.inbox",
         "faceray.faces",
         "faceray.image_bytes",
         "faceray.model_card",
@@ -89,8 +89,8 @@ def test_pure_cores_do_not_import_ray():
         "faceray.cli",
         "faceray.resources",
         "faceray.console",
-        "train.feed",
-        "train.weights",
+        "faceray.train.feed",
+        "faceray.train.weights",
     ]
     code = "import sys\n" + "".join(f"import {name}\n" for name in modules) + "print('ray' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -124,7 +124,7 @@ def test_required_settings_are_shown_as_required(capsys):
 
 def test_an_unexpected_failure_is_one_line_and_a_log(tmp_path, monkeypatch, capsys):
     """Not a user's mistake: exit 1, the cause in one line, the traceback in the run log (not on the console)."""
-    from ingest import cli as ingest_cli
+    from faceray.ingest import cli as ingest_cli
 
     def broken(arguments):
         raise RuntimeError("disk on fire\nsecond line")
@@ -143,21 +143,21 @@ def test_every_command_is_built_from_its_config_with_none_as_unset(tmp_path):
 
     from faceray.cli import build_parser
     from faceray.config import resolve_config
-    from serve.config import ClientConfig
-    from train.config import TrainConfig
+    from faceray.serve.config import ClientConfig
+    from faceray.train.config import TrainConfig
 
     parser = build_parser()
     imdb = parser.parse_args(["ingest", "imdb", "--out", "o", "--root", "r", "--min-face-score", "none"])
     assert imdb.min_face_score == "none" and not hasattr(imdb, "csv")  # FER's flag is not IMDB's, and the reverse
     with pytest.raises(SystemExit):
         parser.parse_args(["ingest", "fer", "--out", "o", "--root", "r"])
-    from ingest.config import IngestConfig
+    from faceray.ingest.config import IngestConfig
 
     assert resolve_config(IngestConfig, imdb, dataset="imdb").min_face_score is None
     client = parser.parse_args(["client", "--fast", "--give-up-after", "3", "--max-frames", "5"])
     config = resolve_config(ClientConfig, client)
     assert config.realtime is False and config.give_up_s == 3.0 and config.max_frames == 5 and config.output is None
-    yaml_file = tmp_path / "train.yaml"
+    yaml_file = tmp_path / "faceray.train.yaml"
     yaml_file.write_text("data: d\ncrop_margin: null\nfinal_epochs: 3\n")
     train = resolve_config(TrainConfig, argparse.Namespace(task="gender"), yaml_file)
     assert train.crop_margin is None and train.final_epochs == 3 and train.task == "gender"

@@ -14,7 +14,7 @@ from faceray.model_card import ModelCard, save_model_dir
 
 @pytest.fixture
 def model_dir(tmp_path):
-    from train.models import build_model
+    from faceray.train.models import build_model
 
     card = ModelCard("gender", (32, 32, 1), "gray", "residual", IMDB_WIKI_CROP)
     return save_model_dir(tmp_path / "gender", build_model("residual", (32, 32, 1), 2), card)
@@ -56,7 +56,7 @@ def test_a_changed_model_file_is_refused_and_a_changed_export_rebuilt_with_a_war
     says both."""
     from faceray.cli import main
     from faceray.model_card import MODEL_FILE, load_model_dir
-    from serve.classify import FaceClassifier
+    from faceray.serve.classify import FaceClassifier
 
     export_model(model_dir)
     card = ModelCard.read(model_dir)

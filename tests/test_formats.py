@@ -34,7 +34,7 @@ def astronaut_bgr() -> np.ndarray:
 @pytest.fixture(scope="module")
 def face_box(astronaut_bgr):
     """The astronaut's face as the service's default detector (BlazeFace) finds it."""
-    from serve.detect import DetectorSettings, make_detector
+    from faceray.serve.detect import DetectorSettings, make_detector
 
     boxes = make_detector(DetectorSettings()).detect(astronaut_bgr)
     assert boxes, "BlazeFace found no face in the astronaut photo"
@@ -45,7 +45,7 @@ def face_box(astronaut_bgr):
 def test_ingest_and_serving_give_identical_pixels_for_the_same_face(astronaut_bgr, face_box, tmp_path, color):
     """The same real face, (a) cut by the service from a camera frame and (b) stored as an IMDB-WIKI-style crop
     file (lossless PNG, so the file holds exactly the frame's pixels) and read by ingest: identical model inputs."""
-    from ingest.images import decode_and_resize
+    from faceray.ingest.images import decode_and_resize
 
     served = crop_faces(astronaut_bgr, [face_box], 64, color, IMDB_WIKI_CROP)[0]
     left, top, side, _ = square_crop_box(face_box, IMDB_WIKI_CROP.margin, astronaut_bgr.shape)
@@ -68,7 +68,7 @@ def test_face_pixels_converts_colour_first_then_resizes(astronaut_bgr):
 
 
 def test_crop_geometry_of_the_sources():
-    from ingest.sources import get_source
+    from faceray.ingest.sources import get_source
 
     assert get_source("imdb").crop == IMDB_WIKI_CROP and IMDB_WIKI_CROP.margin == 0.4
     assert get_source("fer").crop == FER_CROP and FER_CROP.margin == 0.1
@@ -93,7 +93,7 @@ def old_shard(path, task="emotion", labels=("angry", "disgust", "fear", "happy",
 
 
 def test_shards_written_before_crop_geometry_still_load(tmp_path):
-    from train.pipeline import card_crop
+    from faceray.train.pipeline import card_crop
 
     images = old_shard(tmp_path / "train" / "part-00000.parquet")
     meta = ShardMetadata.read(tmp_path, "train")

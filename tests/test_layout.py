@@ -13,8 +13,19 @@ PACKAGES = ("faceray", *STAGES, "cluster")
 FRONT_DOORS = {"faceray/cli.py": set(PACKAGES), "faceray/__init__.py": {"serve"}}
 
 
+def project_package(module: str) -> str | None:
+    """Which of PACKAGES an imported module belongs to: faceray.<stage>... is that stage, other faceray... is the
+    core; a bare stage name (the old top-level packages, not installed any more) is reported as "top-level <name>"."""
+    parts = module.split(".")
+    if parts[0] == "faceray":
+        return parts[1] if len(parts) > 1 and parts[1] in STAGES + ("cluster",) else "faceray"
+    if parts[0] in PACKAGES:
+        return f"top-level {parts[0]}"
+    return None
+
+
 def imported_packages(path: Path) -> set[str]:
-    """The top-level project packages a module imports, at any depth of its code (lazy imports included)."""
+    """The project packages a module imports, at any depth of its code (lazy imports included)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
@@ -23,7 +34,7 @@ def imported_packages(path: Path) -> set[str]:
             names = [node.module]
         else:
             continue
-        found.update(name.split(".")[0] for name in names if name.split(".")[0] in PACKAGES)
+        found.update(package for package in map(project_package, names) if package)
     return found
 
 
@@ -43,7 +54,51 @@ def test_no_stage_imports_another_and_nothing_imports_up_from_the_core():
     assert not problems, "\n".join(problems)
 
 
-def test_the_check_sees_lazy_imports(tmp_path):
+def test_the_check_sees_lazy_imports_and_the_old_top_level_names(tmp_path):
     module = tmp_path / "module.py"
-    module.write_text("def f():\n    from train.model_dir import x\n    import serve.app\n")
-    assert imported_packages(module) == {"train", "serve"}
+    module.write_text(
+        "def f():\n    from faceray.train.model_dir import x\n    import faceray.serve.app\n    import ingest\n"
+    )
+    assert imported_packages(module) == {"train", "serve", "top-level ingest"}
+
+
+def test_nothing_in_the_repository_imports_the_old_top_level_names():
+    """Tests and benchmarks too: a second copy of a stage under its old name would hold other classes."""
+    problems = []
+    for folder in (*PACKAGES, "tests", "bench"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            problems += [
+                f"{path.relative_to(ROOT)} imports {name}"
+                for name in sorted(imported_packages(path))
+                if name.startswith("top-level ")
+            ]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_wheel_installs_one_name(tmp_path):
+    """The wheel holds faceray/ only: the stages inside it, their data files with them."""
+    import subprocess
+    import sys
+    import zipfile
+
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    (wheel,) = tmp_path.glob("faceray-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
+    assert top == {"faceray"}
+    for expected in (
+        "faceray/serve/app.py",
+        "faceray/serve/serve_config.yaml",
+        "faceray/serve/web/index.html",
+        "faceray/train/spaces/report.yaml",
+        "faceray/ingest/sources/imdb_wiki.py",
+        "faceray/cluster/jobs.py",
+        "faceray/haproxy_loopback.sh",
+    ):
+        assert expected in names, expected

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 from faceray.config import resolve_config
+from faceray.ingest.chunks import WORK_DIR, chunk_name, done_marker
+from faceray.ingest.config import IngestConfig
+from faceray.ingest.pipeline import run_ingest
 from faceray.shards import MANIFEST_FILE, REJECTS_FILE, IngestManifest, read_table, shard_files
 from faceray.storage import Location, upload_folder
-from ingest.chunks import WORK_DIR, chunk_name, done_marker
-from ingest.config import IngestConfig
-from ingest.pipeline import run_ingest
 
 pytestmark = pytest.mark.slow
 
@@ -124,9 +124,9 @@ def test_the_readme_s3_pipeline_runs_as_written_and_serves_from_the_bucket(s3_se
     """sample -> ingest -> train -> evaluate with s3:// paths (the README's commands, in this process), then the
     served model: read from the bucket (card and ONNX export) with the answers of a local copy."""
     from faceray.cli import main
+    from faceray.serve.analyzer import FaceAnalyzer
+    from faceray.serve.classify import FaceClassifier
     from faceray.storage import local_copy
-    from serve.analyzer import FaceAnalyzer
-    from serve.classify import FaceClassifier
 
     commands = readme_s3_commands()
     names = [command[0] for command in commands]

@@ -7,8 +7,8 @@ import os
 
 from faceray.config import add_config_arguments, resolve_config
 from faceray.stopping import StopRequest
-from train.config import TrainConfig
-from train.sweep_config import SweepConfig
+from faceray.train.config import TrainConfig
+from faceray.train.sweep_config import SweepConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -84,7 +84,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_train(arguments: argparse.Namespace) -> int:
     from faceray.runtime import init_ray
     from faceray.stopping import graceful_stop
-    from train.pipeline import run_training, training_data
+    from faceray.train.pipeline import run_training, training_data
 
     config = resolve_config(TrainConfig, arguments, arguments.config)
     training_data(config.data, config.task)  # before Ray starts: a wrong --data or --task is refused at once
@@ -103,8 +103,8 @@ def run_train(arguments: argparse.Namespace) -> int:
 def run_sweep_command(arguments: argparse.Namespace) -> int:
     from faceray.runtime import init_ray
     from faceray.stopping import graceful_stop
-    from train.pipeline import training_data
-    from train.sweep import format_table, run_sweep
+    from faceray.train.pipeline import training_data
+    from faceray.train.sweep import format_table, run_sweep
 
     config = resolve_config(SweepConfig, arguments, arguments.config)
     training_data(config.data, config.task)
@@ -144,7 +144,7 @@ def run_evaluate(arguments: argparse.Namespace) -> int:
     from faceray.config import ConfigError
     from faceray.model_card import ModelCard
     from faceray.shards import IngestManifest
-    from train.pipeline import run_evaluation
+    from faceray.train.pipeline import run_evaluation
 
     try:  # before TensorFlow loads: a wrong path is one line
         ModelCard.read(arguments.model_dir)
@@ -182,7 +182,7 @@ def run_import(arguments: argparse.Namespace) -> int:
     from faceray.config import ConfigError, location
     from faceray.model_card import CARD_FILE
     from faceray.storage import local_folder
-    from train.model_dir import import_legacy_model
+    from faceray.train.model_dir import import_legacy_model
 
     try:
         shape = tuple(int(part) for part in arguments.input_shape.split(","))
@@ -220,7 +220,7 @@ def run_fetch_weights(arguments: argparse.Namespace) -> int:
     from faceray.config import ConfigError, location
     from faceray.model_card import CARD_FILE
     from faceray.storage import local_folder
-    from train.weights import PAPER_BASE_URL, DownloadError, fetch_weights
+    from faceray.train.weights import PAPER_BASE_URL, DownloadError, fetch_weights
 
     out = location(arguments.out, "--out", output=True)
     try:

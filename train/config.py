@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from faceray.config import location_problems, option, output_problems
-from train.precision import PRECISIONS
+from faceray.train.precision import PRECISIONS
 
 AUGMENT_PRESETS: dict[str, dict[str, float]] = {
     # The paper's ImageDataGenerator: rotation 10 degrees, shifts 0.1, zoom 0.1, horizontal flip.
@@ -130,7 +130,7 @@ def tracking_problems(tracking: str | None) -> list[str]:
     """What is wrong with a --tracking value (an unknown tracker, MLflow not installed)."""
     import importlib.util
 
-    from train.experiments import parse_tracking
+    from faceray.train.experiments import parse_tracking
 
     if tracking is None:
         return []

@@ -18,8 +18,8 @@ import numpy as np
 import numpy.typing as npt
 import tensorflow as tf
 
-from train.state import PlateauState as PlateauState  # re-exported: the loop and its state in one import
-from train.state import TrainingState, read_training_state
+from faceray.train.state import PlateauState as PlateauState  # re-exported: the loop and its state in one import
+from faceray.train.state import TrainingState, read_training_state
 
 Batch = tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]
 

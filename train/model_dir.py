@@ -12,7 +12,7 @@ from faceray.exports import write_export
 from faceray.faces import FER_CROP, IMDB_WIKI_CROP, CropGeometry
 from faceray.labels import labels_for_task
 from faceray.model_card import ModelCard, save_model_dir
-from train.models import with_normalization
+from faceray.train.models import with_normalization
 
 # What the paper's published models were trained on: gender on IMDB-WIKI crops, emotion on FER-2013 faces.
 PAPER_CROPS: dict[str, CropGeometry] = {"gender": IMDB_WIKI_CROP, "emotion": FER_CROP}

@@ -34,7 +34,7 @@ from faceray.shards import (
 )
 from faceray.stopping import StopRequest
 from faceray.storage import Location, local_copy, local_folder, staging_folder, upload_folder
-from train.config import TrainConfig
+from faceray.train.config import TrainConfig
 
 RAY_RESULTS = "ray_results"
 EPOCH_LOG = "epochs.log"  # the workers' epoch lines, relayed to the console (a local file; not uploaded)
@@ -120,8 +120,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import ray.train
     import tensorflow as tf
 
-    from train.feed import FeedPlan, prefetched, split_batches, worker_batches
-    from train.loop import (
+    from faceray.train.feed import FeedPlan, prefetched, split_batches, worker_batches
+    from faceray.train.loop import (
         Checkpoints,
         EpochFeed,
         PlateauState,
@@ -130,7 +130,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         run_epochs,
         save_training_state,
     )
-    from train.precision import check_gpus
+    from faceray.train.precision import check_gpus
 
     config = TrainConfig(**loop_config["config"])
     gpus = check_gpus(config.gpus_per_worker)  # before TensorFlow's first op: a worker without its GPU stops here
@@ -253,10 +253,10 @@ def build_runner(config: TrainConfig, settings: dict[str, Any], strategy: Any, g
     `--jit`. `settings` are loop_settings(...): input_shape, num_classes, class_weights."""
     import keras
 
-    from train.augment import build_augmenter
-    from train.loop import StepRunner
-    from train.models import build_model
-    from train.precision import set_precision, with_loss_scaling
+    from faceray.train.augment import build_augmenter
+    from faceray.train.loop import StepRunner
+    from faceray.train.models import build_model
+    from faceray.train.precision import set_precision, with_loss_scaling
 
     keras.utils.set_random_seed(config.seed)
     set_precision("float32")  # the augmentation works on float pixels 0..255, whatever the model's precision
@@ -458,7 +458,7 @@ def make_trainer(
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
-    from train.tf_backend import TensorflowEnvironment
+    from faceray.train.tf_backend import TensorflowEnvironment
 
     checkpoint_every_s = 0.0 if callbacks else config.checkpoint_every * 60
     return DataParallelTrainer(
@@ -499,7 +499,7 @@ def fit_trainer(
     state and best weights (None in a run stopped inside its first epoch) of its last checkpoint, or of the checkpoint
     `saved_early()` returns as soon as it returns one (a stopped run: Ray Train's teardown is not waited for). A
     worker group that could not start is said in the plan's words."""
-    from train.state import read_training_state
+    from faceray.train.state import read_training_state
 
     try:
         if progress_file is not None:
@@ -574,7 +574,7 @@ def train_in_process(
     the trial at that report)."""
     import tensorflow as tf
 
-    from train.precision import check_gpus
+    from faceray.train.precision import check_gpus
 
     check_gpus(config.gpus_per_worker)
     if cpus >= 1:
@@ -594,8 +594,8 @@ def _train_in_process(
 ) -> dict[str, Any]:
     import tensorflow as tf
 
-    from train.feed import FeedPlan, prefetched, split_batches, worker_batches
-    from train.loop import (
+    from faceray.train.feed import FeedPlan, prefetched, split_batches, worker_batches
+    from faceray.train.loop import (
         EpochFeed,
         PlateauState,
         TrainingState,
@@ -681,10 +681,10 @@ def write_outputs(
         raise RuntimeError("training ended before any epoch finished: there are no weights to write")
     from faceray.exports import write_export
     from faceray.model_card import CARD_FILE, ModelCard, save_model_dir
-    from train.evaluate import evaluate_model, plot_confusion_matrix, plot_learning_curves
-    from train.model_dir import without_machine_paths
-    from train.models import build_model
-    from train.precision import set_precision
+    from faceray.train.evaluate import evaluate_model, plot_confusion_matrix, plot_learning_curves
+    from faceray.train.model_dir import without_machine_paths
+    from faceray.train.models import build_model
+    from faceray.train.precision import set_precision
 
     meta, labels, counts, out, final = setup.meta, setup.labels, setup.counts, setup.out, setup.final
     set_precision("float32")  # the model directory holds a float32 model, whatever the training precision
@@ -745,7 +745,7 @@ def write_outputs(
         "evaluation": {k: report[k] for k in ("split", "accuracy", "macro_f1", "chance_accuracy")},
     }
     if config.tracking:
-        from train.experiments import log_training
+        from faceray.train.experiments import log_training
 
         settings = without_machine_paths(config_to_dict(config)) or {}
         summary["tracking"] = log_training(out, settings, config.tracking, setup.target.uri)
@@ -758,7 +758,7 @@ def run_evaluation(model_dir: str | Path, data: str | Path, split: str = "test")
     """Evaluate a model directory on a split of an ingest output (either local or in object storage); writes
     evaluation_<split>.json and a PNG into the model directory."""
     from faceray.model_card import load_model_dir
-    from train.evaluate import evaluate_model, plot_confusion_matrix
+    from faceray.train.evaluate import evaluate_model, plot_confusion_matrix
 
     folder, shards = location(model_dir, "MODEL_DIR"), location(data, "--data")
     verify_data(shards, [split])

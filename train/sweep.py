@@ -20,10 +20,10 @@ from typing import Any
 
 from faceray.config import config_to_dict, location, resolve_config, write_json
 from faceray.storage import Location, local_folder, staging_folder
-from train.config import TrainConfig
-from train.pipeline import training_data
-from train.sweep_config import SweepConfig
-from train.sweep_space import read_space, to_tune_space
+from faceray.train.config import TrainConfig
+from faceray.train.pipeline import training_data
+from faceray.train.sweep_config import SweepConfig
+from faceray.train.sweep_space import read_space, to_tune_space
 
 METRIC, MODE = "val_accuracy", "max"
 TUNE_DIR, EXPERIMENT = "tune", "sweep"
@@ -40,7 +40,7 @@ def run_trial(
     `<trial id>.log` there, and the sweep's console relays them (`follow_trial_lines`)."""
     from ray import tune
 
-    from train.pipeline import run_training, train_in_process
+    from faceray.train.pipeline import run_training, train_in_process
 
     sampled = dict(params)
     trial_id = tune.get_context().get_trial_id()
@@ -59,7 +59,7 @@ def run_trial(
         def report(metrics: dict[str, float], folder: str) -> None:
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
-        from train.pipeline import EpochLog
+        from faceray.train.pipeline import EpochLog
 
         checkpoint = tune.get_checkpoint()
         cpus = float(plan["chosen"]["cpus_per_trial_worker"])
@@ -90,13 +90,13 @@ def train_final_in_task(config: TrainConfig, log: Any) -> dict[str, Any]:
 
     from faceray.resources import plan_sweep
     from faceray.runtime import read_cluster
-    from train.pipeline import EPOCH_LOG, EpochLog, follow_lines
+    from faceray.train.pipeline import EPOCH_LOG, EpochLog, follow_lines
 
     plan = plan_sweep(read_cluster(), trials=1, max_concurrent=1)
     cpus = float(plan.chosen["cpus_per_trial_worker"])
 
     def final(settings: dict[str, Any], progress: Path) -> dict[str, Any]:
-        from train.pipeline import train_in_process
+        from faceray.train.pipeline import train_in_process
 
         return train_in_process(
             TrainConfig(**settings),
@@ -207,7 +207,7 @@ def _trial_name(trial: Any, keys: list[str]) -> str:
 def trials_and_workers(space: dict[str, Any], samples: int, gpus_per_worker: float = 0.0) -> tuple[int, int, float]:
     """How many trials a space makes (grid points x samples), the most workers and GPUs per worker any trial asks
     (`gpus_per_worker`, the sweep's flag, unless the space sets it)."""
-    from train.sweep_space import grid_size
+    from faceray.train.sweep_space import grid_size
 
     def largest(name: str, default: float) -> float:
         value = space.get(name, default)
@@ -447,7 +447,7 @@ def run_sweep(config: SweepConfig, log: Any = print, verbose: int = 0, stop: Any
         best = write_results(work, rows, space_keys)
     summary: dict[str, Any] = {"rows": rows, "best": best, "final": None, "space_keys": space_keys}
     if config.final and best is not None:
-        from train.pipeline import run_training
+        from faceray.train.pipeline import run_training
 
         chosen = {key: best[key] for key in space_keys}
         final_config = resolve_config(
@@ -470,7 +470,7 @@ def run_sweep(config: SweepConfig, log: Any = print, verbose: int = 0, stop: Any
             out / "best.json", {**{k: v for k, v in best.items() if not k.startswith("_")}, "final": summary["final"]}
         )
     if config.tracking:
-        from train.experiments import log_sweep
+        from faceray.train.experiments import log_sweep
 
         with local_folder(out, fetch=True) as work:  # the results files as artefacts; tensorboard/ uploaded back
             summary["tracking"] = log_sweep(work, config_to_dict(config), rows, config.tracking, out.uri)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from faceray.config import location_problems, option, output_problems
-from train.config import tracking_problems
-from train.precision import PRECISIONS
+from faceray.train.config import tracking_problems
+from faceray.train.precision import PRECISIONS
 
 
 @dataclass(frozen=True)

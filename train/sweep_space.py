@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from faceray.config import ConfigError
-from train.config import TrainConfig
+from faceray.train.config import TrainConfig
 
 DISTRIBUTIONS = ("loguniform", "uniform", "randint", "quniform", "choice")
 FIXED_BY_SWEEP = {"data", "task", "out", "address", "final"}

@@ -102,7 +102,7 @@ def fetch_weights(
 ) -> dict[str, Path]:
     """Download set `name` into OUT/downloads/, verify each file, write OUT/<task>-<name>/ model directories.
     Returns {task: model directory}. Raises DownloadError (nothing half-written is left behind)."""
-    from train.model_dir import import_legacy_model
+    from faceray.train.model_dir import import_legacy_model
 
     if name not in SETS:
         raise DownloadError(f"unknown weights {name!r}; known: {', '.join(SETS)}")

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from faceray.faces import CropGeometry
-    from ingest.config import IngestConfig
+    from faceray.ingest.config import IngestConfig
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,11 @@ import pyarrow as pa
 
 from faceray.config import ConfigError
 from faceray.faces import FER_CROP, face_pixels
+from faceray.ingest.config import IngestConfig
+from faceray.ingest.fer import FER_SIDE, chunk_byte_ranges, parse_fer_row, read_rows
+from faceray.ingest.rejections import Rejection
+from faceray.ingest.sources import ChunkSpec, Example, Rejected, SourceInputs
 from faceray.storage import Location
-from ingest.config import IngestConfig
-from ingest.fer import FER_SIDE, chunk_byte_ranges, parse_fer_row, read_rows
-from ingest.rejections import Rejection
-from ingest.sources import ChunkSpec, Example, Rejected, SourceInputs
 
 
 class Fer2013Source:

@@ -17,13 +17,13 @@ import pyarrow as pa
 
 from faceray.config import ConfigError
 from faceray.faces import IMDB_WIKI_CROP
+from faceray.ingest.config import IngestConfig
+from faceray.ingest.images import decode_and_resize
+from faceray.ingest.imdb import LabelFilter, filter_and_split, read_imdb_metadata
+from faceray.ingest.rejections import Rejection
+from faceray.ingest.sources import ChunkSpec, Example, Rejected, SourceInputs
+from faceray.ingest.splits import parse_ratios
 from faceray.storage import Location, read_in_order
-from ingest.config import IngestConfig
-from ingest.images import decode_and_resize
-from ingest.imdb import LabelFilter, filter_and_split, read_imdb_metadata
-from ingest.rejections import Rejection
-from ingest.sources import ChunkSpec, Example, Rejected, SourceInputs
-from ingest.splits import parse_ratios
 
 UNKNOWN_LABEL = -1  # a NaN gender kept with --no-drop-unknown-gender
 NUMBER_COLUMNS = ("gender", "face_score", "second_face_score", "dob", "photo_taken")

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from faceray.config import resolve_config
-from serve.config import ServeConfig
+from faceray.serve.config import ServeConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,18 +41,18 @@ def test_rayservice_points_at_the_app_builder():
     assert manifest["kind"] == "RayService"
     serve_config = yaml.safe_load(manifest["spec"]["serveConfigV2"])
     [application] = serve_config["applications"]
-    assert application["import_path"] == "serve.app:build_app"
+    assert application["import_path"] == "faceray.serve.app:build_app"
     resolve_config(ServeConfig, application["args"])
 
 
 def test_serve_config_yaml_builds_the_app(tmp_path):
     """serve/serve_config.yaml: its args resolve to a ServeConfig and the builder accepts them."""
-    from serve.app import build_app
+    from faceray.serve.app import build_app
 
     serve_config = yaml.safe_load((ROOT / "serve" / "serve_config.yaml").read_text())
     assert serve_config["http_options"]["host"] == "127.0.0.1"
     [application] = serve_config["applications"]
-    assert application["import_path"] == "serve.app:build_app"
+    assert application["import_path"] == "faceray.serve.app:build_app"
     config = resolve_config(ServeConfig, application["args"])
     assert config.detector == "blazeface" and config.detect_every == 3
     assert build_app(application["args"]) is not None  # builds the deployment graph without starting it
@@ -62,7 +62,7 @@ def test_the_gpu_training_job_asks_kubernetes_for_gpus_and_its_command_parses():
     import shlex
 
     from faceray.cli import build_parser
-    from train.config import TrainConfig
+    from faceray.train.config import TrainConfig
 
     manifest = yaml.safe_load((ROOT / "cluster" / "k8s" / "rayjob-train-gpu.yaml").read_text())
     [group] = manifest["spec"]["rayClusterSpec"]["workerGroupSpecs"]

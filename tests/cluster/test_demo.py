@@ -41,8 +41,8 @@ def test_demo_small_end_to_end(tmp_path, capsys):
 def test_a_failed_step_fails_the_demo_and_the_report_says_which(tmp_path, monkeypatch, capsys):
     """A step that raises (here: the client's answers, as on the busy machine of issue 13) makes `faceray demo` exit
     non-zero, and report.md names the step and the reason; the finished steps keep their sections."""
-    from cluster import demo
-    from serve.client import ClientSummary
+    from faceray.cluster import demo
+    from faceray.serve.client import ClientSummary
 
     def broken_steps(out, plan, address, progress, facts, log):
         progress("ingest both datasets into Parquet shards with Ray Data")
@@ -70,8 +70,8 @@ def test_a_failed_step_fails_the_demo_and_the_report_says_which(tmp_path, monkey
     ],
 )
 def test_the_client_check(read, answered, faces, reason, passes):
-    from cluster.demo import DemoFailed, check_client
-    from serve.client import ClientSummary
+    from faceray.cluster.demo import DemoFailed, check_client
+    from faceray.serve.client import ClientSummary
 
     summary = ClientSummary(frames_read=read, responses=answered, exit_reason=reason)
     if passes:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.jobs import entrypoint, is_local_address, list_jobs, submit
+from faceray.cluster.jobs import entrypoint, is_local_address, list_jobs, submit
 from faceray.runtime import free_loopback_port as free_port
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from faceray.config import resolve_config
-from ingest.config import IngestConfig
+from faceray.ingest.config import IngestConfig
 
 LISTENERS: dict[str, set] = {}
 
@@ -21,7 +21,7 @@ def imdb_config(sample_dir: Path, out: Path, **overrides) -> IngestConfig:
 @pytest.fixture(scope="session")
 def imdb_out(sample_dir, ray_session, tmp_path_factory) -> Path:
     """The sample's IMDB-WIKI ingest (its listeners recorded in LISTENERS["ingest"]); read-only for tests."""
-    from ingest.pipeline import run_ingest
+    from faceray.ingest.pipeline import run_ingest
     from tests.conftest import ListenerWatch
 
     out = tmp_path_factory.mktemp("imdb_out")

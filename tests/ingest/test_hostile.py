@@ -11,17 +11,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from scipy.io import loadmat, savemat
 
+from faceray.ingest.chunks import ChunkSettings, process_chunk, reject_file
+from faceray.ingest.imdb import read_imdb_metadata
+from faceray.ingest.sample import write_imdb_sample
+from faceray.ingest.sources import ChunkSpec, SourceInputs
 from faceray.storage import Location
-from ingest.chunks import ChunkSettings, process_chunk, reject_file
-from ingest.imdb import read_imdb_metadata
-from ingest.sample import write_imdb_sample
-from ingest.sources import ChunkSpec, SourceInputs
 
 
 def run_chunk(rows, root, out):
     """The IMDB-WIKI source's chunk 0 over `rows` (read_imdb_metadata's frame), as the Ray task runs it."""
-    from ingest.config import IngestConfig
-    from ingest.sources import get_source
+    from faceray.ingest.config import IngestConfig
+    from faceray.ingest.sources import get_source
 
     source = get_source("imdb")
     inputs = SourceInputs(64, "gray", source.inputs(IngestConfig(dataset="imdb", root=str(root), out=str(out))))

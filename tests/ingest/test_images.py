@@ -4,7 +4,7 @@ import pytest
 
 from faceray.faces import face_pixels
 from faceray.image_bytes import jpeg_size
-from ingest.images import ImageError, decode_and_resize, reduction_factor
+from faceray.ingest.images import ImageError, decode_and_resize, reduction_factor
 
 
 def encode(image: np.ndarray, extension: str = ".jpg") -> bytes:

@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from faceray.ingest.pipeline import run_ingest
 from faceray.shards import FormatError, IngestManifest, ShardMetadata, check_ingest_output, read_shard_numpy
-from ingest.pipeline import run_ingest
 from tests.ingest.conftest import imdb_config
 from tests.ingest.test_pipeline import all_rows
 
@@ -79,8 +79,8 @@ def test_truncated_missing_and_stray_files_are_each_named(damaged_out):
 
 def test_training_evaluation_and_inspect_refuse_a_damaged_output_naming_the_file(damaged_out):
     from faceray.config import ConfigError
-    from ingest.inspect import inspect_output
-    from train.pipeline import verify_data
+    from faceray.ingest.inspect import inspect_output
+    from faceray.train.pipeline import verify_data
 
     shard = sorted((damaged_out / "train").glob("*.parquet"))[0]
     flip_bit(shard, shard.stat().st_size // 2)
@@ -96,7 +96,7 @@ def test_labels_outside_the_classes_are_refused_as_they_are_read(damaged_out):
     updated too) is refused by every reader, naming the file, instead of training on or crashing with KeyError."""
     from faceray.config import ConfigError
     from faceray.integrity import digest_file
-    from train.pipeline import label_counts
+    from faceray.train.pipeline import label_counts
 
     shard = sorted((damaged_out / "train").glob("*.parquet"))[0]
     table = pq.read_table(shard)

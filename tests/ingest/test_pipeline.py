@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from faceray.config import ConfigError, resolve_config
+from faceray.ingest.config import IngestConfig
+from faceray.ingest.pipeline import run_ingest
 from faceray.shards import IngestManifest, ShardMetadata, load_split_numpy
-from ingest.config import IngestConfig
-from ingest.pipeline import run_ingest
 from tests.ingest.conftest import LISTENERS, imdb_config
 
 pytestmark = pytest.mark.slow
@@ -165,7 +165,7 @@ def test_fer_ingest_honours_usage_and_rejects_bad_rows(sample_dir, ray_session, 
 
 
 def test_ray_dataset_reader(imdb_out, ray_session):
-    from train.dataset import read_split_dataset
+    from faceray.train.dataset import read_split_dataset
 
     batch = read_split_dataset(imdb_out, "val").take_batch(8)
     assert batch["image"].shape[1:] == (64, 64, 1) and batch["image"].dtype == np.uint8
@@ -182,7 +182,7 @@ def test_missing_inputs_are_clear_errors(tmp_path, ray_session):
 
 
 def test_unknown_gender_kept_on_request_is_labelled_unknown_and_refused_by_training(sample_dir, ray_session, tmp_path):
-    from train.pipeline import label_counts
+    from faceray.train.pipeline import label_counts
 
     out = tmp_path / "kept"
     manifest = run_ingest(imdb_config(sample_dir, out, drop_unknown_gender=False))

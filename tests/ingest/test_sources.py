@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 from scipy.io import loadmat
 
-from ingest.fer import FER_PIXELS, RowError, chunk_byte_ranges, parse_fer_row, read_rows
-from ingest.imdb import LabelFilter, label_rejections, read_imdb_metadata
-from ingest.sample import write_imdb_sample
+from faceray.ingest.fer import FER_PIXELS, RowError, chunk_byte_ranges, parse_fer_row, read_rows
+from faceray.ingest.imdb import LabelFilter, label_rejections, read_imdb_metadata
+from faceray.ingest.sample import write_imdb_sample
 
 
 def test_sample_mat_has_the_real_layout(sample_dir):

@@ -1,7 +1,7 @@
 import pytest
 
-from ingest.imdb import identity_key
-from ingest.splits import assign_splits, parse_ratios, unit_hash
+from faceray.ingest.imdb import identity_key
+from faceray.ingest.splits import assign_splits, parse_ratios, unit_hash
 
 
 def test_splits_are_deterministic_and_follow_the_ratios():

@@ -33,9 +33,9 @@ def model_dirs(tmp_path_factory) -> dict[str, Path]:
     untrained models with the same cards (the API contract does not depend on the weights)."""
     from faceray.faces import UNRECORDED_CROP
     from faceray.model_card import ModelCard, save_model_dir
+    from faceray.train.model_dir import import_legacy_model
+    from faceray.train.models import build_model
     from tests.conftest import REFERENCE_DIR
-    from train.model_dir import import_legacy_model
-    from train.models import build_model
 
     folder = tmp_path_factory.mktemp("models")
     if (REFERENCE_DIR / "fer2013_mini_XCEPTION.102-0.66.hdf5").is_file():
@@ -81,8 +81,8 @@ def service(ray_session, stored_model_dirs):
     its answers with the in-process analyzer on the local directories. Its limits are small so that tests can pass
     them in seconds (SERVICE_LIMITS)."""
     from faceray.config import resolve_config
-    from serve.config import ServeConfig
-    from serve.service import start_service, stop_service
+    from faceray.serve.config import ServeConfig
+    from faceray.serve.service import start_service, stop_service
 
     config = resolve_config(
         ServeConfig,

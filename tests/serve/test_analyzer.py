@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from serve.analyzer import FaceAnalyzer
-from serve.tracking import follow_faces
+from faceray.serve.analyzer import FaceAnalyzer
+from faceray.serve.tracking import follow_faces
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +31,23 @@ def moving_face_frames(astronaut_bgr, count: int, step: int = 6) -> list[np.ndar
 
 def test_the_python_api_is_importable_from_faceray_without_loading_anything():
     code = (
-        "import sys, faceray; assert 'serve.analyzer' not in sys.modules and 'tensorflow' not in sys.modules; "
+        "import sys, faceray; assert 'faceray.serve.analyzer' not in sys.modules and 'tensorflow' not in sys.modules; "
         "from faceray import FaceAnalyzer; print(FaceAnalyzer.__module__)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "serve.analyzer"
+    assert result.stdout.strip() == "faceray.serve.analyzer"
+
+
+def test_the_python_api_works_beside_a_users_own_serve_py(tmp_path):
+    """A user's folder with its own serve.py and train.py: faceray's stages are faceray.serve and faceray.train, so
+    neither shadows them."""
+    (tmp_path / "serve.py").write_text("raise SystemExit('the user serve.py was imported')\n")
+    (tmp_path / "train.py").write_text("raise SystemExit('the user train.py was imported')\n")
+    code = "from faceray import FaceAnalyzer; import faceray.train.config; print(FaceAnalyzer.__module__)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "faceray.serve.analyzer"
 
 
 def test_analyze_a_real_photo(analyzer, model_dirs, astronaut_bgr):

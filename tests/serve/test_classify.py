@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from serve import classify
-from serve.classify import FaceClassifier, RuntimeMismatchError
+from faceray.serve import classify
+from faceray.serve.classify import FaceClassifier, RuntimeMismatchError
 
 
 def crops_for(classifier: FaceClassifier, count: int, seed: int = 1) -> np.ndarray:

@@ -8,7 +8,7 @@ import time
 import cv2
 import numpy as np
 
-from serve.client import ClientConfig, ServiceGone, run_client, write_test_video
+from faceray.serve.client import ClientConfig, ServiceGone, run_client, write_test_video
 
 
 class FlakyTransport:
@@ -105,7 +105,7 @@ def run_closed_once(tmp_path, close, messages: list[str]):
 
 
 def test_an_idle_close_reopens_the_stream_with_the_next_frame_and_is_no_outage(tmp_path):
-    from serve.client import StreamClosed
+    from faceray.serve.client import StreamClosed
 
     messages: list[str] = []
     summary, service = run_closed_once(tmp_path, StreamClosed(1008, "idle: no frame for 60 s"), messages)
@@ -116,7 +116,7 @@ def test_an_idle_close_reopens_the_stream_with_the_next_frame_and_is_no_outage(t
 
 
 def test_a_restarting_service_is_retried_with_backoff_and_counted(tmp_path):
-    from serve.client import StreamClosed
+    from faceray.serve.client import StreamClosed
 
     messages: list[str] = []
     summary, service = run_closed_once(tmp_path, StreamClosed(1012, ""), messages)
@@ -125,7 +125,7 @@ def test_a_restarting_service_is_retried_with_backoff_and_counted(tmp_path):
 
 
 def test_a_refusal_on_policy_stops_the_client_with_the_reason(tmp_path):
-    from serve.client import StreamClosed
+    from faceray.serve.client import StreamClosed
 
     reason = "this origin may not use the stream (see --allowed-origins)"
     summary, service = run_closed_once(tmp_path, StreamClosed(1008, reason), [])

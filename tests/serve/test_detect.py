@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from serve import detect
-from serve.detect import (
+from faceray.serve import detect
+from faceray.serve.detect import (
     BlazeFaceDetector,
     DetectorSettings,
     HaarDetector,

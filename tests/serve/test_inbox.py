@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from serve.inbox import Frame, StreamInbox, answer_in_order
+from faceray.serve.inbox import Frame, StreamInbox, answer_in_order
 
 
 def collect(inbox: StreamInbox) -> list[tuple[int, bytes, list[int]]]:

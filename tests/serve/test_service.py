@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import requests
 
-from serve.client import ClientConfig, run_client, write_test_video
+from faceray.serve.client import ClientConfig, run_client, write_test_video
 from tests.serve.conftest import SERVICE_LIMITS, free_port, jpeg
 
 pytestmark = pytest.mark.slow
@@ -193,7 +193,7 @@ def test_models_endpoint_returns_the_cards_and_the_detector(service, stored_mode
 
 def test_the_service_gives_the_in_process_analyzer_s_answers(service, model_dirs, astronaut_bgr):
     """FaceAnalyzer (the Python API) and the service agree on real photos: same boxes, same labels."""
-    from serve.analyzer import FaceAnalyzer
+    from faceray.serve.analyzer import FaceAnalyzer
     from tests.conftest import REFERENCE_DIR
 
     analyzer = FaceAnalyzer(emotion_model=model_dirs["emotion"], gender_model=model_dirs["gender"])

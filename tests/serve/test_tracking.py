@@ -1,4 +1,4 @@
-from serve.tracking import FaceTracker, iou
+from faceray.serve.tracking import FaceTracker, iou
 
 
 def face(box, happy):

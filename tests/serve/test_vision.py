@@ -7,7 +7,7 @@ import pytest
 
 from faceray.faces import crop_faces, square_crop_box
 from faceray.image_bytes import declared_size
-from serve.vision import RequestImageError, decode_frame, draw_faces
+from faceray.serve.vision import RequestImageError, decode_frame, draw_faces
 from tests.serve.conftest import jpeg
 
 

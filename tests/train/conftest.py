@@ -10,9 +10,9 @@ import pytest
 def fer_data(tmp_path_factory, ray_session) -> Path:
     """FER-2013 sample (640 drawn faces, 48x48 grey) ingested into shards: about 510 train / 65 val / 65 test."""
     from faceray.config import resolve_config
-    from ingest.config import IngestConfig
-    from ingest.pipeline import run_ingest
-    from ingest.sample import write_fer_sample
+    from faceray.ingest.config import IngestConfig
+    from faceray.ingest.pipeline import run_ingest
+    from faceray.ingest.sample import write_fer_sample
 
     folder = tmp_path_factory.mktemp("fer_train")
     write_fer_sample(folder / "fer2013.csv", 640, np.random.default_rng(11))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from faceray.shards import load_split_numpy
-from train.feed import FeedPlan, prefetched, worker_batches
+from faceray.train.feed import FeedPlan, prefetched, worker_batches
 
 
 def rows_of(batches) -> list[bytes]:

@@ -6,9 +6,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from train.augment import build_augmenter
-from train.config import AUGMENT_PRESETS, TrainConfig
-from train.loop import (
+from faceray.train.augment import build_augmenter
+from faceray.train.config import AUGMENT_PRESETS, TrainConfig
+from faceray.train.loop import (
     Checkpoints,
     EpochFeed,
     PlateauState,
@@ -19,7 +19,7 @@ from train.loop import (
     run_epochs,
     save_training_state,
 )
-from train.models import build_model
+from faceray.train.models import build_model
 
 
 def test_plateau_lowers_the_rate_then_stops():

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from faceray.model_card import load_model_dir
-from train.model_dir import import_legacy_model
-from train.models import build_model, mini_xception, mini_xception_body, simple_cnn
+from faceray.train.model_dir import import_legacy_model
+from faceray.train.models import build_model, mini_xception, mini_xception_body, simple_cnn
 
 
 def test_parameter_counts_match_the_paper():

@@ -11,8 +11,8 @@ import pytest
 from faceray.cli import main
 from faceray.config import ConfigError, resolve_config
 from faceray.model_card import load_model_dir
-from train.config import TrainConfig
-from train.pipeline import run_training
+from faceray.train.config import TrainConfig
+from faceray.train.pipeline import run_training
 
 pytestmark = pytest.mark.slow
 
@@ -188,7 +188,7 @@ def test_a_training_run_is_tracked_in_mlflow_and_tensorboard(trained, tmp_path):
     plots and model files), and TensorBoard's event files read back."""
     from mlflow.tracking import MlflowClient
 
-    from train.experiments import log_training
+    from faceray.train.experiments import log_training
 
     out, _ = trained
     history = list(csv.DictReader(open(out / "history.csv")))

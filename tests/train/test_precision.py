@@ -9,10 +9,10 @@ import pytest
 import tensorflow as tf
 
 from faceray.config import ConfigError, resolve_config
-from train.config import TrainConfig
-from train.loop import StepRunner
-from train.models import build_model
-from train.precision import check_gpus, set_precision, with_loss_scaling
+from faceray.train.config import TrainConfig
+from faceray.train.loop import StepRunner
+from faceray.train.models import build_model
+from faceray.train.precision import check_gpus, set_precision, with_loss_scaling
 
 
 def float16_convolution_runs() -> bool:
@@ -96,7 +96,7 @@ def test_precision_and_gpu_settings_are_checked_and_reach_the_trainer_and_the_ca
     from faceray.resources import ClusterResources, ResourceError, plan_training
     from faceray.shards import ShardMetadata
     from faceray.storage import Location
-    from train.pipeline import RunSetup, make_trainer, training_facts
+    from faceray.train.pipeline import RunSetup, make_trainer, training_facts
 
     with pytest.raises(ConfigError, match="--precision"):
         resolve_config(TrainConfig, {"data": "d", "precision": "float8"})

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from faceray.config import ConfigError, resolve_config
-from train.sweep import format_table, run_sweep, write_results
-from train.sweep_config import SweepConfig
-from train.sweep_space import grid_size, read_space
+from faceray.train.sweep import format_table, run_sweep, write_results
+from faceray.train.sweep_config import SweepConfig
+from faceray.train.sweep_space import grid_size, read_space
 
 SPACES = Path(__file__).resolve().parents[2] / "train" / "spaces"
 

@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from faceray.cli import main
-from train.weights import SETS, DownloadError, fetch_weights, sha256_of
+from faceray.train.weights import SETS, DownloadError, fetch_weights, sha256_of
 
 
 @pytest.fixture()
