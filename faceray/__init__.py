@@ -19,7 +19,7 @@ if not _os.path.isdir(_os.path.join(_os.path.dirname(_os.path.abspath(__file__))
     _os.path.isfile(_os.path.join(_source_tree, stage, "__init__.py")) for stage in STAGES
 ):
     # A source tree: faceray.<stage> is the <stage>/ folder beside this one (a wheel holds it inside faceray/).
-    __path__.append(_source_tree)  # type: ignore[name-defined]
+    __path__.append(_source_tree)
 
 __version__ = "0.1.0"
 __all__ = ["FaceAnalyzer", "__version__"]
