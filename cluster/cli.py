@@ -13,7 +13,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     submit = subparsers.add_parser(
         "submit",
         help="run a stage as a Ray Job on a cluster (job submission API)",
-        description="Example: faceray submit ingest fer --csv /data/fer2013.csv --out /data/fer48 --address http://HEAD:8265",
+        description="Example: faceray submit ingest fer --csv /data/fer2013.csv --out /data/fer48 --address http://HEAD:8265 "
+        "(submit's own flags, --address --python --job-id --follow --with-requirements, may stand before or after the "
+        "stage)",
     )
     submit.add_argument("stage", help="sample, ingest, inspect, train, evaluate, sweep, import-model or demo")
     submit.add_argument("arguments", nargs=argparse.REMAINDER, help="the stage's own arguments")
@@ -39,8 +41,18 @@ def run_submit(arguments: argparse.Namespace) -> int:
     from faceray.cluster.jobs import ClusterAccessError, submit
     from faceray.config import ConfigError
 
+    try:
+        stage_arguments, own = split_submit_flags([part for part in arguments.arguments if part != "--"])
+    except ValueError as problem:
+        raise ConfigError(str(problem)) from None
+    for name, value in own.items():  # submit's flags written after the stage, as the README shows them
+        if hasattr(arguments, name):  # given before the stage too (unset flags leave no attribute)
+            raise ConfigError(
+                f"--{name.replace('_', '-')} is given before {arguments.stage} and after it: give it once "
+                "(a stage in a job runs on the cluster it was submitted to)"
+            )
+        setattr(arguments, name, value)
     config = resolve_config(SubmitConfig, arguments, arguments.config)
-    stage_arguments = [part for part in arguments.arguments if part != "--"]
     try:
         _, status = submit(
             config.address,
@@ -55,6 +67,41 @@ def run_submit(arguments: argparse.Namespace) -> int:
         raise ConfigError(str(problem)) from None
     print(f"job {status}", file=terminal_stderr())
     return 0 if status in ("SUCCEEDED", "PENDING", "RUNNING") else 1
+
+
+SUBMIT_FLAGS = {"--address": "address", "--python": "python", "--job-id": "job_id"}
+SUBMIT_SWITCHES = {
+    "--follow": ("follow", True),
+    "--no-follow": ("follow", False),
+    "--with-requirements": ("with_requirements", True),
+    "--no-with-requirements": ("with_requirements", False),
+}
+
+
+def split_submit_flags(parts: list[str]) -> tuple[list[str], dict[str, object]]:
+    """(the stage's own arguments, submit's flags found among them). `faceray submit STAGE ... --address URL` reads
+    --address (and --python, --job-id, --follow, --with-requirements) as submit's, wherever it stands: a stage
+    inside a job always runs on the cluster it was submitted to, so its own --address has no use there."""
+    stage: list[str] = []
+    own: dict[str, object] = {}
+    index = 0
+    while index < len(parts):
+        part = parts[index]
+        name, equals, value = part.partition("=")
+        if name in SUBMIT_FLAGS:
+            if not equals:
+                if index + 1 >= len(parts):
+                    raise ValueError(f"{name} needs a value")
+                index += 1
+                value = parts[index]
+            own[SUBMIT_FLAGS[name]] = value
+        elif part in SUBMIT_SWITCHES:
+            key, switch = SUBMIT_SWITCHES[part]
+            own[key] = switch
+        else:
+            stage.append(part)
+        index += 1
+    return stage, own
 
 
 def run_jobs(arguments: argparse.Namespace) -> int:

@@ -195,6 +195,16 @@ def record_model_file(folder: str | Path, card: ModelCard) -> ModelCard:
     )
 
 
+def check_slot(card: ModelCard, task: str, folder: str | Path | Location) -> None:
+    """ValueError naming both when a model directory given for `task` ("emotion" or "gender") holds a model of
+    another task, as its card records (swapped folders would label faces "emotion: woman")."""
+    if card.task != task:
+        raise ValueError(
+            f"{folder} holds a {card.task} model (its {CARD_FILE} says task {card.task!r}), not a {task} model: "
+            f"give it as the {card.task} model"
+        )
+
+
 def check_model_file(folder: str | Path | Location, card: ModelCard) -> None:
     """ValueError naming the file when the directory's model.keras is not the one its card recorded (a directory
     written before faceray recorded it has nothing to check)."""

@@ -48,11 +48,17 @@ class FaceAnalyzer:
         runtime: str = "onnx",
         threads: int = 0,
     ) -> None:
+        from faceray.model_card import ModelCard, check_slot
         from faceray.serve.classify import FaceClassifier
 
         models = {task: folder for task, folder in zip(TASKS, (emotion_model, gender_model)) if folder}
         if not models:
             raise ValueError("give at least one model directory (emotion_model or gender_model)")
+        for task, folder in models.items():  # before any model loads: swapped folders are one clear error
+            try:
+                check_slot(ModelCard.read(folder), task, folder)
+            except ValueError as error:
+                raise ValueError(f"{task}_model: {error}") from None
         self.detector_settings = detector if isinstance(detector, DetectorSettings) else DetectorSettings(name=detector)
         self._local = threading.local()
         # This thread's detector now (make_detector refuses an unknown name), before the slower model loading.

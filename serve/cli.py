@@ -37,13 +37,17 @@ def check_model_dirs(config: ServeConfig) -> None:
     their own disks."""
     from faceray.config import ConfigError
     from faceray.exports import changed_export
-    from faceray.model_card import ModelCard, check_model_file
+    from faceray.model_card import ModelCard, check_model_file, check_slot
     from faceray.storage import is_store_uri
 
-    for flag, where in (("--emotion-model", config.emotion_model), ("--gender-model", config.gender_model)):
+    for task, flag, where in (
+        ("emotion", "--emotion-model", config.emotion_model),
+        ("gender", "--gender-model", config.gender_model),
+    ):
         if where and (is_store_uri(where) or not config.address):
             try:
                 card = ModelCard.read(where)
+                check_slot(card, task, where)  # swapped folders are refused
                 check_model_file(where, card)  # a changed model.keras is refused
             except (ValueError, OSError) as error:
                 raise ConfigError(f"{flag}: {error}") from None

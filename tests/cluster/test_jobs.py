@@ -166,3 +166,21 @@ def test_every_way_of_giving_the_token_works_and_a_bad_one_is_refused_clearly(tm
         head.wait(timeout=120)
     absent = faceray_jobs_list(f"http://127.0.0.1:{free_port()}", {})
     assert absent.returncode == 2 and "no Ray cluster answers" in absent.stderr and "Traceback" not in absent.stderr
+
+
+def test_submit_reads_its_own_flags_after_the_stage_and_refuses_them_twice(monkeypatch):
+    """The README's form, `faceray submit STAGE ... --address URL`: the address is submit's (before, it went to the
+    stage and the job went to the default http://127.0.0.1:8265); given before and after the stage, it is refused."""
+    import faceray.cluster.jobs as jobs
+    from faceray.cli import main
+
+    calls = []
+    monkeypatch.setattr(jobs, "submit", lambda *args, **kwargs: calls.append(args) or ("job", "SUCCEEDED"))
+    line = "submit ingest fer --csv data/fer2013.csv --out data/fer48 --address http://127.0.0.1:8266 --job-id j1"
+    assert main(line.split()) == 0
+    address, stage, arguments, *_, job_id = calls[0]
+    assert (address, stage, job_id) == ("http://127.0.0.1:8266", "ingest", "j1")
+    assert arguments == ["fer", "--csv", "data/fer2013.csv", "--out", "data/fer48"]
+    with pytest.raises(SystemExit) as exited:
+        main(["submit", "--address", "http://a:8265", "train", "--data", "d", "--address=http://b:8265"])
+    assert exited.value.code == 2 and len(calls) == 1

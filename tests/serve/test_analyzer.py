@@ -91,6 +91,18 @@ def test_one_model_is_enough_and_none_is_an_error(model_dirs, astronaut_bgr):
         FaceAnalyzer(gender_model=model_dirs["gender"], detector="yolo")
 
 
+def test_swapped_model_folders_are_refused_naming_both(model_dirs):
+    """Each card records its task: a gender model given as the emotion model (and the other way round) is refused
+    before anything loads, in Python and by `faceray serve` (exit 2, before Ray starts)."""
+    from faceray.cli import main
+
+    with pytest.raises(ValueError, match=r"emotion_model: .* holds a gender model .* give it as the gender model"):
+        FaceAnalyzer(emotion_model=model_dirs["gender"], gender_model=model_dirs["emotion"])
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--emotion-model", str(model_dirs["gender"]), "--gender-model", str(model_dirs["emotion"])])
+    assert exited.value.code == 2
+
+
 def test_follow_faces_finds_a_shifted_face_and_loses_a_vanished_one(astronaut_bgr):
     first, second = moving_face_frames(astronaut_bgr, 2, step=14)
     grey_first, grey_second = (cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) for frame in (first, second))
