@@ -23,14 +23,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_config_arguments(submit, SubmitConfig)
     submit.set_defaults(handler=run_submit)
 
-    jobs = subparsers.add_parser("jobs", help="list, show logs of, or stop Ray Jobs")
+    jobs = subparsers.add_parser(
+        "jobs",
+        help="list, show logs of, or stop Ray Jobs",
+        description="List the cluster's Ray Jobs, show one job's logs, or stop one (token authentication as for "
+        "`faceray submit`).",
+    )
     jobs.add_argument("action", choices=("list", "logs", "stop"))
     jobs.add_argument("job_id", nargs="?", help="the job (for logs and stop)")
     add_config_arguments(jobs, JobsConfig)
     jobs.set_defaults(handler=run_jobs)
 
     demo = subparsers.add_parser(
-        "demo", help="the main job on a local Ray: sample -> ingest -> train -> sweep -> serve -> client -> report"
+        "demo",
+        help="the main job on a local Ray: sample -> ingest -> train -> sweep -> serve -> client -> report",
+        description="Run the whole workflow on an embedded local Ray with generated sample data: sample, ingest, "
+        "train, a small sweep, the service and its client, and a report in OUT/report.md.",
     )
     demo.add_argument("--config", help="YAML file of settings (flags override it)")
     add_config_arguments(demo, DemoConfig)

@@ -17,12 +17,12 @@ from faceray.config import ConfigError
 
 
 class FacerayParser(argparse.ArgumentParser):
-    """argparse with a "did you mean" for a mistyped flag or choice, reported by the subcommand it belongs to."""
+    """argparse whose mistakes are one line: the message, a "did you mean" from the subcommand's own flags or
+    choices, and where the full usage is (not the 20-line usage block first)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
         hint = self.suggestion(message)
-        self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}: error: {message}{hint}\n")
+        self.exit(2, f"{self.prog}: {message}{hint}; `{self.prog} --help` for more\n")
 
     def suggestion(self, message: str) -> str:
         words: list[str] = []
@@ -37,7 +37,7 @@ class FacerayParser(argparse.ArgumentParser):
             close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
             if close:
                 hints.append(f"did you mean {close[0]}?")
-        return ("\n" + " ".join(hints)) if hints else ""
+        return (" (" + "; ".join(hints) + ")") if hints else ""
 
 
 def version() -> str:

@@ -13,13 +13,21 @@ from faceray.shards import FormatError
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     sample = subparsers.add_parser(
-        "sample", help="write synthetic IMDB-WIKI and FER-2013 sample data in the real layouts"
+        "sample",
+        help="write synthetic IMDB-WIKI and FER-2013 sample data in the real layouts",
+        description="Write drawn faces as an IMDB-WIKI crop folder (imdb.mat, NN/*.jpg) and a FER-2013 CSV, in exactly "
+        "the real layouts, for trying every stage without the real datasets.",
     )
     sample.add_argument("--config", help="YAML file of settings (flags override it)")
     add_config_arguments(sample, SampleConfig)
     sample.set_defaults(handler=run_sample)
 
-    ingest = subparsers.add_parser("ingest", help="decode and resize a dataset into Parquet shards with Ray Data")
+    ingest = subparsers.add_parser(
+        "ingest",
+        help="decode and resize a dataset into Parquet shards with Ray Data",
+        description="Decode, crop and resize a dataset into OUT/<split>/*.parquet with Ray Data: resumable, every "
+        "rejected input counted and explained in OUT/rejects.csv, every file's SHA-256 in OUT/manifest.json.",
+    )
     all_sources = sources()
     datasets = ingest.add_subparsers(dest="dataset", required=True, metavar="{" + ",".join(all_sources) + "}")
     # Each source's flags: the common settings plus the ones it reads (Source.settings), none of the others'.
@@ -32,7 +40,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         add_config_arguments(parser, IngestConfig, skip=source_settings - source.settings)
         parser.set_defaults(handler=run_ingest_command)
 
-    inspect = subparsers.add_parser("inspect", help="show an ingest output: counts table, sample grid, class chart")
+    inspect = subparsers.add_parser(
+        "inspect",
+        help="show an ingest output: counts table, sample grid, class chart",
+        description="Print an ingest output's counts per split and label and its rejects, and write a grid of samples "
+        "per class and a class chart under DATA/inspect/.",
+    )
     inspect.add_argument("data", help="an ingest output folder (holding manifest.json)")
     inspect.add_argument("--per-class", type=int, default=8, help="samples per class in the grid (default: 8)")
     inspect.set_defaults(handler=run_inspect)

@@ -19,7 +19,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_config_arguments(serve_parser, ServeConfig)
     serve_parser.set_defaults(handler=run_serve)
 
-    client = subparsers.add_parser("client", help="webcam/video client: send frames, draw faces, exit cleanly")
+    client = subparsers.add_parser(
+        "client",
+        help="webcam/video client: send frames, draw faces, exit cleanly",
+        description="Stream a webcam, a video file or a folder of images to a running service over /v1/stream, draw "
+        "the faces it finds, and optionally write an annotated video and one JSON line per frame.",
+    )
     client.add_argument("--config", help="YAML file of settings (flags override it)")
     add_config_arguments(client, ClientConfig)
     # Older spellings, kept: --fast is --no-realtime, --give-up-after is --give-up-s.

@@ -30,7 +30,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_config_arguments(sweep, SweepConfig)
     sweep.set_defaults(handler=run_sweep_command)
 
-    evaluate = subparsers.add_parser("evaluate", help="evaluate a model directory on a split of an ingest output")
+    evaluate = subparsers.add_parser(
+        "evaluate",
+        help="evaluate a model directory on a split of an ingest output",
+        description="Accuracy, per-class precision, recall and F1 and a confusion matrix of a model directory on a "
+        "split; writes evaluation_<split>.json and confusion_matrix_<split>.png into the model directory.",
+    )
     evaluate.add_argument("model_dir", help="a model directory (model.keras + model_card.json)")
     evaluate.add_argument("--data", required=True, help="an ingest output folder")
     evaluate.add_argument(
@@ -38,7 +43,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     evaluate.set_defaults(handler=run_evaluate)
 
-    importer = subparsers.add_parser("import-model", help="turn a published Keras .hdf5 into a faceray model directory")
+    importer = subparsers.add_parser(
+        "import-model",
+        help="turn a published Keras .hdf5 into a faceray model directory",
+        description="Load a published Keras .hdf5 (such as the paper's), check it, and write a model directory: "
+        "model.keras, model.onnx and a model card with labels, input shape, colour and crop geometry.",
+    )
     importer.add_argument("hdf5", help="e.g. fer2013_mini_XCEPTION.102-0.66.hdf5")
     importer.add_argument("--task", required=True, choices=("emotion", "gender"), help="what the model classifies")
     importer.add_argument("--out", required=True, help="model directory to write")

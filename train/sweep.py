@@ -268,6 +268,7 @@ def _stopped_by_plateau(result: Any) -> bool:
 def write_results(out: Path, rows: list[dict[str, Any]], space_keys: list[str]) -> dict[str, Any] | None:
     """results.csv, curves.png and best.json; returns the best row (None when every trial failed)."""
     from matplotlib.figure import Figure  # not pyplot: no global figure registry to close or share between threads
+    from matplotlib.ticker import MaxNLocator
 
     columns = [
         "trial_id",
@@ -295,6 +296,7 @@ def write_results(out: Path, rows: list[dict[str, Any]], space_keys: list[str]) 
                 label=f"{row['trial_id']} " + " ".join(f"{key}={row[key]}" for key in space_keys),
             )
     axis.set_xlabel("epoch")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no 1.2, 1.4, ...
     axis.set_ylabel("validation accuracy")
     axis.set_title("sweep: validation accuracy per trial")
     if any(row["_curve"] for row in rows):

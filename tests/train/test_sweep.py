@@ -76,6 +76,18 @@ def test_best_is_the_highest_validation_accuracy(tmp_path):
     assert "failed" in format_table(rows, ["lr"])
 
 
+def test_the_sweep_plot_has_whole_epochs_on_its_axis(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    drawn = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda figure, *args, **kwargs: drawn.append(figure))
+    row = {"trial_id": "a", "lr": 0.01, "best_val_accuracy": 0.5, "best_val_loss": 1.0, "best_epoch": 2}
+    row |= {"epochs_run": 2, "status": "finished", "seconds": 1.0, "_curve": [[1, 0.4], [2, 0.5]]}
+    write_results(tmp_path, [row], ["lr"])
+    ticks = drawn[0].axes[0].get_xticks()
+    assert len(ticks) >= 2 and all(float(tick).is_integer() for tick in ticks)  # 1, 2: not 1.2, 1.4, ...
+
+
 @pytest.mark.slow
 def test_sweep_fits_the_machine_with_a_failing_trial_resume_and_final(fer_data, bucket, tmp_path):
     """Issue 18's sweep shape on this machine's shipped defaults (no --trial-cpus): four grid points, ASHA, two at
