@@ -260,3 +260,11 @@ def read_json_object(path: str | Path | Location, what: str) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise ValueError(f"{location}: expected a JSON object, found {type(values).__name__}")
     return values
+
+
+def models_cache() -> Path:
+    """Where `faceray fetch-weights` puts model directories by default and `FaceAnalyzer()` looks for them:
+    $FACERAY_MODELS, else ~/.cache/faceray/models."""
+    import os
+
+    return Path(os.environ.get("FACERAY_MODELS") or Path.home() / ".cache" / "faceray" / "models")

@@ -4,10 +4,13 @@ No Ray here: the Serve deployment (serve/app.py) wraps this class, one instance 
 
     from faceray import FaceAnalyzer
     analyzer = FaceAnalyzer(emotion_model="models/emotion", gender_model="models/gender")
-    faces = analyzer.analyze(cv2.imread("photo.jpg"))   # [{"box": [x, y, w, h], "emotion": {...}, "gender": {...}}]
+    faces = analyzer.analyze("photo.jpg")   # [{"box": [x, y, w, h], "detector_score": 0.93, "emotion": {...}, ...}]
 
-Frames are uint8 (H, W, 3) in BGR order, as OpenCV reads them. Each face item is exactly a `faces` item of
-`POST /v1/faces`: "box" (x, y, w, h) in frame pixels and, per loaded model, {"label", "score", "scores"}.
+`analyze` takes what users have (`as_bgr`): a path (local, s3:// or gs://), JPEG or PNG bytes, a PIL image, or a
+uint8 array: (H, W, 3) in BGR order as OpenCV reads it, (H, W) grey or (H, W, 4) BGRA. Each face item is exactly a
+`faces` item of `POST /v1/faces`: "box" (x, y, w, h) in frame pixels, "detector_score" (BlazeFace 0..1; None with
+Haar; 1.0 with detector "none", which takes the whole image as the face) and, per loaded model, {"label", "score",
+"scores"}.
 Thread-safe: each thread gets its own detector (detectors keep per-call state); the classifiers' ONNX Runtime
 sessions are safe to share.
 """
@@ -30,10 +33,62 @@ from faceray.serve.tracking import FaceTracker, follow_faces
 TASKS = ("emotion", "gender")
 
 
+def as_bgr(image: Any) -> npt.NDArray[np.uint8]:
+    """A uint8 (H, W, 3) BGR frame from a path (local, s3:// or gs://), JPEG/PNG bytes, a PIL image or a uint8 array
+    ((H, W, 3) BGR, (H, W) grey, (H, W, 4) BGRA). Bytes and files are checked as the service checks a request body
+    (ValueError naming the problem: empty, truncated, not JPEG/PNG, too many pixels)."""
+    import cv2
+
+    from faceray.serve.vision import decode_frame
+
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8:
+            raise ValueError(f"an image array must be uint8, not {image.dtype}")
+        if image.ndim == 2:
+            return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        if image.ndim == 3 and image.shape[2] == 3:
+            return image
+        if image.ndim == 3 and image.shape[2] == 4:
+            return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+        raise ValueError(f"an image array must be (H, W), (H, W, 3) BGR or (H, W, 4) BGRA, not {image.shape}")
+    if isinstance(image, bytes | bytearray | memoryview):
+        return decode_frame(bytes(image))
+    if isinstance(image, str | Path):
+        from faceray.storage import Location
+
+        location = Location.of(image)
+        try:
+            data = location.read_bytes()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{location.uri}: no such image file") from None
+        try:
+            return decode_frame(data)
+        except ValueError as error:
+            raise ValueError(f"{location.uri}: {error}") from None
+    if hasattr(image, "convert") and hasattr(image, "size"):  # a PIL image (Pillow is imported by the caller)
+        return cv2.cvtColor(np.asarray(image.convert("RGB")), cv2.COLOR_RGB2BGR)
+    raise TypeError(f"cannot read an image from {type(image).__name__}: give a path, bytes, a PIL image or an array")
+
+
+def paper_models() -> dict[str, Path]:
+    """The paper's models where `faceray fetch-weights paper` puts them (faceray.config.models_cache()); ValueError
+    saying how to get them when they are not there."""
+    from faceray.config import models_cache
+
+    folders = {task: models_cache() / f"{task}-paper" for task in TASKS}
+    if not all((folder / "model_card.json").is_file() for folder in folders.values()):
+        raise ValueError(
+            f"no model given, and the paper's models are not in {models_cache()}: run `faceray fetch-weights paper` "
+            "once (1.7 MB, checked), or give emotion_model= and gender_model= (model directories)"
+        )
+    return folders
+
+
 class FaceAnalyzer:
     """Detects faces and classifies each with every loaded model.
 
-    `emotion_model` / `gender_model`: model directories (at least one). `detector`: "blazeface" or "haar".
+    `emotion_model` / `gender_model`: model directories (none: the paper's, from `faceray fetch-weights paper`).
+    `detector`: "blazeface", "haar" or "none" (the whole image is the face).
     `crop_margin`: None = each model card's margin. `runtime`: "onnx" or "tensorflow"; `threads`: ONNX Runtime
     threads per model (0 = one per core). Models and cards are loaded here, once.
     """
@@ -51,9 +106,11 @@ class FaceAnalyzer:
         from faceray.model_card import ModelCard, check_slot
         from faceray.serve.classify import FaceClassifier
 
-        models = {task: folder for task, folder in zip(TASKS, (emotion_model, gender_model)) if folder}
+        models: dict[str, str | Path] = {
+            task: folder for task, folder in zip(TASKS, (emotion_model, gender_model)) if folder
+        }
         if not models:
-            raise ValueError("give at least one model directory (emotion_model or gender_model)")
+            models = dict(paper_models())
         for task, folder in models.items():  # before any model loads: swapped folders are one clear error
             try:
                 check_slot(ModelCard.read(folder), task, folder)
@@ -93,6 +150,16 @@ class FaceAnalyzer:
         """Face boxes (x, y, w, h) in frame pixels, largest first."""
         return self.detector.detect(image_bgr)
 
+    def detect_scored(self, image_bgr: npt.NDArray[np.uint8]) -> list[tuple[Box, float | None]]:
+        """`detect`, each box with its detector score (serve.detect)."""
+        return self.detector.detect_scored(image_bgr)
+
+    def classify_scored(
+        self, image_bgr: npt.NDArray[np.uint8], scored: list[tuple[Box, float | None]]
+    ) -> list[dict[str, Any]]:
+        """`classify` for boxes with their detector scores: each face item gets "detector_score" after its box."""
+        return with_scores(self.classify(image_bgr, [box for box, _ in scored]), scored)
+
     def classify(self, image_bgr: npt.NDArray[np.uint8], boxes: list[Box]) -> list[dict[str, Any]]:
         """Face items for given boxes: one model call per task for all faces of the frame."""
         return self.classify_batch([image_bgr], [boxes])[0]
@@ -117,17 +184,29 @@ class FaceAnalyzer:
                 face[task] = result
         return faces
 
-    def analyze(self, image_bgr: npt.NDArray[np.uint8]) -> list[dict[str, Any]]:
-        """Detect, crop and classify: the `faces` of `POST /v1/faces` for one BGR frame."""
-        return self.classify(image_bgr, self.detect(image_bgr))
+    def analyze(self, image: Any) -> list[dict[str, Any]]:
+        """Detect, crop and classify: the `faces` of `POST /v1/faces` for one image (anything `as_bgr` reads)."""
+        frame = as_bgr(image)
+        return self.classify_scored(frame, self.detect_scored(frame))
 
-    def analyze_batch(self, frames: list[npt.NDArray[np.uint8]]) -> list[list[dict[str, Any]]]:
-        """`analyze` for several frames, classifying all their faces in one call per model (throughput)."""
-        return self.classify_batch(frames, [self.detect(frame) for frame in frames])
+    def analyze_batch(self, images: list[Any]) -> list[list[dict[str, Any]]]:
+        """`analyze` for several images, classifying all their faces in one call per model (throughput)."""
+        frames = [as_bgr(image) for image in images]
+        scored = [self.detect_scored(frame) for frame in frames]
+        faces = self.classify_batch(frames, [[box for box, _ in found] for found in scored])
+        return [with_scores(frame_faces, found) for frame_faces, found in zip(faces, scored)]
 
     def stream(self, detect_every: int = 3, smoothing: float = 0.6) -> StreamSession:
         """A per-stream session that tracks faces between frames (see StreamSession)."""
         return StreamSession(self, detect_every=detect_every, smoothing=smoothing)
+
+
+def with_scores(faces: list[dict[str, Any]], scored: list[tuple[Box, float | None]]) -> list[dict[str, Any]]:
+    """Face items with "detector_score" placed right after "box"."""
+    return [
+        {"box": face["box"], "detector_score": score, **{k: v for k, v in face.items() if k != "box"}}
+        for face, (_, score) in zip(faces, scored)
+    ]
 
 
 @dataclass

@@ -224,9 +224,9 @@ class FaceService:
         started = time.perf_counter()
         frame = decode_frame(body)
         decoded = time.perf_counter()
-        boxes = self.analyzer.detect(frame)
+        scored = self.analyzer.detect_scored(frame)
         detected = time.perf_counter()
-        faces = self.analyzer.classify(frame, boxes)
+        faces = self.analyzer.classify_scored(frame, scored)
         classified = time.perf_counter()
         if annotate:
             return cv2.imencode(".jpg", draw_faces(frame, faces))[1].tobytes()

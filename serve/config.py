@@ -26,7 +26,8 @@ class ServeConfig:
     workers: int = option(2, "threads per replica that decode, detect and classify (concurrent frames per replica)")
     detector: str = option(
         "blazeface",
-        "face detector: blazeface (MediaPipe BlazeFace full-range, LiteRT) or haar (OpenCV's frontal-face cascade)",
+        "face detector: blazeface (MediaPipe BlazeFace full-range, LiteRT), haar (OpenCV's frontal-face cascade) or "
+        "none (the whole image is one face: cropped faces, ID photos)",
         choices=DETECTORS,
     )
     detector_threads: int = option(1, "BlazeFace: LiteRT threads per detector (one detector per worker thread)")

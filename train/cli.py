@@ -82,7 +82,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fetch.add_argument(
         "name", choices=("paper",), help="paper: the paper's mini-Xception emotion and gender models (MIT)"
     )
-    fetch.add_argument("--out", default="models", help="folder for the model directories (default: models)")
+    fetch.add_argument(
+        "--out",
+        default=None,
+        help="folder for the model directories (default: $FACERAY_MODELS or ~/.cache/faceray/models, where "
+        "FaceAnalyzer() finds them)",
+    )
     fetch.add_argument(
         "--base-url",
         default=None,
@@ -200,7 +205,9 @@ def run_import(arguments: argparse.Namespace) -> int:
             raise ValueError
     except ValueError:
         raise ConfigError(f"--input-shape: {arguments.input_shape!r} is not H,W,C") from None
-    out = location(arguments.out, "--out", output=True)
+    from faceray.config import models_cache
+
+    out = location(arguments.out or str(models_cache()), "--out", output=True)
     try:
         with local_folder(out, last=(CARD_FILE,)) as folder:  # written locally; uploaded for object storage
             import_legacy_model(arguments.hdf5, arguments.task, folder, shape, arguments.color, arguments.crop_margin)
@@ -227,12 +234,12 @@ def run_export(arguments: argparse.Namespace) -> int:
 
 
 def run_fetch_weights(arguments: argparse.Namespace) -> int:
-    from faceray.config import ConfigError, location
+    from faceray.config import ConfigError, location, models_cache
     from faceray.model_card import CARD_FILE
     from faceray.storage import local_folder
     from faceray.train.weights import PAPER_BASE_URL, DownloadError, fetch_weights
 
-    out = location(arguments.out, "--out", output=True)
+    out = location(arguments.out or str(models_cache()), "--out", output=True)
     try:
         with local_folder(out, last=(CARD_FILE,)) as local:  # written locally; uploaded for object storage
             written = fetch_weights(arguments.name, local, arguments.base_url or PAPER_BASE_URL)

@@ -82,13 +82,48 @@ def test_describe_names_the_models_and_the_detector(analyzer):
     assert description["detector"]["name"] == "blazeface" and description["detector"]["min_score"] == 0.5
 
 
-def test_one_model_is_enough_and_none_is_an_error(model_dirs, astronaut_bgr):
+def test_one_model_is_enough_and_none_means_the_fetched_paper_models(model_dirs, astronaut_bgr, tmp_path, monkeypatch):
     [face] = FaceAnalyzer(gender_model=model_dirs["gender"], detector="haar").analyze(astronaut_bgr)
-    assert set(face) == {"box", "gender"}
-    with pytest.raises(ValueError, match="at least one model"):
+    assert set(face) == {"box", "detector_score", "gender"} and face["detector_score"] is None  # Haar: no score
+    monkeypatch.setenv("FACERAY_MODELS", str(tmp_path))
+    with pytest.raises(ValueError, match=r"not in .*: run `faceray fetch-weights paper`"):
         FaceAnalyzer()
+    for task in ("emotion", "gender"):  # where `faceray fetch-weights paper` writes them
+        (tmp_path / f"{task}-paper").symlink_to(model_dirs[task])
+    assert set(FaceAnalyzer().analyze(astronaut_bgr)[0]) == {"box", "detector_score", "emotion", "gender"}
     with pytest.raises(ValueError, match="unknown detector"):
         FaceAnalyzer(gender_model=model_dirs["gender"], detector="yolo")
+
+
+def test_analyze_takes_a_path_bytes_a_pil_image_or_an_array(analyzer, astronaut_bgr, tmp_path):
+    from PIL import Image
+
+    expected = analyzer.analyze(astronaut_bgr)
+    path = tmp_path / "astronaut.png"
+    cv2.imwrite(str(path), astronaut_bgr)
+    pil = Image.open(path)
+    for image in (path, str(path), path.read_bytes(), pil, cv2.cvtColor(astronaut_bgr, cv2.COLOR_BGR2BGRA)):
+        assert analyzer.analyze(image) == expected, type(image)
+    [grey] = analyzer.analyze(cv2.cvtColor(astronaut_bgr, cv2.COLOR_BGR2GRAY))
+    assert abs(grey["box"][0] - expected[0]["box"][0]) < 12
+    with pytest.raises(FileNotFoundError, match="no such image file"):
+        analyzer.analyze(tmp_path / "missing.jpg")
+    with pytest.raises(ValueError, match="not a decodable image"):
+        analyzer.analyze(b"GIF89a not a face")
+    with pytest.raises(TypeError, match="cannot read an image from int"):
+        analyzer.analyze(42)
+
+
+def test_detector_none_takes_a_cropped_face_as_the_face(model_dirs, analyzer, astronaut_bgr):
+    """A dataset crop or an ID photo: BlazeFace may find nothing in a tight crop; "none" classifies the whole image."""
+    [found] = analyzer.analyze(astronaut_bgr)
+    x, y, w, h = found["box"]
+    crop = np.ascontiguousarray(astronaut_bgr[y : y + h, x : x + w])
+    whole = FaceAnalyzer(model_dirs["emotion"], model_dirs["gender"], detector="none")
+    [face] = whole.analyze(crop)
+    assert face["box"] == [0, 0, w, h] and face["detector_score"] == 1.0
+    assert set(face["emotion"]["scores"]) == set(found["emotion"]["scores"])
+    assert 0.0 < found["detector_score"] <= 1.0
 
 
 def test_swapped_model_folders_are_refused_naming_both(model_dirs):

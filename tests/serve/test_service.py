@@ -55,6 +55,7 @@ def test_contract_on_a_real_photo(service, astronaut_bgr):
     [face] = payload["faces"]
     x, y, w, h = face["box"]
     assert 190 < x + w / 2 < 260 and 80 < y + h / 2 < 150
+    assert list(face)[:2] == ["box", "detector_score"] and 0.5 < face["detector_score"] <= 1
     for task, count in (("emotion", 7), ("gender", 2)):
         result = face[task]
         assert len(result["scores"]) == count and abs(sum(result["scores"].values()) - 1) < 1e-3
