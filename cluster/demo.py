@@ -349,6 +349,7 @@ def snapshot_frame(video: Path, png: Path) -> None:
 
 
 TRY_REAL_FACES = (
+    ". .venv/bin/activate   # the faceray command is in the project's .venv",
     "faceray fetch-weights paper --out models",
     "faceray serve --emotion-model models/emotion-paper --gender-model models/gender-paper",
     "faceray client --source 0",
