@@ -27,11 +27,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     client.add_argument("--config", help="YAML file of settings (flags override it)")
     add_config_arguments(client, ClientConfig)
-    # Older spellings, kept: --fast is --no-realtime, --give-up-after is --give-up-s.
-    client.add_argument("--fast", dest="realtime", action="store_false", default=argparse.SUPPRESS,
-                        help="same as --no-realtime")  # fmt: skip
-    client.add_argument("--give-up-after", dest="give_up_s", default=argparse.SUPPRESS, metavar="SECONDS",
-                        help="same as --give-up-s")  # fmt: skip
     client.set_defaults(handler=run_client_command)
 
 

@@ -167,7 +167,7 @@ class ClientConfig:
     timeout_s: float = option(10.0, "seconds one request or stream answer may take")
     smoothing: float = option(0.6, "weight of the past in each face's scores, 0..1")
     realtime: bool = option(
-        True, "read a video file at its frame rate, as a camera delivers it (--fast: as fast as possible)"
+        True, "read a video file at its frame rate, as a camera delivers it (--no-realtime: as fast as possible)"
     )
     transport: str = option(
         "stream",

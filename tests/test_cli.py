@@ -158,10 +158,10 @@ def test_every_command_is_built_from_its_config_with_none_as_unset(tmp_path):
     from faceray.ingest.config import IngestConfig
 
     assert resolve_config(IngestConfig, imdb, dataset="imdb").min_face_score is None
-    client = parser.parse_args(["client", "--fast", "--give-up-after", "3", "--max-frames", "5"])
+    client = parser.parse_args(["client", "--no-realtime", "--give-up-s", "3", "--max-frames", "5"])
     config = resolve_config(ClientConfig, client)
     assert config.realtime is False and config.give_up_s == 3.0 and config.max_frames == 5 and config.output is None
-    yaml_file = tmp_path / "faceray.train.yaml"
+    yaml_file = tmp_path / "train.yaml"
     yaml_file.write_text("data: d\ncrop_margin: null\nfinal_epochs: 3\n")
     train = resolve_config(TrainConfig, argparse.Namespace(task="gender"), yaml_file)
     assert train.crop_margin is None and train.final_epochs == 3 and train.task == "gender"
@@ -215,3 +215,28 @@ def test_every_command_has_a_description():
 
     missing = [name for name, parser in leaves(build_parser(), "faceray") if not parser.description]
     assert not missing, missing
+
+
+def test_each_setting_has_one_flag():
+    """One name per flag: no command has two spellings of one setting (the client had --fast and --give-up-after)."""
+    import argparse
+
+    from faceray.cli import build_parser
+
+    def leaves(parser: argparse.ArgumentParser, name: str):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for child_name, child in action.choices.items():
+                    yield from leaves(child, f"{name} {child_name}")
+        yield name, parser
+
+    problems = []
+    for name, parser in leaves(build_parser(), "faceray"):
+        seen: dict[str, str] = {}
+        for action in parser._actions:
+            spellings = [option for option in action.option_strings if not option.startswith("--no-")]
+            if action.dest in seen and spellings:
+                problems.append(f"{name}: {seen[action.dest]} and {spellings[0]} set {action.dest}")
+            elif spellings:
+                seen[action.dest] = spellings[0]
+    assert not problems, problems

@@ -1,5 +1,5 @@
 """The client's reconnection: a service that goes away for a while is retried with backoff, the picture stays
-live meanwhile, and a service gone for longer than --give-up-after ends the client cleanly (no Ray)."""
+live meanwhile, and a service gone for longer than --give-up-s ends the client cleanly (no Ray)."""
 
 from __future__ import annotations
 
