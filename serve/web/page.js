@@ -161,21 +161,56 @@
     return parts.join(" · ");
   }
 
+  // The colours of serve/vision.py's annotated images (GENDER_COLORS there, in BGR).
+  const GENDER_COLOURS = { woman: "#ff50b4", man: "#3ca0ff" };
+  const UNKNOWN_COLOUR = "#c8c8c8";
+
+  function overlaps(a, b) {
+    return a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h;
+  }
+
+  // serve/vision.py's place_labels: inside the picture, apart from the labels placed before (largest face first).
+  function placeLabel(box, w, h, placed, others) {
+    const [x, y, , bh] = box;
+    const left = Math.min(Math.max(0, x), Math.max(0, view.width - w));
+    const starts = [y - h, y, y + bh];
+    // First a place clear of the other labels and faces, then one clear of the other labels only.
+    for (const obstacles of [placed.concat(others), placed]) {
+      for (const start of starts) {
+        let top = Math.min(Math.max(0, start), Math.max(0, view.height - h));
+        for (let step = 0; step <= placed.length; step++) {
+          const clash = placed.find((rect) => overlaps({ x: left, y: top, w, h }, rect));
+          if (!clash) break;
+          top = clash.y + clash.h;
+        }
+        const rect = { x: left, y: top, w, h };
+        if (top + h <= view.height && !obstacles.some((other) => overlaps(rect, other))) return rect;
+      }
+    }
+    return { x: left, y: Math.min(Math.max(0, y - h), Math.max(0, view.height - h)), w, h };
+  }
+
   function drawFaces() {
     context.lineWidth = Math.max(2, view.width / 240);
     context.font = `${Math.max(12, Math.round(view.width / 40))}px system-ui, sans-serif`;
-    faces.forEach((face, index) => {
+    const size = parseInt(context.font, 10) + 6;
+    const placed = [];
+    faces.forEach((face) => {
       const [x, y, w, h] = face.box; // in the pixels of the frame sent, which are the canvas's
-      context.strokeStyle = index === 0 ? "#4fa3ff" : "#3ddc97";
+      const colour = GENDER_COLOURS[face.gender && face.gender.label] || UNKNOWN_COLOUR;
+      context.strokeStyle = colour;
       context.strokeRect(x, y, w, h);
+    });
+    const boxes = faces.map((face) => ({ x: face.box[0], y: face.box[1], w: face.box[2], h: face.box[3] }));
+    faces.forEach((face, index) => {
       const text = label(face);
-      const textWidth = context.measureText(text).width + 8;
-      const size = parseInt(context.font, 10) + 6;
-      const top = y >= size ? y - size : y + h;
-      context.fillStyle = "rgba(0, 0, 0, 0.65)";
-      context.fillRect(x, top, textWidth, size);
-      context.fillStyle = "#fff";
-      context.fillText(text, x + 4, top + size - 6);
+      const others = boxes.filter((_, other) => other !== index);
+      const rect = placeLabel(face.box, context.measureText(text).width + 8, size, placed, others);
+      placed.push(rect);
+      context.fillStyle = GENDER_COLOURS[face.gender && face.gender.label] || UNKNOWN_COLOUR;
+      context.fillRect(rect.x, rect.y, rect.w, rect.h);
+      context.fillStyle = "#000";
+      context.fillText(text, rect.x + 4, rect.y + size - 6);
     });
   }
 

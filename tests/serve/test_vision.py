@@ -89,3 +89,30 @@ def test_formats_other_than_jpeg_and_png_are_refused(astronaut_bgr):
     bmp = cv2.imencode(".bmp", astronaut_bgr)[1].tobytes()
     with pytest.raises(RequestImageError, match="send JPEG or PNG"):
         decode_frame(bmp)
+
+
+def test_labels_stay_inside_the_picture_and_apart():
+    """The group photo's case: faces side by side near the top and the right edge, labels wider than the faces."""
+    from faceray.serve.vision import _overlap, place_labels
+
+    boxes = [(560, 4, 70, 80), (500, 10, 60, 70), (440, 2, 60, 66), (20, 300, 50, 50), (600, 440, 40, 40)]
+    sizes = [(180, 20)] * len(boxes)
+    corners = place_labels((640, 480), boxes, sizes)
+    rects = [(left, top, width, height) for (left, top), (width, height) in zip(corners, sizes)]
+    for left, top, width, height in rects:
+        assert 0 <= left and left + width <= 640 and 0 <= top and top + height <= 480
+    assert not any(_overlap(a, b) for index, a in enumerate(rects) for b in rects[index + 1 :])
+
+
+def test_the_page_draws_with_the_annotated_images_colours():
+    import re
+    from pathlib import Path
+
+    import faceray.serve
+    from faceray.serve.vision import GENDER_COLORS, UNKNOWN
+
+    page = (Path(faceray.serve.__file__).parent / "web" / "page.js").read_text()
+    colours = dict(re.findall(r"(woman|man): \"(#[0-9a-f]{6})\"", page))
+    hex_of = lambda bgr: "#{:02x}{:02x}{:02x}".format(*reversed(bgr))  # noqa: E731
+    assert colours == {label: hex_of(bgr) for label, bgr in GENDER_COLORS.items()}
+    assert f'UNKNOWN_COLOUR = "{hex_of(UNKNOWN)}"' in page
