@@ -334,6 +334,18 @@
     useFile(event.dataTransfer.files[0]);
   });
 
+  // Before the first frame: a short prompt on the picture instead of an empty black box.
+  function drawPrompt() {
+    context.fillStyle = "#1d1f24";
+    context.fillRect(0, 0, view.width, view.height);
+    context.fillStyle = "#e8e8e8";
+    context.textAlign = "center";
+    context.font = `${Math.max(14, Math.round(view.width / 30))}px system-ui, sans-serif`;
+    context.fillText("Allow the camera, or drop an image or a video here", view.width / 2, view.height / 2);
+    context.textAlign = "start";
+  }
+
+  drawPrompt();
   connect();
   if (params.get("camera") !== "0") useCamera();
   else setStatus("ready", "Pick the camera, an image or a video.");
