@@ -12,7 +12,7 @@ STAMP := $(VENV)/.faceray-installed-$(subst $(comma),-,$(EXTRAS))
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER = 0
 export RAY_USAGE_STATS_ENABLED = 0
 
-.PHONY: venv demo test test-fast lint format bench clean
+.PHONY: venv demo test test-fast lint format docs bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "faceray needs Python 3.11+")'
@@ -40,6 +40,9 @@ lint: $(STAMP)
 	rm -rf .typecheck && mkdir -p .typecheck/faceray && cp -rs $(CURDIR)/faceray/. .typecheck/faceray/
 	for stage in ingest train serve cluster; do ln -s $(CURDIR)/$$stage .typecheck/faceray/$$stage; done
 	$(BIN)/mypy
+
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --quiet
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

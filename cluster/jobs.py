@@ -36,6 +36,7 @@ UPLOAD_EXCLUDES = [
     ".pytest_cache",
     "test-artefacts",
     ".typecheck",
+    "site",
 ]
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 

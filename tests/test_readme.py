@@ -1,5 +1,5 @@
-"""The README says what `--help` says: every `faceray …` command it shows parses flag by flag, every `a|b|c` it
-lists is the flag's choices, and every default it states is the flag's default."""
+"""The README and the reference in docs/ say what `--help` says: every `faceray …` command they show parses flag by
+flag, every `a|b|c` they list is the flag's choices, and every default they state is the flag's default."""
 
 from __future__ import annotations
 
@@ -12,7 +12,14 @@ import pytest
 
 from faceray.cli import build_parser
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def documentation() -> str:
+    """The README and every page of the reference (docs/*.md), one after the other."""
+    return "\n\n".join(page.read_text() for page in PAGES)
 
 
 def leaf_parsers() -> dict[str, argparse.ArgumentParser]:
@@ -32,8 +39,9 @@ def leaf_parsers() -> dict[str, argparse.ArgumentParser]:
 
 
 def readme_commands() -> list[str]:
-    """Each `faceray …` command of the README: code-block lines (continuations joined) and inline code spans."""
-    text = README.read_text()
+    """Each `faceray …` command of the README and docs/: code-block lines (continuations joined) and inline code
+    spans."""
+    text = documentation()
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", text, re.S):
         for line in block.replace("\\\n", " ").splitlines():
@@ -71,6 +79,8 @@ def test_every_readme_command_matches_its_parser():
                 problems.append(f"{command!r}: no such command")
             continue
         known = options(parsers[name])
+        if name == "submit" and len(words) > 1 and words[1] in parsers:  # `submit STAGE …`: the stage's flags too
+            known = {**options(parsers[words[1]]), **known}
         for index, word in enumerate(words):
             if not word.startswith("--"):
                 continue
@@ -93,7 +103,7 @@ def test_every_readme_command_matches_its_parser():
 DEFAULT_PATTERN = re.compile(r"`(--[a-z][\w-]*)`[^`\n]{0,40}?\bdefault:? `?([\w.]+)`?")
 
 
-@pytest.mark.parametrize("flag_and_value", DEFAULT_PATTERN.findall(README.read_text()), ids=lambda item: item[0])
+@pytest.mark.parametrize("flag_and_value", DEFAULT_PATTERN.findall(documentation()), ids=lambda item: item[0])
 def test_stated_defaults_are_the_defaults(flag_and_value):
     flag, stated = flag_and_value
     defaults = []

@@ -23,7 +23,7 @@ from faceray.storage import Location, upload_folder
 
 pytestmark = pytest.mark.slow
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+OPERATIONS = Path(__file__).resolve().parents[1] / "docs" / "operations.md"  # the reference page holding it
 
 
 @pytest.fixture(scope="module")
@@ -113,15 +113,15 @@ def test_keys_outside_the_root_are_rejected_in_a_bucket_too(raw, tmp_path):
 
 
 def readme_s3_commands() -> list[list[str]]:
-    """The `faceray` commands of the README's object-storage pipeline, as written (serve: a server, not run here)."""
-    block = re.search(r"<!-- s3-pipeline.*?-->\s*```bash\n(.*?)```", README.read_text(), re.S)
-    assert block, "the README's s3-pipeline block is missing"
+    """The `faceray` commands of the reference's object-storage pipeline, as written (serve: a server, not run)."""
+    block = re.search(r"<!-- s3-pipeline.*?-->\s*```bash\n(.*?)```", OPERATIONS.read_text(), re.S)
+    assert block, "docs/operations.md's s3-pipeline block is missing"
     lines = [line.split("#", 1)[0].strip() for line in block.group(1).replace("\\\n", " ").splitlines()]
     return [shlex.split(line)[1:] for line in lines if line.startswith("faceray ")]
 
 
 def test_the_readme_s3_pipeline_runs_as_written_and_serves_from_the_bucket(s3_server, ray_session, astronaut_bgr):
-    """sample -> ingest -> train -> evaluate with s3:// paths (the README's commands, in this process), then the
+    """sample -> ingest -> train -> evaluate with s3:// paths (docs/operations.md's commands, in this process), then the
     served model: read from the bucket (card and ONNX export) with the answers of a local copy."""
     from faceray.cli import main
     from faceray.serve.analyzer import FaceAnalyzer

@@ -158,16 +158,16 @@ def test_a_request_the_cluster_cannot_hold_is_refused_before_anything_starts(fer
 
 
 def run_readme_readback(out: Path, tmp_path: Path) -> str:
-    """The README's read-back block, run in a fresh Python where `runs/emotion` is the tracked model directory."""
+    """docs/training.md's read-back block, run in a fresh Python where `runs/emotion` is the tracked model directory."""
     import os
     import re
     import subprocess
     import sys
     import textwrap
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "training.md").read_text()
     block = re.search(r"<!-- mlflow-readback -->\s*```python\n(.*?)```", readme, re.S)
-    assert block, "the README's mlflow-readback block is missing"
+    assert block, "docs/training.md's mlflow-readback block is missing"
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "emotion").symlink_to(out)
     environment = {key: value for key, value in os.environ.items() if key != "MLFLOW_ALLOW_FILE_STORE"}
