@@ -239,14 +239,21 @@ class StreamSession:
         if not due and self._previous_grey is not None and self._previous_grey.shape == grey.shape:
             boxes = follow_faces(self._previous_grey, grey, self._boxes)  # None when a face is lost
         detected = boxes is None
+        scored: list[tuple[Box, float | None]] | None = None
         if detected:
-            boxes = self.analyzer.detect(image_bgr)
+            scored = self.analyzer.detect_scored(image_bgr)
+            boxes = [box for box, _ in scored]
             self._since_detection = 0
         else:
             self._since_detection += 1
         located = time.perf_counter()
         assert boxes is not None
-        faces = self.analyzer.classify(image_bgr, boxes)
+        # A detected frame's faces carry their detector scores; a followed face keeps its last detection's.
+        faces = (
+            self.analyzer.classify_scored(image_bgr, scored)
+            if scored is not None
+            else self.analyzer.classify(image_bgr, boxes)
+        )
         classified = time.perf_counter()
         self._boxes, self._previous_grey = list(boxes), grey
         return {

@@ -32,10 +32,11 @@ class Track:
     scores: dict[str, dict[str, float]] = field(default_factory=dict)
     missed: int = 0
     hits: int = 0
+    detector_score: float | None = None  # from the track's last detection (followed frames keep it)
 
     def as_face(self) -> dict[str, Any]:
         """A response-shaped face with the smoothed label and score per task."""
-        face: dict[str, Any] = {"box": self.box, "track": self.track_id}
+        face: dict[str, Any] = {"box": self.box, "detector_score": self.detector_score, "track": self.track_id}
         for task, scores in self.scores.items():
             label = max(scores, key=lambda name: scores[name])
             face[task] = {"label": label, "score": scores[label], "scores": dict(scores)}
@@ -92,6 +93,8 @@ class FaceTracker:
 
     def _absorb(self, track: Track, face: dict[str, Any]) -> None:
         track.box = [int(value) for value in face["box"]]
+        if "detector_score" in face:
+            track.detector_score = face["detector_score"]
         track.missed = 0
         track.hits += 1
         for task in ("emotion", "gender"):

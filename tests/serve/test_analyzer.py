@@ -156,6 +156,9 @@ def test_a_stream_detects_every_kth_frame_and_keeps_one_track(analyzer, astronau
     boxes = [result["faces"][0]["box"] for result in results]
     assert boxes[-1][0] - boxes[0][0] > 30  # the box moved with the face
     assert all("track" in result["timings_ms"] for result in results if not result["detected"])
+    # Every stream face has its detector score: the detection's, kept by the frames that follow it.
+    scores = [result["faces"][0]["detector_score"] for result in results]
+    assert all(0.5 < score <= 1 for score in scores) and scores[1] == scores[0] and scores[3] != scores[0]
 
 
 def test_a_stream_detects_again_when_a_face_is_lost(analyzer, astronaut_bgr):
