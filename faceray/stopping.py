@@ -103,12 +103,12 @@ def graceful_stop(
         number = request.signal_number or signal.SIGINT
         if not request.ended:
             write(f"stopped {what} after {grace_s:.0f} s without a clean end ({kept}): {RESUME}")
-        _flush_and_exit(exit_code(number))
+        exit_now(exit_code(number))
 
     def handle(signal_number: int, frame: object) -> None:
         if request.requested:  # the second signal: no more waiting
             write(f"stopped {what} at once on a second signal ({kept}): {RESUME}")
-            _flush_and_exit(exit_code(signal_number))
+            exit_now(exit_code(signal_number))
         request.signal_number = signal_number
         request.asked.set()
         write(f"{signal.Signals(signal_number).name}: stopping {what} ({kept}); a second one stops at once")
@@ -148,8 +148,9 @@ def _write_stderr(line: str) -> None:
     print(line, file=terminal_stderr(), flush=True)
 
 
-def _flush_and_exit(code: int) -> None:
-    """End the process now (from a watchdog thread or a handler): flush what was printed and skip Python's shutdown
+def exit_now(code: int) -> None:
+    """End the process now (a watchdog thread, a second signal, or the CLI once a stopped command printed its line:
+    what is kept is saved): flush what was printed and skip Python's shutdown
     (it would wait for Ray's threads and processes). An embedded Ray's GCS and raylet die with their parent (Ray
     starts them with the kernel's parent-death signal), and its workers with the raylet; killing them from here
     first would race Ray's own exit of this process (status 1) when its raylet dies."""
@@ -163,7 +164,7 @@ def _flush_and_exit(code: int) -> None:
 def end_ray_agents() -> None:
     """SIGKILL to the descendants of this process that outlive their raylet (Ray's dashboard and runtime-env agents:
     measured, they stayed for minutes after their driver was gone). The raylet and GCS are left to die with this
-    process (see `_flush_and_exit`)."""
+    process (see `exit_now`)."""
     import psutil
 
     with contextlib.suppress(psutil.Error):
@@ -171,9 +172,3 @@ def end_ray_agents() -> None:
             with contextlib.suppress(psutil.Error):
                 if child.name().startswith(("ray::DashboardAgent", "ray::RuntimeEnvAgent")):
                     child.kill()
-
-
-def exit_now(code: int) -> None:
-    """What a command stopped on a signal does after printing its stop line: everything worth keeping is saved, so
-    the process ends at once (`_flush_and_exit`) instead of waiting for Ray's own shutdown."""
-    _flush_and_exit(code)

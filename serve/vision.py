@@ -63,38 +63,38 @@ def place_labels(
         others = [box for other, box in enumerate(boxes) if other != index]  # no label over another face either
         left = min(max(0, x), max(0, width - label_width))
         candidates = [y - label_height, y, y + h]
-        best = None
-        for start in candidates:
-            top = min(max(0, start), max(0, height - label_height))
-            for _ in range(len(placed) + 1):  # move down past each label in the way, at most once each
-                clash = next((rect for rect in placed if _overlap((left, top, label_width, label_height), rect)), None)
-                if clash is None:
-                    break
-                top = clash[1] + clash[3]
-            rect = (left, top, label_width, label_height)
-            if top + label_height <= height and not any(_overlap(rect, other) for other in placed + others):
-                best = top
-                break
+        best = _free_top(left, candidates, (label_width, label_height), height, placed, placed + others)
         if best is None:  # every place covers another face: labels apart from each other is what matters most
-            for start in candidates:
-                top = min(max(0, start), max(0, height - label_height))
-                for _ in range(len(placed) + 1):
-                    clash = next(
-                        (rect for rect in placed if _overlap((left, top, label_width, label_height), rect)), None
-                    )
-                    if clash is None:
-                        break
-                    top = clash[1] + clash[3]
-                if top + label_height <= height and not any(
-                    _overlap((left, top, label_width, label_height), rect) for rect in placed
-                ):
-                    best = top
-                    break
+            best = _free_top(left, candidates, (label_width, label_height), height, placed, placed)
         if best is None:  # no free place: keep it inside the frame at least
             best = min(max(0, candidates[0]), max(0, height - label_height))
         placed.append((left, best, label_width, label_height))
         corners.append((left, best))
     return corners
+
+
+def _free_top(
+    left: int,
+    starts: list[int],
+    size: tuple[int, int],
+    height: int,
+    placed: list[tuple[int, int, int, int]],
+    obstacles: list[tuple[int, int, int, int]],
+) -> int | None:
+    """The first top, from `starts` (each moved down past the placed labels in its way), where a label of `size` at
+    `left` stays inside a frame of `height` and overlaps none of `obstacles`; None when there is none."""
+    label_width, label_height = size
+    for start in starts:
+        top = min(max(0, start), max(0, height - label_height))
+        for _ in range(len(placed) + 1):  # move down past each label in the way, at most once each
+            clash = next((rect for rect in placed if _overlap((left, top, label_width, label_height), rect)), None)
+            if clash is None:
+                break
+            top = clash[1] + clash[3]
+        rect = (left, top, label_width, label_height)
+        if top + label_height <= height and not any(_overlap(rect, other) for other in obstacles):
+            return top
+    return None
 
 
 def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:

@@ -201,37 +201,29 @@ def test_an_output_that_is_a_file_or_read_only_is_refused_before_ray_starts(comm
         assert f"--out: {out.parent if 'read-only' in words else out}" in error and words in error, error
 
 
-def test_every_command_has_a_description():
+def every_parser(parser=None, name: str = "faceray"):
+    """(name, parser) of faceray's parser and every subcommand's, groups included ("faceray ingest")."""
     import argparse
 
     from faceray.cli import build_parser
 
-    def leaves(parser: argparse.ArgumentParser, name: str):
-        for action in parser._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                for child_name, child in action.choices.items():
-                    yield from leaves(child, f"{name} {child_name}")
-        yield name, parser
+    parser = parser or build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child_name, child in action.choices.items():
+                yield from every_parser(child, f"{name} {child_name}")
+    yield name, parser
 
-    missing = [name for name, parser in leaves(build_parser(), "faceray") if not parser.description]
+
+def test_every_command_has_a_description():
+    missing = [name for name, parser in every_parser() if not parser.description]
     assert not missing, missing
 
 
 def test_each_setting_has_one_flag():
     """One name per flag: no command has two spellings of one setting (the client had --fast and --give-up-after)."""
-    import argparse
-
-    from faceray.cli import build_parser
-
-    def leaves(parser: argparse.ArgumentParser, name: str):
-        for action in parser._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                for child_name, child in action.choices.items():
-                    yield from leaves(child, f"{name} {child_name}")
-        yield name, parser
-
     problems = []
-    for name, parser in leaves(build_parser(), "faceray"):
+    for name, parser in every_parser():
         seen: dict[str, str] = {}
         for action in parser._actions:
             spellings = [option for option in action.option_strings if not option.startswith("--no-")]

@@ -192,20 +192,6 @@ def prefetched(batches: Iterator[Batch], depth: int = 4) -> Iterator[Batch]:
         finished.set()
 
 
-def shuffled_batches(
-    data_dir: str | Path | Location,
-    splits: Sequence[str],
-    batch_size: int,
-    seed: int,
-    epoch: int,
-    keep: Sequence[float] | None = None,
-    buffer_rows: int = SHUFFLE_BUFFER_ROWS,
-) -> Iterator[Batch]:
-    """One worker's full epoch of `splits` (`worker_batches` of a fresh `FeedPlan`)."""
-    plan = FeedPlan.read(data_dir, splits)
-    return worker_batches(plan, batch_size, seed, epoch, keep=keep, buffer_rows=buffer_rows)
-
-
 def split_batches(
     data_dir: str | Path | Location, split: str, batch_size: int = 256, rank: int = 0, world: int = 1
 ) -> Iterator[Batch]:

@@ -77,6 +77,16 @@ class EpochLog:
             handle.write(line + "\n")
 
 
+def new_lines(path: Path, offset: int) -> tuple[list[str], int]:
+    """The complete lines appended to `path` after byte `offset`, and the offset after them (a line still being
+    written is left for the next read)."""
+    with open(path) as handle:
+        handle.seek(offset)
+        text = handle.read()
+    complete = text[: text.rfind("\n") + 1]
+    return complete.splitlines(), offset + len(complete.encode())
+
+
 class follow_lines:
     """Context manager: a thread that gives `log` each new line appended to `path` while the block runs."""
 
@@ -91,12 +101,8 @@ class follow_lines:
     def _read_new(self) -> None:
         if not self.path.exists():
             return
-        with open(self.path) as handle:
-            handle.seek(self.offset)
-            text = handle.read()
-        complete = text[: text.rfind("\n") + 1]
-        self.offset += len(complete.encode())
-        for line in complete.splitlines():
+        lines, self.offset = new_lines(self.path, self.offset)
+        for line in lines:
             self.log(line)
 
     def _run(self) -> None:
@@ -120,10 +126,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import ray.train
     import tensorflow as tf
 
-    from faceray.train.feed import FeedPlan, prefetched, split_batches, worker_batches
+    from faceray.train.feed import split_batches
     from faceray.train.loop import (
         Checkpoints,
-        EpochFeed,
         PlateauState,
         TrainingState,
         restore_training_state,
@@ -160,15 +165,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     fresh = checkpoint is None
 
     data = Location.of(loop_config["data"])
-    plan = FeedPlan.read(data, loop_config["train_splits"])
-    keep = loop_config["keep"]
-    feed = EpochFeed(
-        steps=lambda epoch: plan.steps(config.batch_size, config.seed, epoch, world, keep),
-        batches=lambda epoch, start: prefetched(
-            worker_batches(plan, config.batch_size, config.seed, epoch, rank, world, keep, start),
-            depth=4 if gpus else 2,  # a GPU consumes batches faster: keep more decoded ahead
-        ),
-    )
+    # A GPU consumes batches faster: keep more decoded ahead.
+    feed = epoch_feed(config, data, loop_config["train_splits"], loop_config["keep"], rank, world, 4 if gpus else 2)
 
     def val_batches():
         return split_batches(data, "val", 256, rank, world)
@@ -206,6 +204,29 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         extra_metrics={"workers": float(world)},
         checkpoints=Checkpoints(save_inside_epoch, loop_config["checkpoint_every_s"], stop_wanted),
         progress_every_s=config.progress_every,
+    )
+
+
+def epoch_feed(
+    config: TrainConfig,
+    data: Location,
+    splits: Any,
+    keep: list[float] | None,
+    rank: int = 0,
+    world: int = 1,
+    depth: int = 2,
+) -> Any:
+    """The `EpochFeed` of worker `rank` of `world` (train.feed: its own shard reads, an order fixed by --seed and the
+    epoch, `depth` batches prefetched by a thread); `keep`: --balance downsample's per-class fractions."""
+    from faceray.train.feed import FeedPlan, prefetched, worker_batches
+    from faceray.train.loop import EpochFeed
+
+    plan = FeedPlan.read(data, splits)
+    return EpochFeed(
+        steps=lambda epoch: plan.steps(config.batch_size, config.seed, epoch, world, keep),
+        batches=lambda epoch, start: prefetched(
+            worker_batches(plan, config.batch_size, config.seed, epoch, rank, world, keep, start), depth=depth
+        ),
     )
 
 
@@ -594,9 +615,8 @@ def _train_in_process(
 ) -> dict[str, Any]:
     import tensorflow as tf
 
-    from faceray.train.feed import FeedPlan, prefetched, split_batches, worker_batches
+    from faceray.train.feed import split_batches
     from faceray.train.loop import (
-        EpochFeed,
         PlateauState,
         TrainingState,
         restore_training_state,
@@ -610,14 +630,7 @@ def _train_in_process(
     state, best = TrainingState(plateau=PlateauState(lr=config.lr)), None
     if restore_from is not None:
         state, best = restore_training_state(restore_from, model, optimizer)
-    keep = settings["keep"]
-    plan = FeedPlan.read(setup.data, setup.train_splits)
-    feed = EpochFeed(
-        steps=lambda epoch: plan.steps(config.batch_size, config.seed, epoch, 1, keep),
-        batches=lambda epoch, start: prefetched(
-            worker_batches(plan, config.batch_size, config.seed, epoch, keep=keep, start_step=start)
-        ),
-    )
+    feed = epoch_feed(config, setup.data, setup.train_splits, settings["keep"])
 
     def before_epoch(epoch: int) -> None:
         if restore_from is None and epoch == config.fail_at_epoch:

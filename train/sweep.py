@@ -136,14 +136,11 @@ class follow_trial_lines:
     def _read_new(self) -> None:
         if self.folder is None or not self.folder.is_dir():
             return
+        from faceray.train.pipeline import new_lines
+
         for path in sorted(self.folder.glob("*.log")):
-            offset = self.offsets.get(path, 0)
-            with open(path) as handle:
-                handle.seek(offset)
-                text = handle.read()
-            complete = text[: text.rfind("\n") + 1]
-            self.offsets[path] = offset + len(complete.encode())
-            for line in complete.splitlines():
+            lines, self.offsets[path] = new_lines(path, self.offsets.get(path, 0))
+            for line in lines:
                 if "  step " in line:
                     self.log(f"trial {path.stem} {line}")
 
