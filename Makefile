@@ -61,6 +61,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/verify.py
 	$(BIN)/python bench/train_scale.py
 	$(BIN)/python bench/soak.py
+	@# installs fer 22.5.1 (no dependencies beyond its imports) into ~/.cache/faceray/bench-fer for this bench only
+	$(BIN)/python bench/analyze.py
 	@# needs Debian's chromium and chromium-driver (.ci/run installs them); skipped with a message otherwise
 	-$(BIN)/python bench/browser.py
 	@# needs an NVIDIA GPU and `make venv EXTRAS=test,lint,gpu`; skipped without nvidia-smi

@@ -48,10 +48,11 @@ class TreeMemorySampler(BackgroundLoop):
     """Samples the summed RSS of a process (default: this one) and all its descendants in a thread. A local Ray
     started by that process (GCS, raylet, workers) descends from it; other Ray instances do not count."""
 
-    def __init__(self, interval_s: float = 0.2, pid: int | None = None) -> None:
+    def __init__(self, interval_s: float = 0.2, pid: int | None = None, pss: bool = False) -> None:
         super().__init__()
         self.interval_s = interval_s
         self.pid = pid
+        self.pss = pss  # proportional set size: shared memory (Ray's object store) counted once, not per process
         self.peak_bytes = 0
 
     def _sample(self) -> int:
@@ -65,7 +66,7 @@ class TreeMemorySampler(BackgroundLoop):
         total = 0
         for process in processes:
             try:
-                total += process.memory_info().rss
+                total += process.memory_full_info().pss if self.pss else process.memory_info().rss
             except psutil.Error:  # the process ended between listing and reading
                 pass
         return total

@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(submit's own flags, --address --python --job-id --follow --with-requirements, may stand before or after the "
         "stage)",
     )
-    submit.add_argument("stage", help="sample, ingest, inspect, train, evaluate, sweep, import-model or demo")
+    submit.add_argument("stage", help="sample, ingest, inspect, train, evaluate, sweep, analyze, import-model or demo")
     submit.add_argument("arguments", nargs=argparse.REMAINDER, help="the stage's own arguments")
     submit.add_argument("--config", help="YAML file of settings (flags override it)")
     add_config_arguments(submit, SubmitConfig)

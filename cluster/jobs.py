@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 from faceray.console import terminal_stderr
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("sample", "ingest", "inspect", "train", "evaluate", "sweep", "import-model", "demo")
+STAGES = ("sample", "ingest", "inspect", "train", "evaluate", "sweep", "analyze", "import-model", "demo")
 UPLOAD_EXCLUDES = [
     ".venv",
     ".git",

@@ -162,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     verbose = bool(getattr(arguments, "verbose", False))
     try:
         if verbose:
+            from faceray.console import show_library_lines
+
+            show_library_lines()
             return int(arguments.handler(arguments) or 0)
         from faceray.console import quiet_console
 

@@ -24,6 +24,37 @@ QUIET_ENVIRONMENT = {"TF_CPP_MIN_LOG_LEVEL": "2"}  # TensorFlow's own C++ INFO/W
 _state: dict[str, object] = {"quiet": False, "log_path": None}
 
 
+def show_library_lines() -> None:
+    """`--verbose`: native libraries' informational lines stay on the console (see `without_native_info_lines`)."""
+    _state["verbose"] = True
+
+
+@contextlib.contextmanager
+def without_native_info_lines() -> Iterator[None]:
+    """Around a native library call that prints an informational line on file descriptor 2 (LiteRT's "INFO: Created
+    TensorFlow Lite XNNPACK delegate for CPU."): fd 2 goes to /dev/null for the call, unless `--verbose` asked for
+    such lines or the console is quiet (fd 2 is then the run log, which keeps them). For the Python API, where
+    nothing else would hide it."""
+    if _state.get("verbose") or _state["quiet"]:
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
 def forward_worker_output() -> bool:
     """Whether a Ray started now should forward its workers' stdout/stderr to this process (only when not quiet)."""
     return not _state["quiet"]

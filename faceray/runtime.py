@@ -96,7 +96,26 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard:
             os.environ.pop("RAY_GCS_SERVER_PORT", None)  # a Ray started later by a child process picks its own
     else:
         ray.init(address=address, logging_level="WARNING", log_to_driver=forward_worker_output())
+    if not forward_worker_output():
+        send_ray_errors_to_stderr()
     return True
+
+
+def send_ray_errors_to_stderr() -> None:
+    """Print the errors Ray pushes to this driver ("(raylet) Task ServeController.graceful_shutdown failed…" when a
+    service stops) on stderr, which is the run log while faceray's console is quiet, instead of stdout, where Ray
+    prints them whatever `log_to_driver` says (ray._private.worker.listen_error_messages, Ray 2.60)."""
+    import ray._private.worker as ray_worker
+
+    original = ray_worker.print_to_stdstream
+    if getattr(original, "faceray_to_stderr", False):
+        return
+
+    def to_stderr(data: dict, ignore_prefix: bool) -> None:
+        original({**data, "is_err": True}, ignore_prefix)
+
+    to_stderr.faceray_to_stderr = True  # type: ignore[attr-defined]
+    ray_worker.print_to_stdstream = to_stderr
 
 
 def start_local_ray(num_cpus: int | None, dashboard: bool, worker_environment: dict[str, str]) -> None:

@@ -196,6 +196,34 @@ class FaceAnalyzer:
         faces = self.classify_batch(frames, [[box for box, _ in found] for found in scored])
         return [with_scores(frame_faces, found) for frame_faces, found in zip(faces, scored)]
 
+    @property
+    def emotion_labels(self) -> tuple[str, ...]:
+        """The emotion model's labels in index order (the paper's seven when no emotion model is loaded)."""
+        from faceray.labels import EMOTION_LABELS
+
+        classifier = self.classifiers.get("emotion")
+        return tuple(classifier.card.labels) if classifier else EMOTION_LABELS
+
+    def analyze_video(self, path: str | Path, fps: float | None = None) -> Any:
+        """A video's faces as a pandas DataFrame: one row per face per analysed frame, the columns of
+        `faceray analyze`'s OUT/faces/ (serve.collection.faces_schema), `track` following each face across frames.
+        `path`: a local path or an s3:// / gs:// URI; `fps`: frames analysed per second (None: every frame).
+        Frames are decoded one at a time; each is analysed as `analyze` does. ValueError for an empty or
+        undecodable file."""
+        import pyarrow as pa
+
+        from faceray.serve.collection import assign_tracks, face_rows, faces_schema, local_media, video_frames
+
+        labels = self.emotion_labels
+        rows: list[dict[str, Any]] = []
+        analysed: list[int] = []
+        with local_media(path) as local:
+            for index, time_s, frame in video_frames(local, fps):
+                analysed.append(index)
+                rows += face_rows(str(path), index, time_s, self.analyze(frame), labels)
+        table = pa.Table.from_pylist(rows, schema=faces_schema(labels))
+        return assign_tracks(table, analysed).to_pandas()
+
     def stream(self, detect_every: int = 3, smoothing: float = 0.6) -> StreamSession:
         """A per-stream session that tracks faces between frames (see StreamSession)."""
         return StreamSession(self, detect_every=detect_every, smoothing=smoothing)

@@ -6,7 +6,7 @@ import argparse
 import time
 
 from faceray.config import add_config_arguments, resolve_config
-from faceray.serve.config import ClientConfig, ServeConfig
+from faceray.serve.config import AnalyzeConfig, ClientConfig, ServeConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,6 +28,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     client.add_argument("--config", help="YAML file of settings (flags override it)")
     add_config_arguments(client, ClientConfig)
     client.set_defaults(handler=run_client_command)
+
+    analyze = subparsers.add_parser(
+        "analyze",
+        help="analyse photo and video collections into tables of faces, on Ray Data",
+        description="Detect and classify every face in images and videos (files, folders walked recursively, globs; "
+        "local, s3:// or gs://) with the service's face pipeline on a Ray Data actor pool, and write OUT/faces/ "
+        "(Parquet, one row per face per frame), OUT/summary.csv, OUT/timelines/, OUT/rejects.csv and "
+        "OUT/manifest.json. Resumable per input: run the same command again after a stop.",
+    )
+    analyze.add_argument("inputs", nargs="+", metavar="INPUT", help="image or video file, folder or glob")
+    analyze.add_argument("--config", help="YAML file of settings (flags override it)")
+    add_config_arguments(analyze, AnalyzeConfig)
+    analyze.set_defaults(handler=run_analyze_command)
 
 
 def check_model_dirs(config: ServeConfig) -> None:
@@ -117,6 +130,25 @@ def run_serve(arguments: argparse.Namespace) -> int:
         stop_service()
         shutdown_ray()
         print(f"stopped in {time.monotonic() - started:.1f} s", flush=True)
+    return 0
+
+
+def run_analyze_command(arguments: argparse.Namespace) -> int:
+    from faceray.console import terminal_stderr
+    from faceray.runtime import init_ray
+    from faceray.serve.offline import run_analyze, summary_line
+    from faceray.stopping import graceful_stop
+
+    config = resolve_config(AnalyzeConfig, arguments, arguments.config, inputs=tuple(arguments.inputs))
+    init_ray(config.address or None, dashboard=False)  # before the handlers: ray.init installs its own for SIGTERM
+    kept = "finished inputs are kept"
+    with graceful_stop("the analysis", kept, interrupt=True) as stop, stop.as_stop(f"the analysis ({kept})"):
+        manifest = run_analyze(config, log=print)
+    print(summary_line(manifest))
+    print(
+        f"faces: {config.out}/faces/  summary: {config.out}/summary.csv  rejects: {config.out}/rejects.csv",
+        file=terminal_stderr(),
+    )
     return 0
 
 

@@ -193,3 +193,66 @@ class ClientConfig:
         if self.timeout_s <= 0 or self.give_up_s <= 0:
             problems.append("--timeout-s and --give-up-s must be > 0")
         return problems
+
+
+@dataclass(frozen=True)
+class AnalyzeConfig:
+    """Settings of `faceray analyze`: photo and video collections to tables of faces, on Ray Data."""
+
+    inputs: tuple[str, ...] = option((), "image and video files, folders (walked recursively) and globs", cli=False)
+    out: str | None = option(None, "output folder, local or s3:// / gs:// (faces/, summary.csv, …)", required=True)
+    emotion_model: str | None = option(
+        None, "emotion model directory, local or s3:// (default: the paper's, from `faceray fetch-weights paper`)"
+    )
+    gender_model: str | None = option(None, "gender model directory, local or s3:// (default: the paper's)")
+    fps: float | None = option(None, "analyse a video at this many frames per second (default: every frame)")
+    annotate: bool = option(False, "also write annotated copies of the images and videos under OUT/annotated/")
+    detector: str = option(
+        "blazeface", "face detector: blazeface, haar or none (each image is one face)", choices=DETECTORS
+    )
+    min_score: float = option(0.5, "BlazeFace: smallest face score kept, 0..1")
+    min_size: int = option(24, "smallest face side in frame pixels")
+    crop_margin: float | None = option(
+        None, "margin added to each side of a face box, fraction of its size (default: each model card's crop)"
+    )
+    actors: int = option(0, "FaceAnalyzer actors (0 = one per CPU of the cluster)")
+    overwrite: bool = option(False, "replace an analysis in --out made with other inputs, models or settings")
+    progress: bool = option(True, "show a progress bar in frames/s (--no-progress: none)")
+    address: str | None = option(
+        None, "Ray address: 'auto' or ray://HOST:10001 = a cluster (default: an embedded local Ray on loopback)"
+    )
+
+    def detector_settings(self) -> DetectorSettings:
+        """The detector part of this config (one LiteRT thread: an actor has most of one core)."""
+        return DetectorSettings(name=self.detector, min_score=self.min_score, threads=1, min_size=self.min_size)
+
+    def plan_fields(self) -> dict[str, object]:
+        """What must match for a run to continue an earlier one in the same --out (the models are checked by their
+        cards' checksums, not their paths)."""
+        return {
+            "inputs": list(self.inputs),
+            "fps": self.fps,
+            "annotate": self.annotate,
+            "detector": self.detector,
+            "min_score": self.min_score,
+            "min_size": self.min_size,
+            "crop_margin": self.crop_margin,
+        }
+
+    def validate(self) -> list[str]:
+        problems = location_problems(emotion_model=self.emotion_model, gender_model=self.gender_model, out=self.out)
+        if not self.inputs:
+            problems.append("INPUT: give at least one image, video, folder or glob")
+        if not self.out:
+            problems.append("--out: required (the output folder)")
+        if self.fps is not None and self.fps <= 0:
+            problems.append(f"--fps: {self.fps} must be > 0")
+        if not 0 < self.min_score < 1:
+            problems.append(f"--min-score: {self.min_score} must be in (0, 1)")
+        if self.min_size < 1:
+            problems.append(f"--min-size: {self.min_size} must be at least 1")
+        if self.crop_margin is not None and not 0 <= self.crop_margin <= 1:
+            problems.append(f"--crop-margin: {self.crop_margin} must be in 0..1")
+        if self.actors < 0:
+            problems.append(f"--actors: {self.actors} must be at least 0")
+        return problems

@@ -13,6 +13,7 @@ or a Haar cascade keeps per-call state): use one per thread (`FaceAnalyzer` does
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -131,6 +132,9 @@ def weighted_non_maximum_suppression(
     return kept
 
 
+_LITERT_STARTED: list[bool] = []  # non-empty once this process has made a LiteRT interpreter
+
+
 class BlazeFaceDetector:
     """BlazeFace full-range on a letterboxed 192x192 RGB copy of the frame (top-left aligned, so frame
     coordinates are the model's times max(H, W))."""
@@ -138,9 +142,16 @@ class BlazeFaceDetector:
     def __init__(self, settings: DetectorSettings = DetectorSettings()) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
+        from faceray.console import without_native_info_lines
+
         self.settings = settings
-        self.interpreter = Interpreter(model_path=str(blazeface_model_path()), num_threads=max(1, settings.threads))
-        self.interpreter.allocate_tensors()
+        # LiteRT's C++ prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." on fd 2 at the first
+        # interpreter of a process: only that one is made with fd 2 aside (other threads' lines are not lost later).
+        first = not _LITERT_STARTED
+        with without_native_info_lines() if first else contextlib.nullcontext():
+            self.interpreter = Interpreter(model_path=str(blazeface_model_path()), num_threads=max(1, settings.threads))
+            self.interpreter.allocate_tensors()
+        _LITERT_STARTED.append(True)
         (model_input,) = self.interpreter.get_input_details()
         self.input_index = model_input["index"]
         self.input_size = int(model_input["shape"][1])

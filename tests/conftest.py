@@ -5,8 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    import numpy as np
 
 from faceray.runtime import use_loopback_environment
 
@@ -138,3 +142,40 @@ class ListenerWatch:
         self._stop.set()
         self._thread.join()
         self.found |= non_loopback_listeners()
+
+
+@pytest.fixture(scope="session")
+def model_dirs(tmp_path_factory) -> dict[str, Path]:
+    """Emotion and gender model directories: the published weights when ../shared/reference exists, else tiny
+    untrained models with the same cards (the API contract does not depend on the weights)."""
+    from faceray.faces import UNRECORDED_CROP
+    from faceray.model_card import ModelCard, save_model_dir
+    from faceray.train.model_dir import import_legacy_model
+    from faceray.train.models import build_model
+
+    folder = tmp_path_factory.mktemp("models")
+    if (REFERENCE_DIR / "fer2013_mini_XCEPTION.102-0.66.hdf5").is_file():
+        return {
+            "emotion": import_legacy_model(
+                REFERENCE_DIR / "fer2013_mini_XCEPTION.102-0.66.hdf5", "emotion", folder / "emotion"
+            ),
+            "gender": import_legacy_model(
+                REFERENCE_DIR / "gender_mini_XCEPTION.21-0.95.hdf5", "gender", folder / "gender"
+            ),
+            "published": True,
+        }
+    dirs = {}
+    for task, classes, shape in (("emotion", 7, (48, 48, 1)), ("gender", 2, (64, 64, 1))):
+        model = build_model("residual", shape, classes)
+        dirs[task] = save_model_dir(folder / task, model, ModelCard(task, shape, "gray", "residual", UNRECORDED_CROP))
+    dirs["published"] = False
+    return dirs
+
+
+@pytest.fixture(scope="session")
+def astronaut_bgr() -> np.ndarray:
+    """scikit-image's astronaut (a real photo, 512x512): one face, at about x 175-275, y 65-165. BGR order."""
+    import cv2
+    from skimage import data
+
+    return cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)

@@ -9,6 +9,7 @@ from faceray.resources import (
     NodeResources,
     ResourceError,
     pack,
+    plan_analyze,
     plan_ingest,
     plan_serve,
     plan_sweep,
@@ -101,6 +102,22 @@ def test_ingest_plan_and_the_saved_form():
     saved = plan_training(TWO, 1).to_dict()
     assert saved["requested"]["workers"] == 1 and saved["cluster"] == "2 CPUs, 0 GPUs on 1 node"
     assert saved["chosen"]["cpus_per_worker"] == 2.0
+
+
+def test_analyze_fills_the_cpus_with_actors_and_leaves_room_for_the_reads():
+    plan = plan_analyze(TWO)
+    assert plan.chosen == {
+        "actors": 2,
+        "cpus_per_actor": 0.75,
+        "read_tasks_at_once": 2,
+        "cpus_per_read_task": 0.25,
+    }
+    assert plan_analyze(SIXTEEN).chosen["actors"] == 16
+    assert plan_analyze(TWO, actors=1).chosen["read_tasks_at_once"] == 5
+    spread = plan_analyze(TWO_NODES)
+    assert sorted(spread.placement) == [0, 1] and "across 2 nodes" in spread.line()
+    with pytest.raises(ResourceError, match="--actors 3 needs 2.5 CPUs .* use --actors 2 or fewer"):
+        plan_analyze(TWO, actors=3)
 
 
 def test_a_plan_that_fits_but_waits_for_busy_cpus_says_so():

@@ -25,12 +25,20 @@ def test_ray_cluster_yaml_passes_the_launchers_validation():
     assert any("RAY_AUTH_MODE=token" in command for command in prepared["head_start_ray_commands"])
 
 
-@pytest.mark.parametrize("name", ["rayjob-ingest.yaml", "rayjob-train.yaml", "rayjob-sweep.yaml"])
+@pytest.mark.parametrize(
+    "name", ["rayjob-ingest.yaml", "rayjob-train.yaml", "rayjob-sweep.yaml", "rayjob-analyze.yaml"]
+)
 def test_kuberay_jobs_parse(name):
+    import shlex
+
+    from faceray.cli import build_parser
+
     manifest = yaml.safe_load((ROOT / "cluster" / "k8s" / name).read_text())
     assert manifest["apiVersion"] == "ray.io/v1" and manifest["kind"] == "RayJob"
     stage = name.removeprefix("rayjob-").removesuffix(".yaml")
     assert manifest["spec"]["entrypoint"].startswith(f"faceray {stage} ")
+    arguments, extras = build_parser().parse_known_args(shlex.split(manifest["spec"]["entrypoint"])[1:])
+    assert not extras and arguments.command == stage
     head = manifest["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
     assert {"name": "RAY_AUTH_MODE", "value": "token"} in head["env"]
     assert yaml.safe_load(manifest["spec"]["runtimeEnvYAML"])["working_dir"]

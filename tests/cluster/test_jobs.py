@@ -1,4 +1,5 @@
-"""A real two-node Ray cluster on loopback: submit ingest through the job API, check the job and its shards."""
+"""A real two-node Ray cluster on loopback: submit ingest through the job API, check the job and its shards; submit
+analyze with the README's command line, its actors on both nodes."""
 
 from __future__ import annotations
 
@@ -26,10 +27,33 @@ def test_entrypoint_quotes_arguments_and_checks_the_stage():
     assert is_local_address("http://127.0.0.1:8265") and not is_local_address("http://192.0.2.10:8265")
 
 
-def test_submit_ingest_to_a_two_node_cluster(sample_dir, tmp_path, monkeypatch):
+def readme_cluster_line() -> str:
+    """The README's cluster recipe, exactly as written there."""
+    import re
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    found = re.search(r"`(faceray submit analyze [^`]*--address http://HEAD:8265)`", text)
+    assert found, "the README's cluster recipe is not `faceray submit analyze … --address http://HEAD:8265`"
+    return found.group(1)
+
+
+def test_submit_ingest_to_a_two_node_cluster(sample_dir, tmp_path, monkeypatch, model_dirs, astronaut_bgr):
+    import shlex
+
+    import cv2
     from ray.cluster_utils import Cluster
 
+    from faceray.serve.client import write_test_video
+    from tests.serve.test_analyzer import moving_face_frames
+
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)  # restored afterwards: job_client sets it for the client
+    # The README's analyze finds the paper's models in the models cache: the cluster's processes (started from this
+    # one) see this one.
+    cache = tmp_path / "models-cache"
+    cache.mkdir()
+    for task in ("emotion", "gender"):
+        (cache / f"{task}-paper").symlink_to(Path(model_dirs[task]).resolve())
+    monkeypatch.setenv("FACERAY_MODELS", str(cache))
     port = free_port()
     # Each node's dashboard agent gets its own free port: both run on this machine, and another Ray here
     # (the test session's) may hold the default one.
@@ -93,6 +117,29 @@ def test_submit_ingest_to_a_two_node_cluster(sample_dir, tmp_path, monkeypatch):
         assert probe.returncode == 0, probe.stderr[-3000:]
         planned = json.loads(probe.stdout.strip().splitlines()[-1])
         assert planned["nodes"] == 2 and planned["sweep_nodes"] == [0, 1] and "across 2 nodes" in planned["line"]
+
+        # The README's cluster line, word for word (--address last), with this head for HEAD:8265 and local folders
+        # for /shared: `faceray submit` reads its own --address there, and the job's actors run on both nodes.
+        recordings = tmp_path / "recordings"
+        recordings.mkdir()
+        write_test_video(recordings / "walk.mp4", moving_face_frames(astronaut_bgr, 120, step=3), fps=10.0)
+        for index in range(20):
+            cv2.imwrite(str(recordings / f"photo_{index:02d}.jpg"), astronaut_bgr)
+        line = (
+            readme_cluster_line()
+            .replace("http://HEAD:8265", address)
+            .replace("/shared/recordings", str(recordings))
+            .replace("/shared/analysis", str(tmp_path / "analysis"))
+        )
+        words = shlex.split(line)
+        command = [str(Path(sys.executable).with_name(words[0])), *words[1:]]
+        submitted = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
+        assert submitted.returncode == 0, (submitted.stdout + submitted.stderr)[-3000:]
+        analysis = json.loads((tmp_path / "analysis" / "manifest.json").read_text())
+        assert analysis["counts"]["frames"] == 140 and analysis["counts"]["rejected"] == 0
+        by_node = analysis["this_run"]["frames_by_node"]
+        assert len(by_node) == 2 and sum(by_node.values()) == 140, by_node
+        assert "across 2 nodes" in submitted.stdout + submitted.stderr
     finally:
         cluster.shutdown()
 

@@ -13,47 +13,10 @@ from faceray.runtime import free_loopback_port as free_port
 SERVICE_LIMITS = {"request_timeout_s": 1.5, "stream_idle_s": 2.5, "max_streams": 8}
 
 
-@pytest.fixture(scope="session")
-def astronaut_bgr() -> np.ndarray:
-    """scikit-image's astronaut (a real photo, 512x512): one face, at about x 175-275, y 65-165. BGR order."""
-    from skimage import data
-
-    return cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
-
-
 def jpeg(image: np.ndarray) -> bytes:
     ok, encoded = cv2.imencode(".jpg", image)
     assert ok
     return encoded.tobytes()
-
-
-@pytest.fixture(scope="session")
-def model_dirs(tmp_path_factory) -> dict[str, Path]:
-    """Emotion and gender model directories: the published weights when ../shared/reference exists, else tiny
-    untrained models with the same cards (the API contract does not depend on the weights)."""
-    from faceray.faces import UNRECORDED_CROP
-    from faceray.model_card import ModelCard, save_model_dir
-    from faceray.train.model_dir import import_legacy_model
-    from faceray.train.models import build_model
-    from tests.conftest import REFERENCE_DIR
-
-    folder = tmp_path_factory.mktemp("models")
-    if (REFERENCE_DIR / "fer2013_mini_XCEPTION.102-0.66.hdf5").is_file():
-        return {
-            "emotion": import_legacy_model(
-                REFERENCE_DIR / "fer2013_mini_XCEPTION.102-0.66.hdf5", "emotion", folder / "emotion"
-            ),
-            "gender": import_legacy_model(
-                REFERENCE_DIR / "gender_mini_XCEPTION.21-0.95.hdf5", "gender", folder / "gender"
-            ),
-            "published": True,
-        }
-    dirs = {}
-    for task, classes, shape in (("emotion", 7, (48, 48, 1)), ("gender", 2, (64, 64, 1))):
-        model = build_model("residual", shape, classes)
-        dirs[task] = save_model_dir(folder / task, model, ModelCard(task, shape, "gray", "residual", UNRECORDED_CROP))
-    dirs["published"] = False
-    return dirs
 
 
 @pytest.fixture(scope="session")

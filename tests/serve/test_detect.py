@@ -118,3 +118,21 @@ def test_one_detector_per_thread_gives_the_answers_of_one_alone(astronaut_bgr, n
 
     with ThreadPoolExecutor(4) as pool:
         assert list(pool.map(detect_here, frames * 2)) == alone * 2
+
+
+def test_litert_s_start_up_line_stays_off_a_python_user_s_console():
+    """`FaceAnalyzer` / BlazeFace in a user's script: LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate" line
+    is not printed; the script's own stderr lines are, before and after."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; print('before', file=sys.stderr, flush=True)\n"
+        "from faceray.serve.detect import BlazeFaceDetector\n"
+        "BlazeFaceDetector(); BlazeFaceDetector()\n"
+        "print('after', file=sys.stderr, flush=True)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "XNNPACK" not in result.stderr and "XNNPACK" not in result.stdout
+    assert result.stderr.split() == ["before", "after"]

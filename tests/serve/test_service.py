@@ -664,3 +664,52 @@ def test_a_picked_image_is_labelled(service, astronaut_bgr, tmp_path):
         assert driver.execute_script("return document.getElementById('view').width") == 512
     finally:
         driver.quit()
+
+
+def test_analyze_finds_the_faces_and_labels_the_service_finds_on_the_same_frames(
+    service, stored_model_dirs, tmp_path, astronaut_bgr
+):
+    """`faceray analyze` (Ray Data, models read from the bucket as the service reads them) against POST /v1/faces:
+    an image's file bytes, and each analysed video frame sent as a lossless PNG."""
+    import pyarrow.parquet as pq
+
+    from faceray.config import resolve_config
+    from faceray.serve.collection import video_frames
+    from faceray.serve.config import AnalyzeConfig
+    from faceray.serve.offline import run_analyze
+    from tests.serve.test_analyzer import moving_face_frames
+
+    (tmp_path / "in").mkdir()
+    image = tmp_path / "in" / "astronaut.jpg"
+    image.write_bytes(jpeg(astronaut_bgr))
+    video = write_test_video(tmp_path / "in" / "walk.mp4", moving_face_frames(astronaut_bgr, 4), fps=10.0)
+    config = resolve_config(
+        AnalyzeConfig,
+        dict(
+            inputs=(str(tmp_path / "in"),),
+            out=str(tmp_path / "out"),
+            emotion_model=stored_model_dirs["emotion"],
+            gender_model=stored_model_dirs["gender"],
+            actors=1,
+            progress=False,
+        ),
+    )
+    run_analyze(config)
+    rows = pq.read_table(tmp_path / "out" / "faces").to_pylist()
+    bodies = {("in/astronaut.jpg", 0): (image.read_bytes(), "image/jpeg")}
+    for index, _, frame in video_frames(video):
+        bodies[("in/walk.mp4", index)] = (cv2.imencode(".png", frame)[1].tobytes(), "image/png")
+    for (source, index), (body, content_type) in bodies.items():
+        answered = post(service, body, content_type).json()["faces"]
+        found = [row for row in rows if row["source"] == source and row["frame"] == index]
+        assert answered, source
+        assert [row["box"] for row in found] == [face["box"] for face in answered]
+        assert [row["detector_score"] for row in found] == [face["detector_score"] for face in answered]
+        for task in ("emotion", "gender"):
+            assert [row[task] for row in found] == [face[task]["label"] for face in answered]
+            assert [row[f"{task}_score"] for row in found] == pytest.approx(
+                [face[task]["score"] for face in answered], abs=1e-6
+            )
+        assert [row["emotion_happy"] for row in found] == pytest.approx(
+            [face["emotion"]["scores"]["happy"] for face in answered], abs=1e-6
+        )

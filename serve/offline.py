@@ -1,0 +1,720 @@
+"""The Ray Data wrapper of offline analysis (`faceray analyze`): read tasks decode images and videos in blocks of
+frames, an actor pool of FaceAnalyzers analyses them, and the driver writes each input's faces when its last frame
+is back. The face pipeline is serve.analyzer's, each frame analysed as `POST /v1/faces` analyses it.
+
+Layout of OUT:
+  OUT/faces/<key>.parquet     one row per face per analysed frame (serve.collection.faces_schema), one file per input
+  OUT/summary.csv             one row per input: frames, frames with faces, faces per frame, each emotion's share
+  OUT/timelines/<source>.png  emotion scores over time of each video's main faces
+  OUT/annotated/<source>      with --annotate: the images and videos with the faces drawn
+  OUT/manifest.json           inputs, settings, models (their checksums), counts, timing, the resource plan
+  OUT/rejects.csv             every input not analysed: source,reason,detail
+  OUT/_work/                  the plan and one done-marker per finished input (what resuming reads)
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute
+import pyarrow.parquet as pq
+
+from faceray.config import ConfigError, location, write_json
+from faceray.console import terminal_stderr
+from faceray.labels import EMOTION_LABELS
+from faceray.serve.collection import (
+    InputReject,
+    MediaError,
+    MediaInput,
+    assign_tracks,
+    face_rows,
+    faces_of_rows,
+    faces_schema,
+    list_inputs,
+    local_media,
+    open_video,
+    plot_timeline,
+    summarize,
+    video_frames,
+)
+from faceray.serve.config import AnalyzeConfig
+from faceray.storage import Location, read_in_order
+
+WORK_DIR = "_work"
+BLOCK_BYTES = 16 << 20  # a block of decoded video frames: at most this many bytes …
+BLOCK_FRAMES = 16  # … and this many frames
+IMAGES_PER_BLOCK = 16
+SEGMENT_FRAMES = 256  # a read task's share of a video: it seeks to the segment's first frame (bench/analyze.py)
+
+# One read-task row: an image's file bytes, a video frame's raw BGR pixels, a video's "end" (frame = frames read) or
+# an input's "reject".
+FRAME_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("kind", pa.string()),
+        ("frame", pa.int64()),
+        ("time_s", pa.float64()),
+        ("data", pa.large_binary()),
+        ("height", pa.int32()),
+        ("width", pa.int32()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+    ]
+)
+
+
+def result_schema(emotion_labels: tuple[str, ...]) -> pa.Schema:
+    """What the actors return: the faces' columns plus `key`, `kind` ("face", a "frame" analysed, "end", "reject"),
+    `faces` (a frame's face count), `reason`/`detail` (a reject's), `node` (the Ray node that analysed it) and
+    `analysed_at` (when, in seconds since the epoch)."""
+    extra = [
+        ("key", pa.string()),
+        ("kind", pa.string()),
+        ("faces", pa.int32()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("node", pa.string()),
+        ("analysed_at", pa.float64()),
+    ]
+    return pa.schema([*faces_schema(emotion_labels), *extra])
+
+
+# -- read tasks -------------------------------------------------------------------------------------------------------
+def read_block(inputs: pa.Table, fps: float | None) -> Iterator[pa.Table]:
+    """Ray Data UDF: one block of inputs (columns key, uri, kind, start, stop: a video's segment of frames
+    [start, stop), stop -1 for "to the end") -> blocks of FRAME_SCHEMA rows. A segment is decoded one frame at a time
+    and sent on every BLOCK_FRAMES frames or BLOCK_BYTES bytes, then its "end" (frame = frames read); images are sent
+    as their file bytes (the actors decode them, as the service decodes a request body)."""
+    rows: list[dict[str, Any]] = []
+    size = 0
+    columns = (inputs.column(name).to_pylist() for name in ("key", "uri", "kind", "start", "stop"))
+    for key, uri, kind, start, stop in zip(*columns):
+        if kind == "image":
+            try:
+                data = Location.of(uri).read_bytes()
+            except OSError as error:
+                rows.append(_marker(key, "reject", reason="unreadable", detail=str(error)))
+                continue
+            if not data:
+                rows.append(_marker(key, "reject", reason="empty", detail="empty file (0 bytes)"))
+            else:
+                rows.append({**_marker(key, "image"), "data": data})
+            continue
+        count = 0
+        try:
+            with local_media(uri) as path:
+                for index, time_s, frame in video_frames(path, fps, start, None if stop < 0 else stop):
+                    rows.append(
+                        {
+                            **_marker(key, "video", frame=index),
+                            "time_s": time_s,
+                            "data": frame,
+                            "height": frame.shape[0],
+                            "width": frame.shape[1],
+                        }
+                    )
+                    count += 1
+                    size += frame.nbytes
+                    if len(rows) >= BLOCK_FRAMES or size >= BLOCK_BYTES:
+                        yield frame_table(rows)
+                        rows, size = [], 0
+        except MediaError as error:
+            rows.append(_marker(key, "reject", reason=error.reason, detail=error.detail))
+            continue
+        except OSError as error:
+            rows.append(_marker(key, "reject", reason="unreadable", detail=str(error)))
+            continue
+        rows.append(_marker(key, "end", frame=count))
+    if rows:
+        yield frame_table(rows)
+
+
+def frame_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """FRAME_SCHEMA rows as a table whose `data` (file bytes or a frame's pixels) is copied once, into one buffer."""
+    pieces = [row.get("data") for row in rows]
+    sizes = [0 if piece is None else len(piece) if isinstance(piece, bytes) else piece.nbytes for piece in pieces]
+    offsets = np.zeros(len(rows) + 1, np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    values = np.empty(int(offsets[-1]), np.uint8)
+    for piece, start, size in zip(pieces, offsets, sizes):
+        if piece is not None and size:
+            values[start : start + size] = np.frombuffer(piece, np.uint8) if isinstance(piece, bytes) else piece.ravel()
+    data = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), len(rows), [None, pa.py_buffer(offsets), pa.py_buffer(values)]
+    )
+    index = FRAME_SCHEMA.get_field_index("data")
+    others = pa.Table.from_pylist(
+        [{name: value for name, value in row.items() if name != "data"} for row in rows],
+        schema=FRAME_SCHEMA.remove(index),
+    )
+    return others.add_column(index, FRAME_SCHEMA.field(index), data)
+
+
+def frame_views(block: pa.Table) -> list[npt.NDArray[np.uint8]]:
+    """Each row's `data` as a uint8 view of the block's buffer (no copy)."""
+    data = block.column("data").combine_chunks()
+    offsets = np.frombuffer(data.buffers()[1], np.int64)[data.offset : data.offset + len(data) + 1]
+    values = np.frombuffer(data.buffers()[2], np.uint8) if len(data) and offsets[-1] else np.empty(0, np.uint8)
+    return [values[offsets[row] : offsets[row + 1]] for row in range(len(data))]
+
+
+def _marker(key: str, kind: str, frame: int = 0, reason: str | None = None, detail: str | None = None) -> dict:
+    return {"key": key, "kind": kind, "frame": frame, "time_s": 0.0, "reason": reason, "detail": detail}
+
+
+# -- the actors -------------------------------------------------------------------------------------------------------
+class FrameAnalyzer:
+    """Ray Data actor: loads the FaceAnalyzer once, then analyses blocks of FRAME_SCHEMA rows into result rows."""
+
+    def __init__(self, models: dict[str, str], analyzer_settings: dict[str, Any]) -> None:
+        import cv2
+        import ray
+
+        cv2.setNumThreads(1)  # one thread per actor, as its CPUs: OpenCV's own pool only contends with the others
+
+        from faceray.serve.analyzer import FaceAnalyzer
+
+        self.analyzer = FaceAnalyzer(models.get("emotion"), models.get("gender"), **analyzer_settings)
+        self.labels = self.analyzer.emotion_labels
+        self.schema = result_schema(self.labels)
+        self.node = ray.get_runtime_context().get_node_id()
+
+    def __call__(self, block: pa.Table) -> pa.Table:
+        from faceray.serve.vision import decode_frame
+
+        rows: list[dict[str, Any]] = []
+        views = frame_views(block)
+        for row, view in zip(block.drop_columns(["data"]).to_pylist(), views):
+            key, kind = row["key"], row["kind"]
+            if kind in ("end", "reject"):
+                rows.append(row)
+                continue
+            if kind == "image":
+                try:
+                    frame = decode_frame(view.tobytes())
+                except ValueError as error:
+                    rows.append(
+                        {"key": key, "kind": "reject", "frame": 0, "reason": "undecodable", "detail": str(error)}
+                    )
+                    continue
+            else:
+                frame = view.reshape(row["height"], row["width"], 3)
+            faces = self.analyzer.analyze(frame)
+            for face in face_rows("", row["frame"], row["time_s"], faces, self.labels):
+                rows.append({**face, "key": key, "kind": "face"})
+            rows.append(
+                {
+                    "key": key,
+                    "kind": "frame",
+                    "frame": row["frame"],
+                    "faces": len(faces),
+                    "node": self.node,
+                    "analysed_at": time.time(),
+                }
+            )
+        return pa.Table.from_pylist(
+            [{name: item.get(name) for name in self.schema.names} for item in rows], schema=self.schema
+        )
+
+
+# -- the driver -------------------------------------------------------------------------------------------------------
+@dataclass
+class InputProgress:
+    """What the driver holds of one input until its last frame is back: its faces (small Arrow tables)."""
+
+    media: MediaInput
+    segments: int  # a video's segments still to end (0 for an image)
+    expected: int = 0  # frames to come back (an image's 1; a video's segments add theirs as they end)
+    frames: int = 0
+    frames_with_faces: int = 0
+    analysed: list[int] = field(default_factory=list)
+    tables: list[pa.Table] = field(default_factory=list)
+    nodes: Counter = field(default_factory=Counter)
+    reject: InputReject | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.reject is not None or (self.segments == 0 and self.frames >= self.expected)
+
+
+def done_marker(out: Location, media: MediaInput) -> Location:
+    return out / WORK_DIR / "done" / f"{media.key}.json"
+
+
+def model_identity(folder: str) -> dict[str, Any]:
+    """A model's card fields that name the weights: its task, labels, file and export checksums."""
+    from faceray.model_card import ModelCard
+
+    card = ModelCard.read(folder)
+    return {
+        "path": folder,
+        "task": card.task,
+        "labels": list(card.labels),
+        "files": card.extra.get("files"),
+        "exports": card.extra.get("exports"),
+    }
+
+
+def prepare_output(config: AnalyzeConfig, out: Location, models: dict[str, dict[str, Any]]) -> str:
+    """Refuse to continue an analysis in --out made with other inputs, models or settings (or clear it with
+    --overwrite); returns this plan's fingerprint."""
+    settings = config.plan_fields()
+    plan = {
+        "settings": settings,
+        "models": {task: {k: v for k, v in model.items() if k != "path"} for task, model in models.items()},
+    }
+    fingerprint = hashlib.sha256(json.dumps(plan, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    plan_path = out / WORK_DIR / "plan.json"
+    if plan_path.exists():
+        previous = json.loads(plan_path.read_text())
+        if previous.get("fingerprint") == fingerprint:
+            return fingerprint
+        if not config.overwrite:
+            changed = [name for name in settings if previous.get("settings", {}).get(name) != settings[name]] + (
+                ["models"] if previous.get("models") != plan["models"] else []
+            )
+            raise ConfigError(
+                f"--out: {out} holds an analysis of other {', '.join(changed) or 'settings'}; use another --out or "
+                "pass --overwrite to replace it"
+            )
+        for name in ("faces", "timelines", "annotated", WORK_DIR):
+            (out / name).delete_tree()
+        for name in ("manifest.json", "summary.csv", "rejects.csv"):
+            (out / name).delete()
+    write_json(plan_path, {"fingerprint": fingerprint, **plan})
+    return fingerprint
+
+
+def finish_input(
+    progress: InputProgress, out: Location, labels: tuple[str, ...], annotate: bool, fps: float | None
+) -> dict[str, Any]:
+    """Write one finished input's faces (OUT/faces/<key>.parquet), its timeline and annotated copy, then its
+    done-marker, last (a stop before it redoes the input). Returns the marker."""
+    media = progress.media
+    marker: dict[str, Any] = {"source": media.source, "uri": media.uri, "kind": media.kind}
+    if progress.reject is not None:
+        marker["reject"] = {"reason": progress.reject.reason, "detail": progress.reject.detail}
+    else:
+        schema = faces_schema(labels)
+        tables = [table.select(schema.names).cast(schema) for table in progress.tables]
+        table = pa.concat_tables(tables) if tables else schema.empty_table()
+        table = table.set_column(0, "source", pa.array([media.source] * table.num_rows, pa.string()))
+        if media.kind == "video":
+            table = assign_tracks(table, progress.analysed)
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer)
+        (out / "faces" / f"{media.key}.parquet").write_bytes(buffer.getvalue())
+        marker["summary"] = summarize(media.source, media.kind, progress.frames, progress.frames_with_faces, table)
+        marker["frames_by_node"] = dict(progress.nodes)
+        if media.kind == "video":
+            marker["timeline"] = _write_timeline(table, media, out)
+        if annotate:
+            marker["annotated"] = _write_annotated(table, media, out, fps)
+    (done_marker(out, media)).write_text(json.dumps(marker))
+    return marker
+
+
+def _safe_name(source: str) -> str:
+    return source.replace("://", "/").lstrip("/")
+
+
+def _write_timeline(table: pa.Table, media: MediaInput, out: Location) -> str | None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="faceray-timeline-") as folder:
+        path = f"{folder}/timeline.png"
+        if not plot_timeline(table, media.source, path):
+            return None
+        target = out / "timelines" / (_safe_name(media.source) + ".png")
+        with open(path, "rb") as handle:
+            target.write_bytes(handle.read())
+    return target.uri
+
+
+def _write_annotated(table: pa.Table, media: MediaInput, out: Location, fps: float | None) -> str:
+    """The input with its faces drawn: an image as JPEG/PNG like its source, a video as MP4 at the analysed rate."""
+    import tempfile
+
+    import cv2
+
+    from faceray.serve.vision import decode_frame, draw_faces
+
+    rows_by_frame: dict[int, list[dict[str, Any]]] = {}
+    for row in table.to_pylist():
+        rows_by_frame.setdefault(row["frame"], []).append(row)
+    target = out / "annotated" / _safe_name(media.source)
+    if media.kind == "image":
+        frame = draw_faces(decode_frame(Location.of(media.uri).read_bytes()), faces_of_rows(rows_by_frame.get(0, [])))
+        suffix = ".png" if media.uri.lower().endswith(".png") else ".jpg"
+        ok, encoded = cv2.imencode(suffix, frame)
+        target.write_bytes(encoded.tobytes())
+        return target.uri
+    target = out / "annotated" / (_safe_name(media.source).rsplit(".", 1)[0] + ".mp4")
+    with local_media(media.uri) as path, tempfile.TemporaryDirectory(prefix="faceray-annotate-") as folder:
+        capture, info = open_video(path)
+        capture.release()
+        rate = min(fps, info.fps) if fps else info.fps
+        written = f"{folder}/annotated.mp4"
+        writer = cv2.VideoWriter(written, cv2.VideoWriter_fourcc(*"mp4v"), rate, (info.width, info.height))
+        try:
+            for index, _, frame in video_frames(path, fps):
+                writer.write(draw_faces(frame, faces_of_rows(rows_by_frame.get(index, []))))
+        finally:
+            writer.release()
+        with open(written, "rb") as handle:
+            target.write_bytes(handle.read())
+    return target.uri
+
+
+def object_store_budget(plan_chosen: dict[str, Any]) -> int:
+    """Object-store bytes the run may hold: enough blocks to keep every actor busy (8 each, one per read task; at
+    least 256 MB), not the whole input."""
+    return max(256 << 20, int((8 * plan_chosen["actors"] + plan_chosen["read_tasks_at_once"]) * BLOCK_BYTES))
+
+
+def estimate_frames(media: list[MediaInput], fps: float | None) -> int | None:
+    """Frames the run will analyse (a video's count is its header's), or None when a video is in object storage."""
+    total = 0
+    for item in media:
+        if item.kind == "image":
+            total += 1
+        elif not Location.of(item.uri).is_local:
+            return None
+        else:
+            try:
+                capture, info = open_video(item.uri)
+            except MediaError:
+                continue
+            capture.release()
+            total += info.sampled_frames(fps)
+    return total
+
+
+def video_segments(media: MediaInput) -> list[tuple[int, int]]:
+    """A video's segments of frames [start, stop) (stop -1: to the end), SEGMENT_FRAMES each, from the frame count
+    its header gives; one segment for a video in object storage or one OpenCV cannot open (its read rejects it).
+    The last segment reads to the end, so a header that counts too few frames loses none."""
+    if not Location.of(media.uri).is_local:
+        return [(0, -1)]
+    try:
+        capture, info = open_video(media.uri)
+    except MediaError:
+        return [(0, -1)]
+    capture.release()
+    starts = list(range(0, max(info.frames, 1), SEGMENT_FRAMES))
+    return [(start, starts[index + 1] if index + 1 < len(starts) else -1) for index, start in enumerate(starts)]
+
+
+def input_blocks(pending: list[MediaInput]) -> tuple[list[pa.Table], dict[str, int]]:
+    """The read tasks' input blocks (each video segment alone, images IMAGES_PER_BLOCK at a time) and each video's
+    number of segments."""
+    blocks: list[list[tuple[MediaInput, int, int]]] = []
+    images: list[tuple[MediaInput, int, int]] = []
+    segments: dict[str, int] = {}
+    for item in pending:
+        if item.kind == "video":
+            parts = video_segments(item)
+            segments[item.key] = len(parts)
+            blocks += [[(item, start, stop)] for start, stop in parts]
+        else:
+            images.append((item, 0, 0))
+            if len(images) == IMAGES_PER_BLOCK:
+                blocks.append(images)
+                images = []
+    if images:
+        blocks.append(images)
+    tables = [
+        pa.table(
+            {
+                "key": [item.key for item, _, _ in block],
+                "uri": [item.uri for item, _, _ in block],
+                "kind": [item.kind for item, _, _ in block],
+                "start": pa.array([start for _, start, _ in block], pa.int64()),
+                "stop": pa.array([stop for _, _, stop in block], pa.int64()),
+            }
+        )
+        for block in blocks
+    ]
+    return tables, segments
+
+
+def analyze_inputs(
+    pending: list[MediaInput],
+    out: Location,
+    config: AnalyzeConfig,
+    models: dict[str, str],
+    plan_chosen: dict[str, Any],
+    labels: tuple[str, ...],
+) -> dict[str, Any]:
+    """Run the pending inputs through Ray Data, finishing each input as its last frame comes back. Returns
+    "frames_by_node" (frames analysed per Ray node), "first_frames_after_s" (from the call to the first frame analysed:
+    Ray Data's start and the actors' model loading) and "running_frames_per_s" (the rate from the first frame analysed
+    to the last)."""
+    import ray
+    from tqdm import tqdm
+
+    context = ray.data.DataContext.get_current()
+    limits = context.execution_options.resource_limits
+    saved = (
+        context.enable_progress_bars,
+        context.print_on_execution_start,
+        limits,
+        context.op_resource_reservation_enabled,
+        context.target_max_block_size,
+    )
+    context.enable_progress_bars = False  # one bar in frames instead of Ray's operator bars
+    context.print_on_execution_start = False
+    # Decoding runs ~8x faster than analysis. A video read by one task filled the object store with its decoded
+    # frames (a 10-minute video's 5 GB; summed RSS 8.2 GiB against 3.6 for a 1-minute one). Now videos are read in
+    # segments of SEGMENT_FRAMES, and Ray Data's per-operator reservation (on, as by default) holds the reads within
+    # this budget: 3,600 frames on 2 cores ran 103-107 frames/s with 256 MB to 1 GB and segments of 128 or 512
+    # frames, each read task's memory flat at ~0.55 GB (unbounded: ~110-120 frames/s, the store growing with the
+    # video).
+    context.execution_options.resource_limits = limits.copy(object_store_memory=object_store_budget(plan_chosen))
+    context.op_resource_reservation_enabled = True
+    # Ray Data gathers a task's outputs into blocks of target_max_block_size (128 MB: 140 frames); smaller blocks
+    # spread a segment over the actors.
+    context.target_max_block_size = BLOCK_BYTES // 2
+    blocks, segments = input_blocks(pending)
+    waiting = {
+        item.key: InputProgress(item, segments=segments.get(item.key, 0), expected=1 if item.kind == "image" else 0)
+        for item in pending
+    }
+    nodes: Counter = Counter()
+    started = time.time()
+    span = [float("inf"), 0.0]  # when the first and the last frame were analysed (seconds since the epoch)
+    settings = {"detector": config.detector_settings(), "crop_margin": config.crop_margin, "threads": 1}
+    try:
+        dataset = ray.data.from_arrow(blocks).map_batches(
+            read_block,
+            batch_size=None,
+            batch_format="pyarrow",
+            fn_kwargs={"fps": config.fps},
+            num_cpus=plan_chosen["cpus_per_read_task"],
+            compute=ray.data.TaskPoolStrategy(size=min(plan_chosen["read_tasks_at_once"], len(blocks))),
+        )
+        dataset = dataset.map_batches(
+            FrameAnalyzer,
+            batch_size=None,
+            batch_format="pyarrow",
+            fn_constructor_kwargs={"models": models, "analyzer_settings": settings},
+            num_cpus=plan_chosen["cpus_per_actor"],
+            # Two blocks per actor at a time (one analysed, one arriving): work spreads over every actor, on every node.
+            compute=ray.data.ActorPoolStrategy(size=plan_chosen["actors"], max_tasks_in_flight_per_actor=2),
+        )
+        with tqdm(
+            total=estimate_frames(pending, config.fps),
+            unit="frame",
+            disable=not config.progress,
+            desc="analyze",
+            dynamic_ncols=True,
+            file=terminal_stderr(),
+        ) as bar:
+            for block in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+                frames = absorb_results(block, waiting)
+                nodes.update(frames)
+                bar.update(sum(frames.values()))
+                times = block.column("analysed_at").drop_null()
+                if len(times):
+                    span[0] = min(span[0], pa.compute.min(times).as_py())
+                    span[1] = max(span[1], pa.compute.max(times).as_py())
+                for key in [key for key, progress in waiting.items() if progress.complete]:
+                    finish_input(waiting.pop(key), out, labels, config.annotate, config.fps)
+            bar.total = bar.n  # the estimate counted frames of inputs that were then rejected
+            bar.refresh()
+    finally:
+        (
+            context.enable_progress_bars,
+            context.print_on_execution_start,
+            context.execution_options.resource_limits,
+            context.op_resource_reservation_enabled,
+            context.target_max_block_size,
+        ) = saved
+    if waiting:  # every read task ends each input with an end or a reject: this is a bug, not bad input
+        raise RuntimeError(
+            f"{len(waiting)} inputs got no end of their frames: {[p.media.source for p in waiting.values()][:5]}"
+        )
+    analysed = sum(nodes.values())
+    running = (analysed - 1) / (span[1] - span[0]) if analysed > 1 and span[1] > span[0] else 0.0
+    return {
+        "frames_by_node": dict(nodes),
+        "first_frames_after_s": round(span[0] - started, 2) if analysed else None,
+        "running_frames_per_s": round(running, 1),
+    }
+
+
+def absorb_results(block: pa.Table, waiting: dict[str, InputProgress]) -> Counter:
+    """Add one block of actor results to the inputs' progress; returns the frames analysed in it per node."""
+    keys = block.column("key").to_pylist()
+    kinds = block.column("kind").to_pylist()
+    frames = block.column("frame").to_pylist()
+    counts = block.column("faces").to_pylist()
+    nodes = block.column("node").to_pylist()
+    face_rows_of: dict[str, list[int]] = {}
+    analysed: Counter = Counter()
+    for index, (key, kind) in enumerate(zip(keys, kinds)):
+        progress = waiting[key]
+        if kind == "face":
+            face_rows_of.setdefault(key, []).append(index)
+        elif kind == "frame":
+            progress.frames += 1
+            progress.frames_with_faces += counts[index] > 0
+            progress.analysed.append(frames[index])
+            progress.nodes[nodes[index]] += 1
+            analysed[nodes[index]] += 1
+        elif kind == "end":
+            progress.expected += frames[index]
+            progress.segments -= 1
+        elif kind == "reject":
+            reason = block.column("reason")[index].as_py()
+            progress.reject = InputReject(progress.media.source, reason, block.column("detail")[index].as_py())
+    for key, indices in face_rows_of.items():
+        waiting[key].tables.append(block.take(pa.array(indices, pa.int64())))
+    return analysed
+
+
+def read_markers(out: Location, media: list[MediaInput]) -> list[dict[str, Any]]:
+    """Every input's done-marker, in input order (read many at a time from object storage)."""
+    markers = []
+    for item, data in zip(media, read_in_order(done_marker(out, item) for item in media)):
+        if isinstance(data, OSError):
+            raise RuntimeError(f"{item.source}: finished but its done-marker is missing ({data})")
+        markers.append(json.loads(data))
+    return markers
+
+
+def write_tables(
+    out: Location, markers: list[dict[str, Any]], unsupported: list[InputReject], labels: tuple[str, ...]
+) -> dict[str, int]:
+    """OUT/summary.csv (one row per analysed input) and OUT/rejects.csv (every input not analysed); returns counts."""
+    summaries = [marker["summary"] for marker in markers if "summary" in marker]
+    columns = list(summarize("", "image", 0, 0, faces_schema(labels).empty_table()))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(summaries)
+    (out / "summary.csv").write_text(text.getvalue())
+    rejects = [(reject.source, reject.reason, reject.detail) for reject in unsupported] + [
+        (marker["source"], marker["reject"]["reason"], marker["reject"]["detail"])
+        for marker in markers
+        if "reject" in marker
+    ]
+    text = io.StringIO()
+    reject_writer = csv.writer(text, lineterminator="\n")
+    reject_writer.writerow(["source", "reason", "detail"])
+    reject_writer.writerows(rejects)
+    (out / "rejects.csv").write_text(text.getvalue())
+    return {
+        "inputs": len(markers) + len(unsupported),
+        "analysed": len(summaries),
+        "rejected": len(rejects),
+        "images": sum(1 for summary in summaries if summary["kind"] == "image"),
+        "videos": sum(1 for summary in summaries if summary["kind"] == "video"),
+        "frames": sum(summary["frames"] for summary in summaries),
+        "frames_with_faces": sum(summary["frames_with_faces"] for summary in summaries),
+        "faces": sum(summary["faces"] for summary in summaries),
+    }
+
+
+def resolve_models(config: AnalyzeConfig) -> dict[str, str]:
+    """{task: model directory}: the ones given, or the paper's from `faceray fetch-weights paper`."""
+    from faceray.model_card import ModelCard, check_slot
+    from faceray.serve.analyzer import paper_models
+
+    models = {
+        task: folder for task, folder in (("emotion", config.emotion_model), ("gender", config.gender_model)) if folder
+    }
+    if not models:
+        try:
+            models = {task: str(folder) for task, folder in paper_models().items()}
+        except ValueError as error:
+            raise ConfigError(f"--emotion-model / --gender-model: {error}") from None
+    for task, folder in models.items():
+        try:
+            check_slot(ModelCard.read(folder), task, folder)
+        except (ValueError, OSError) as error:
+            raise ConfigError(f"--{task}-model: {error}") from None
+    return models
+
+
+def run_analyze(config: AnalyzeConfig, log: Any = None) -> dict[str, Any]:
+    """Analyse every input into OUT (resumable per input). Ray must be initialised. Returns the manifest; `log` gets
+    the plan line."""
+    from faceray.resources import plan_analyze
+    from faceray.runtime import read_cluster
+
+    started = time.perf_counter()
+    out = location(config.out, "--out", output=True)
+    try:
+        media, unsupported = list_inputs(config.inputs)
+    except (FileNotFoundError, ValueError) as error:
+        raise ConfigError(f"INPUT: {error}") from None
+    models = resolve_models(config)
+    identities = {task: model_identity(folder) for task, folder in models.items()}
+    labels = tuple(identities["emotion"]["labels"]) if "emotion" in identities else EMOTION_LABELS
+    plan = plan_analyze(read_cluster(), config.actors)
+    if log is not None:
+        log(plan.line())
+        log(
+            f"analyze: {len(media)} inputs ({sum(item.kind == 'video' for item in media)} videos, "
+            f"{sum(item.kind == 'image' for item in media)} images), {len(unsupported)} unsupported files"
+        )
+    out.make_dir()
+    prepare_output(config, out, identities)
+    finished = {
+        item.key
+        for item, data in zip(media, read_in_order(done_marker(out, item) for item in media))
+        if not isinstance(data, OSError)
+    }
+    pending = [item for item in media if item.key not in finished]
+    if not pending and (out / "manifest.json").exists():  # a finished analysis: leave every file as it is
+        manifest = json.loads((out / "manifest.json").read_text())
+        manifest["this_run"] = {"inputs_analysed": 0, "frames": 0, "elapsed_s": 0.0, "frames_per_s": 0.0}
+        return manifest
+    run = analyze_inputs(pending, out, config, models, plan.chosen, labels) if pending else {"frames_by_node": {}}
+    elapsed = time.perf_counter() - started
+    markers = read_markers(out, media)
+    counts = write_tables(out, markers, unsupported, labels)
+    frames_this_run = sum(run["frames_by_node"].values())
+    manifest = {
+        "inputs": list(config.inputs),
+        "settings": config.plan_fields(),
+        "models": identities,
+        "counts": counts,
+        "this_run": {
+            "inputs_analysed": len(pending),
+            "frames": frames_this_run,
+            "elapsed_s": round(elapsed, 2),
+            "frames_per_s": round(frames_this_run / elapsed, 1) if elapsed else 0.0,
+            **run,
+        },
+        "resource_plan": plan.to_dict(),
+    }
+    write_json(out / "manifest.json", manifest)
+    return manifest
+
+
+def summary_line(manifest: dict[str, Any]) -> str:
+    """One line: inputs analysed and rejected, frames, faces and this run's rate."""
+    counts, run = manifest["counts"], manifest["this_run"]
+    action = (
+        "already complete, nothing to do"
+        if run["inputs_analysed"] == 0
+        else f"{run['frames']} frames in {run['elapsed_s']:.1f} s ({run['frames_per_s']:.0f} frames/s)"
+    )
+    return (
+        f"analyze: {counts['analysed']} inputs analysed ({counts['images']} images, {counts['videos']} videos), "
+        f"{counts['rejected']} rejected of {counts['inputs']}; {counts['frames']} frames, {counts['faces']} faces; "
+        f"{action}"
+    )
