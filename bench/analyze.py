@@ -157,6 +157,7 @@ def run_faceray(inputs: list[Path], out: Path, model_dirs: dict[str, str], pss: 
         "first_frames_after_s": run["first_frames_after_s"],
         "actors": manifest["resource_plan"]["chosen"]["actors"],
         ("peak_pss_gib" if pss else "peak_rss_gib"): memory.peak_bytes / 2**30,
+        "cpu_seconds_by_process": memory.cpu_by_name(),
     }
 
 

@@ -54,6 +54,15 @@ class TreeMemorySampler(BackgroundLoop):
         self.pid = pid
         self.pss = pss  # proportional set size: shared memory (Ray's object store) counted once, not per process
         self.peak_bytes = 0
+        self.cpu_seconds: dict[int, tuple[str, float]] = {}  # pid -> (process title, CPU seconds at its last sample)
+
+    def cpu_by_name(self) -> dict[str, float]:
+        """CPU seconds (user + system, as last sampled) of the tree's processes, summed by process title (Ray names
+        its workers "ray::<task or actor>"); processes that ended between samples miss their last interval."""
+        totals: dict[str, float] = {}
+        for name, seconds in self.cpu_seconds.values():
+            totals[name] = round(totals.get(name, 0.0) + seconds, 2)
+        return dict(sorted(totals.items(), key=lambda item: -item[1]))
 
     def _sample(self) -> int:
         import psutil
@@ -67,6 +76,10 @@ class TreeMemorySampler(BackgroundLoop):
         for process in processes:
             try:
                 total += process.memory_full_info().pss if self.pss else process.memory_info().rss
+                times = process.cpu_times()
+                title = (process.cmdline() or [process.name()])[0].split(" ")[0]
+                title = title if title.startswith("ray::") else process.name()
+                self.cpu_seconds[process.pid] = (title.split("(")[0], times.user + times.system)
             except psutil.Error:  # the process ended between listing and reading
                 pass
         return total

@@ -341,7 +341,8 @@
     context.fillStyle = "#e8e8e8";
     context.textAlign = "center";
     context.font = `${Math.max(14, Math.round(view.width / 30))}px system-ui, sans-serif`;
-    context.fillText("Allow the camera, or drop an image or a video here", view.width / 2, view.height / 2);
+    // Below the middle, where the status banner (mid-picture, while the service is away) leaves it readable.
+    context.fillText("Allow the camera, or drop an image or a video here", view.width / 2, view.height * 0.65);
     context.textAlign = "start";
   }
 
