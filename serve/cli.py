@@ -44,29 +44,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def check_model_dirs(config: ServeConfig) -> None:
-    """Read each model directory's card before Ray starts, so a wrong path or bucket, or a model.keras that is not
-    the one its card recorded, is one line (ConfigError naming the flag); a changed model.onnx is a warning (the
-    replicas rebuild the graph). Local paths are checked only for the embedded local Ray: a cluster's nodes have
-    their own disks."""
-    from faceray.config import ConfigError
-    from faceray.exports import changed_export
-    from faceray.model_card import ModelCard, check_model_file, check_slot
+    """Check each model directory before Ray starts (serve.config.check_models). Local paths are checked only for the
+    embedded local Ray: a cluster's nodes have their own disks."""
+    from faceray.serve.config import check_models
     from faceray.storage import is_store_uri
 
-    for task, flag, where in (
-        ("emotion", "--emotion-model", config.emotion_model),
-        ("gender", "--gender-model", config.gender_model),
-    ):
-        if where and (is_store_uri(where) or not config.address):
-            try:
-                card = ModelCard.read(where)
-                check_slot(card, task, where)  # swapped folders are refused
-                check_model_file(where, card)  # a changed model.keras is refused
-            except (ValueError, OSError) as error:
-                raise ConfigError(f"{flag}: {error}") from None
-            warning = changed_export(where, card) if config.runtime == "onnx" else None
-            if warning:
-                print(f"{flag}: warning: {warning}", flush=True)
+    given = {"emotion": config.emotion_model, "gender": config.gender_model}
+    check_models(
+        {task: where for task, where in given.items() if where and (is_store_uri(where) or not config.address)},
+        config.runtime,
+    )
 
 
 def check_port(config: ServeConfig) -> None:

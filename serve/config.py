@@ -3,10 +3,39 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from faceray.config import location_problems, option
 from faceray.serve.classify import RUNTIMES
 from faceray.serve.detect import DETECTORS, DetectorSettings
+
+if TYPE_CHECKING:
+    from faceray.model_card import ModelCard
+
+
+def check_models(models: dict[str, str], runtime: str = "onnx") -> dict[str, ModelCard]:
+    """Read each {task: model directory}'s card, so a wrong path or bucket, a folder in the other task's slot, or a
+    model.keras that is not the one its card recorded is one line (ConfigError naming the flag); a changed
+    model.onnx is a warning printed here (the graph is rebuilt from model.keras). Returns the cards."""
+    from faceray.config import ConfigError
+    from faceray.exports import changed_export
+    from faceray.model_card import ModelCard, check_model_file, check_slot
+
+    cards = {}
+    for task, where in models.items():
+        flag = f"--{task}-model"
+        try:
+            card = ModelCard.read(where)
+            check_slot(card, task, where)  # swapped folders are refused
+            check_model_file(where, card)  # a changed model.keras is refused
+        except (ValueError, OSError) as error:
+            raise ConfigError(f"{flag}: {error}") from None
+        warning = changed_export(where, card) if runtime == "onnx" else None
+        if warning:
+            print(f"{flag}: warning: {warning}", flush=True)
+        cards[task] = card
+    return cards
+
 
 # Request slots per replica that no admitted stream or HTTP request can take (see ServeConfig.max_ongoing_requests).
 RESERVED_SLOTS = 16

@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -48,8 +48,11 @@ from faceray.serve.collection import (
     summarize,
     video_frames,
 )
-from faceray.serve.config import AnalyzeConfig
+from faceray.serve.config import AnalyzeConfig, check_models
 from faceray.storage import Location, read_in_order
+
+if TYPE_CHECKING:
+    from faceray.model_card import ModelCard
 
 WORK_DIR = "_work"
 BLOCK_BYTES = 16 << 20  # a block of decoded video frames: at most this many bytes …
@@ -252,11 +255,8 @@ def done_marker(out: Location, media: MediaInput) -> Location:
     return out / WORK_DIR / "done" / f"{media.key}.json"
 
 
-def model_identity(folder: str) -> dict[str, Any]:
+def model_identity(folder: str, card: ModelCard) -> dict[str, Any]:
     """A model's card fields that name the weights: its task, labels, file and export checksums."""
-    from faceray.model_card import ModelCard
-
-    card = ModelCard.read(folder)
     return {
         "path": folder,
         "task": card.task,
@@ -627,9 +627,9 @@ def write_tables(
     }
 
 
-def resolve_models(config: AnalyzeConfig) -> dict[str, str]:
-    """{task: model directory}: the ones given, or the paper's from `faceray fetch-weights paper`."""
-    from faceray.model_card import ModelCard, check_slot
+def resolve_models(config: AnalyzeConfig) -> tuple[dict[str, str], dict[str, ModelCard]]:
+    """{task: model directory} (the ones given, or the paper's from `faceray fetch-weights paper`) and their cards,
+    checked as `faceray serve` checks them (serve.config.check_models: the slot, model.keras's checksum)."""
     from faceray.serve.analyzer import paper_models
 
     models = {
@@ -640,12 +640,7 @@ def resolve_models(config: AnalyzeConfig) -> dict[str, str]:
             models = {task: str(folder) for task, folder in paper_models().items()}
         except ValueError as error:
             raise ConfigError(f"--emotion-model / --gender-model: {error}") from None
-    for task, folder in models.items():
-        try:
-            check_slot(ModelCard.read(folder), task, folder)
-        except (ValueError, OSError) as error:
-            raise ConfigError(f"--{task}-model: {error}") from None
-    return models
+    return models, check_models(models)
 
 
 def run_analyze(config: AnalyzeConfig, log: Any = None) -> dict[str, Any]:
@@ -660,8 +655,8 @@ def run_analyze(config: AnalyzeConfig, log: Any = None) -> dict[str, Any]:
         media, unsupported = list_inputs(config.inputs)
     except (FileNotFoundError, ValueError) as error:
         raise ConfigError(f"INPUT: {error}") from None
-    models = resolve_models(config)
-    identities = {task: model_identity(folder) for task, folder in models.items()}
+    models, cards = resolve_models(config)
+    identities = {task: model_identity(folder, cards[task]) for task, folder in models.items()}
     labels = tuple(identities["emotion"]["labels"]) if "emotion" in identities else EMOTION_LABELS
     plan = plan_analyze(read_cluster(), config.actors)
     if log is not None:

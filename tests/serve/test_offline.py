@@ -122,3 +122,24 @@ def test_a_collection_is_analysed_stopped_resumed_and_left_alone_once_finished(
         offline.run_analyze(config_for([root, f"{bucket}/more"], out, model_dirs, fps=2.0, annotate=True))
     with pytest.raises(ConfigError, match="INPUT: .*no such file"):
         offline.run_analyze(config_for([root / "nothing"], tmp_path / "other", model_dirs))
+
+
+def test_a_damaged_model_is_refused_before_any_work_naming_its_file(tmp_path, model_dirs, astronaut_bgr):
+    """The model checks of `faceray serve` (serve.config.check_models): a flipped byte in model.keras is one
+    ConfigError naming the flag and the file, before Ray is asked for anything (no ray_session here)."""
+    import shutil
+
+    import cv2
+
+    from faceray.serve.offline import run_analyze
+
+    damaged = tmp_path / "emotion"
+    shutil.copytree(model_dirs["emotion"], damaged)
+    model = bytearray((damaged / "model.keras").read_bytes())
+    model[len(model) // 2] ^= 1
+    (damaged / "model.keras").write_bytes(bytes(model))
+    cv2.imwrite(str(tmp_path / "face.jpg"), astronaut_bgr)
+    config = config_for([tmp_path / "face.jpg"], tmp_path / "out", {**model_dirs, "emotion": damaged})
+    with pytest.raises(ConfigError, match=r"--emotion-model: .*model\.keras: changed since it was written"):
+        run_analyze(config)
+    assert not (tmp_path / "out" / "faces").exists()
