@@ -37,6 +37,7 @@ from faceray.serve.collection import (
     InputReject,
     MediaError,
     MediaInput,
+    VideoInfo,
     assign_tracks,
     face_rows,
     faces_of_rows,
@@ -239,12 +240,15 @@ class InputProgress:
     media: MediaInput
     segments: int  # a video's segments still to end (0 for an image)
     expected: int = 0  # frames to come back (an image's 1; a video's segments add theirs as they end)
-    frames: int = 0
     frames_with_faces: int = 0
-    analysed: list[int] = field(default_factory=list)
+    analysed: list[int] = field(default_factory=list)  # the index of each frame analysed
     tables: list[pa.Table] = field(default_factory=list)
     nodes: Counter = field(default_factory=Counter)
     reject: InputReject | None = None
+
+    @property
+    def frames(self) -> int:
+        return len(self.analysed)
 
     @property
     def complete(self) -> bool:
@@ -383,52 +387,50 @@ def object_store_budget(plan_chosen: dict[str, Any]) -> int:
     return max(256 << 20, int((8 * plan_chosen["actors"] + plan_chosen["read_tasks_at_once"]) * BLOCK_BYTES))
 
 
-def estimate_frames(media: list[MediaInput], fps: float | None) -> int | None:
-    """Frames the run will analyse (a video's count is its header's), or None when a video is in object storage."""
-    total = 0
-    for item in media:
-        if item.kind == "image":
-            total += 1
-        elif not Location.of(item.uri).is_local:
-            return None
-        else:
-            try:
-                capture, info = open_video(item.uri)
-            except MediaError:
-                continue
-            capture.release()
-            total += info.sampled_frames(fps)
-    return total
-
-
-def video_segments(media: MediaInput) -> list[tuple[int, int]]:
-    """A video's segments of frames [start, stop) (stop -1: to the end), SEGMENT_FRAMES each, from the frame count
-    its header gives; one segment for a video in object storage or one OpenCV cannot open (its read rejects it).
-    The last segment reads to the end, so a header that counts too few frames loses none."""
+def video_header(media: MediaInput) -> VideoInfo | None:
+    """What a local video's header says, read once in the driver; None for a video in object storage (not copied
+    just to plan it) or one OpenCV cannot open (its read rejects it)."""
     if not Location.of(media.uri).is_local:
-        return [(0, -1)]
+        return None
     try:
         capture, info = open_video(media.uri)
     except MediaError:
-        return [(0, -1)]
+        return None
     capture.release()
+    return info
+
+
+def video_segments(info: VideoInfo | None) -> list[tuple[int, int]]:
+    """A video's segments of frames [start, stop) (stop -1: to the end), SEGMENT_FRAMES each, from the frame count
+    its header gives; one segment when there is no header to go by. The last segment reads to the end, so a header
+    that counts too few frames loses none."""
+    if info is None:
+        return [(0, -1)]
     starts = list(range(0, max(info.frames, 1), SEGMENT_FRAMES))
     return [(start, starts[index + 1] if index + 1 < len(starts) else -1) for index, start in enumerate(starts)]
 
 
-def input_blocks(pending: list[MediaInput]) -> tuple[list[pa.Table], dict[str, int]]:
-    """The read tasks' input blocks (each video segment alone, images IMAGES_PER_BLOCK at a time) and each video's
-    number of segments."""
+def input_blocks(pending: list[MediaInput], fps: float | None) -> tuple[list[pa.Table], dict[str, int], int | None]:
+    """The read tasks' input blocks (each video segment alone, images IMAGES_PER_BLOCK at a time), each video's
+    number of segments, and the frames the run will analyse by the headers (None when a video is in object
+    storage)."""
     blocks: list[list[tuple[MediaInput, int, int]]] = []
     images: list[tuple[MediaInput, int, int]] = []
     segments: dict[str, int] = {}
+    estimate: int | None = 0
     for item in pending:
         if item.kind == "video":
-            parts = video_segments(item)
+            info = video_header(item)
+            parts = video_segments(info)
             segments[item.key] = len(parts)
             blocks += [[(item, start, stop)] for start, stop in parts]
+            if info is not None and estimate is not None:
+                estimate += info.sampled_frames(fps)
+            elif not Location.of(item.uri).is_local:
+                estimate = None
         else:
             images.append((item, 0, 0))
+            estimate = None if estimate is None else estimate + 1
             if len(images) == IMAGES_PER_BLOCK:
                 blocks.append(images)
                 images = []
@@ -446,7 +448,7 @@ def input_blocks(pending: list[MediaInput]) -> tuple[list[pa.Table], dict[str, i
         )
         for block in blocks
     ]
-    return tables, segments
+    return tables, segments, estimate
 
 
 def analyze_inputs(
@@ -456,8 +458,10 @@ def analyze_inputs(
     models: dict[str, str],
     plan_chosen: dict[str, Any],
     labels: tuple[str, ...],
+    markers: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
-    """Run the pending inputs through Ray Data, finishing each input as its last frame comes back. Returns
+    """Run the pending inputs through Ray Data, finishing each input as its last frame comes back (its done-marker
+    goes into `markers`, by input key). Returns
     "frames_by_node" (frames analysed per Ray node), "first_frames_after_s" (from the call to the first frame analysed:
     Ray Data's start and the actors' model loading) and "running_frames_per_s" (the rate from the first frame analysed
     to the last)."""
@@ -486,7 +490,7 @@ def analyze_inputs(
     # Ray Data gathers a task's outputs into blocks of target_max_block_size (128 MB: 140 frames); smaller blocks
     # spread a segment over the actors.
     context.target_max_block_size = BLOCK_BYTES // 2
-    blocks, segments = input_blocks(pending)
+    blocks, segments, estimate = input_blocks(pending, config.fps)
     waiting = {
         item.key: InputProgress(item, segments=segments.get(item.key, 0), expected=1 if item.kind == "image" else 0)
         for item in pending
@@ -514,7 +518,7 @@ def analyze_inputs(
             compute=ray.data.ActorPoolStrategy(size=plan_chosen["actors"], max_tasks_in_flight_per_actor=2),
         )
         with tqdm(
-            total=estimate_frames(pending, config.fps),
+            total=estimate,
             unit="frame",
             disable=not config.progress,
             desc="analyze",
@@ -530,7 +534,7 @@ def analyze_inputs(
                     span[0] = min(span[0], pa.compute.min(times).as_py())
                     span[1] = max(span[1], pa.compute.max(times).as_py())
                 for key in [key for key, progress in waiting.items() if progress.complete]:
-                    finish_input(waiting.pop(key), out, labels, config.annotate, config.fps)
+                    markers[key] = finish_input(waiting.pop(key), out, labels, config.annotate, config.fps)
             bar.total = bar.n  # the estimate counted frames of inputs that were then rejected
             bar.refresh()
     finally:
@@ -568,7 +572,6 @@ def absorb_results(block: pa.Table, waiting: dict[str, InputProgress]) -> Counte
         if kind == "face":
             face_rows_of.setdefault(key, []).append(index)
         elif kind == "frame":
-            progress.frames += 1
             progress.frames_with_faces += counts[index] > 0
             progress.analysed.append(frames[index])
             progress.nodes[nodes[index]] += 1
@@ -582,16 +585,6 @@ def absorb_results(block: pa.Table, waiting: dict[str, InputProgress]) -> Counte
     for key, indices in face_rows_of.items():
         waiting[key].tables.append(block.take(pa.array(indices, pa.int64())))
     return analysed
-
-
-def read_markers(out: Location, media: list[MediaInput]) -> list[dict[str, Any]]:
-    """Every input's done-marker, in input order (read many at a time from object storage)."""
-    markers = []
-    for item, data in zip(media, read_in_order(done_marker(out, item) for item in media)):
-        if isinstance(data, OSError):
-            raise RuntimeError(f"{item.source}: finished but its done-marker is missing ({data})")
-        markers.append(json.loads(data))
-    return markers
 
 
 def write_tables(
@@ -667,20 +660,23 @@ def run_analyze(config: AnalyzeConfig, log: Any = None) -> dict[str, Any]:
         )
     out.make_dir()
     prepare_output(config, out, identities)
-    finished = {
-        item.key
+    markers = {  # the inputs an earlier run finished (read many at a time from object storage)
+        item.key: json.loads(data)
         for item, data in zip(media, read_in_order(done_marker(out, item) for item in media))
         if not isinstance(data, OSError)
     }
-    pending = [item for item in media if item.key not in finished]
+    pending = [item for item in media if item.key not in markers]
     if not pending and (out / "manifest.json").exists():  # a finished analysis: leave every file as it is
         manifest = json.loads((out / "manifest.json").read_text())
         manifest["this_run"] = {"inputs_analysed": 0, "frames": 0, "elapsed_s": 0.0, "frames_per_s": 0.0}
         return manifest
-    run = analyze_inputs(pending, out, config, models, plan.chosen, labels) if pending else {"frames_by_node": {}}
+    run = (
+        analyze_inputs(pending, out, config, models, plan.chosen, labels, markers)
+        if pending
+        else {"frames_by_node": {}}
+    )
     elapsed = time.perf_counter() - started
-    markers = read_markers(out, media)
-    counts = write_tables(out, markers, unsupported, labels)
+    counts = write_tables(out, [markers[item.key] for item in media], unsupported, labels)
     frames_this_run = sum(run["frames_by_node"].values())
     manifest = {
         "inputs": list(config.inputs),
