@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from faceray.config import location_problems, option
+from faceray.config import location_problems, option, output_problems
 from faceray.serve.classify import RUNTIMES
 from faceray.serve.detect import DETECTORS, DetectorSettings
 
@@ -35,6 +35,16 @@ def check_models(models: dict[str, str], runtime: str = "onnx") -> dict[str, Mod
             print(f"{flag}: warning: {warning}", flush=True)
         cards[task] = card
     return cards
+
+
+def face_pipeline_problems(min_score: float, crop_margin: float | None) -> list[str]:
+    """The detector and crop settings `faceray serve` and `faceray analyze` share, checked alike."""
+    problems = []
+    if not 0 < min_score < 1:
+        problems.append(f"--min-score: {min_score} must be in (0, 1)")
+    if crop_margin is not None and not 0 <= crop_margin <= 1:
+        problems.append(f"--crop-margin: {crop_margin} must be in 0..1")
+    return problems
 
 
 # Request slots per replica that no admitted stream or HTTP request can take (see ServeConfig.max_ongoing_requests).
@@ -161,16 +171,13 @@ class ServeConfig:
             problems.append(f"--runtime: {self.runtime!r} is not one of {', '.join(RUNTIMES)}")
         if self.detector not in DETECTORS:
             problems.append(f"--detector: {self.detector!r} is not one of {', '.join(DETECTORS)}")
-        if not 0 < self.min_score < 1:
-            problems.append(f"--min-score: {self.min_score} must be in (0, 1)")
+        problems += face_pipeline_problems(self.min_score, self.crop_margin)
         if not 0 <= self.smoothing < 1:
             problems.append(f"--smoothing: {self.smoothing} must be in [0, 1)")
         if self.classifier_threads is not None and self.classifier_threads < 1:
             problems.append(f"--classifier-threads: {self.classifier_threads} must be at least 1")
         if self.scale_factor <= 1:
             problems.append(f"--scale-factor: {self.scale_factor} must be > 1")
-        if self.crop_margin is not None and not 0 <= self.crop_margin <= 1:
-            problems.append(f"--crop-margin: {self.crop_margin} must be in 0..1")
         if self.http_queue < 0:
             problems.append(f"--http-queue: {self.http_queue} must be at least 0")
         for name in ("request_timeout_s", "stream_idle_s", "frame_deadline_s"):
@@ -270,18 +277,16 @@ class AnalyzeConfig:
 
     def validate(self) -> list[str]:
         problems = location_problems(emotion_model=self.emotion_model, gender_model=self.gender_model, out=self.out)
+        problems += output_problems(out=self.out)
         if not self.inputs:
             problems.append("INPUT: give at least one image, video, folder or glob")
         if not self.out:
             problems.append("--out: required (the output folder)")
         if self.fps is not None and self.fps <= 0:
             problems.append(f"--fps: {self.fps} must be > 0")
-        if not 0 < self.min_score < 1:
-            problems.append(f"--min-score: {self.min_score} must be in (0, 1)")
+        problems += face_pipeline_problems(self.min_score, self.crop_margin)
         if self.min_size < 1:
             problems.append(f"--min-size: {self.min_size} must be at least 1")
-        if self.crop_margin is not None and not 0 <= self.crop_margin <= 1:
-            problems.append(f"--crop-margin: {self.crop_margin} must be in 0..1")
         if self.actors < 0:
             problems.append(f"--actors: {self.actors} must be at least 0")
         return problems
