@@ -175,6 +175,7 @@ def test_every_command_is_built_from_its_config_with_none_as_unset(tmp_path):
         ["train", "--data", "{data}", "--task", "emotion"],
         ["sweep", "--data", "{data}", "--space", "train/spaces/report.yaml"],
         ["sample"],
+        ["analyze", "{data}"],
     ],
     ids=lambda command: command[0],
 )
