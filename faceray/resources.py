@@ -275,43 +275,33 @@ def plan_ingest(cluster: ClusterResources, parallelism: int = 0) -> ResourcePlan
     )
 
 
-ANALYZE_ACTOR_CPUS = 0.75  # an analyzer actor: one ONNX Runtime and one LiteRT thread, most of a core
-ANALYZE_READ_CPUS = 0.25  # a read task: decoding frames is ~1/5 of the analysis work (bench/analyze.py)
+ANALYZE_ACTOR_CPUS = 1.0  # an analyzer actor: one ONNX Runtime and one LiteRT thread; it decodes its own frames
 
 
 def plan_analyze(cluster: ClusterResources, actors: int = 0) -> ResourcePlan:
-    """`faceray analyze`: an actor pool of FaceAnalyzers (ANALYZE_ACTOR_CPUS each; 0 = one per CPU) and read tasks
-    in the CPUs they leave (ANALYZE_READ_CPUS each), so the pool never starves the reads that feed it."""
+    """`faceray analyze`: an actor pool of FaceAnalyzers, ANALYZE_ACTOR_CPUS each (0 = one per CPU). The actors read
+    and decode their inputs themselves: there are no read tasks to leave CPUs for."""
     count = actors if actors > 0 else max(1, int(cluster.cpus))
-    bundles = [(ANALYZE_ACTOR_CPUS, 0.0)] * count
-    placement = pack(bundles, cluster, reserve_cpus=ANALYZE_READ_CPUS)
+    placement = pack([(ANALYZE_ACTOR_CPUS, 0.0)] * count, cluster)
     requested = {"actors": actors or "auto"}
     if placement is None:
-        fits = max(0, int((cluster.cpus - ANALYZE_READ_CPUS) // ANALYZE_ACTOR_CPUS))
+        fits = max(0, int(cluster.cpus // ANALYZE_ACTOR_CPUS))
         return _refuse_or_wait(
             "analyze",
             requested,
             cluster,
-            f"--actors {count} needs {_number(count * ANALYZE_ACTOR_CPUS + ANALYZE_READ_CPUS)} CPUs "
-            f"({_number(ANALYZE_ACTOR_CPUS)} per actor and {_number(ANALYZE_READ_CPUS)} for reading); this cluster has "
-            f"{cluster.describe()}: use --actors {fits} or fewer",
-            count * ANALYZE_ACTOR_CPUS + ANALYZE_READ_CPUS,
+            f"--actors {count} needs {_number(count * ANALYZE_ACTOR_CPUS)} CPUs ({_number(ANALYZE_ACTOR_CPUS)} per "
+            f"actor); this cluster has {cluster.describe()}: use --actors {fits} or fewer",
+            count * ANALYZE_ACTOR_CPUS,
             {"actors": count, "cpus_per_actor": ANALYZE_ACTOR_CPUS},
         )
-    left = cluster.cpus - count * ANALYZE_ACTOR_CPUS
-    readers = max(1, int(round(left / ANALYZE_READ_CPUS, 6)))
     return ResourcePlan(
         "analyze",
         requested,
         cluster.describe(),
-        {
-            "actors": count,
-            "cpus_per_actor": ANALYZE_ACTOR_CPUS,
-            "read_tasks_at_once": readers,
-            "cpus_per_read_task": ANALYZE_READ_CPUS,
-        },
+        {"actors": count, "cpus_per_actor": ANALYZE_ACTOR_CPUS},
         placement,
-        _busy(cluster, count * ANALYZE_ACTOR_CPUS + ANALYZE_READ_CPUS),
+        _busy(cluster, count * ANALYZE_ACTOR_CPUS),
     )
 
 

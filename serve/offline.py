@@ -1,6 +1,6 @@
-"""The Ray Data wrapper of offline analysis (`faceray analyze`): read tasks decode images and videos in blocks of
-frames, an actor pool of FaceAnalyzers analyses them, and the driver writes each input's faces when its last frame
-is back. The face pipeline is serve.analyzer's, each frame analysed as `POST /v1/faces` analyses it.
+"""The Ray Data wrapper of offline analysis (`faceray analyze`): an actor pool of FaceAnalyzers reads and analyses
+the inputs (images in blocks of IMAGES_PER_BLOCK, videos in segments of SEGMENT_FRAMES frames), and the driver writes
+each input's faces when its last frame is back. The face pipeline is serve.analyzer's, each frame analysed as `POST /v1/faces` analyses it.
 
 Layout of OUT:
   OUT/faces/<key>.parquet     one row per face per analysed frame (serve.collection.faces_schema), one file per input
@@ -56,32 +56,16 @@ if TYPE_CHECKING:
     from faceray.model_card import ModelCard
 
 WORK_DIR = "_work"
-BLOCK_BYTES = 16 << 20  # a block of decoded video frames: at most this many bytes …
-BLOCK_FRAMES = 16  # … and this many frames
-IMAGES_PER_BLOCK = 16
-SEGMENT_FRAMES = 256  # a read task's share of a video: it seeks to the segment's first frame (bench/analyze.py)
-
-# One read-task row: an image's file bytes, a video frame's raw BGR pixels, a video's "end" (frame = frames read) or
-# an input's "reject".
-FRAME_SCHEMA = pa.schema(
-    [
-        ("key", pa.string()),
-        ("kind", pa.string()),
-        ("frame", pa.int64()),
-        ("time_s", pa.float64()),
-        ("data", pa.large_binary()),
-        ("height", pa.int32()),
-        ("width", pa.int32()),
-        ("reason", pa.string()),
-        ("detail", pa.string()),
-    ]
-)
+IMAGES_PER_BLOCK = 16  # images per actor task
+SEGMENT_FRAMES = 128  # an actor task's share of a video: it seeks to the segment's first frame (~15 ms)
+RESULT_FRAMES = 32  # an actor sends a segment's results every this many frames (the progress bar moves)
+RESULT_BLOCK_BYTES = 256 << 10  # … in blocks this small (Ray Data would otherwise gather a task's into 128 MB)
 
 
 def result_schema(emotion_labels: tuple[str, ...]) -> pa.Schema:
-    """What the actors return: the faces' columns plus `key`, `kind` ("face", a "frame" analysed, "end", "reject"),
-    `faces` (a frame's face count), `reason`/`detail` (a reject's), `node` (the Ray node that analysed it) and
-    `analysed_at` (when, in seconds since the epoch)."""
+    """What the actors return: the faces' columns plus `key`, `kind` ("face", a "frame" analysed, a video segment's
+    "end" (`frame` = frames read), an input's "reject"), `faces` (a frame's face count), `reason`/`detail` (a
+    reject's), `node` (the Ray node that analysed it) and `analysed_at` (when, in seconds since the epoch)."""
     extra = [
         ("key", pa.string()),
         ("kind", pa.string()),
@@ -94,142 +78,93 @@ def result_schema(emotion_labels: tuple[str, ...]) -> pa.Schema:
     return pa.schema([*faces_schema(emotion_labels), *extra])
 
 
-# -- read tasks -------------------------------------------------------------------------------------------------------
-def read_block(inputs: pa.Table, fps: float | None) -> Iterator[pa.Table]:
-    """Ray Data UDF: one block of inputs (columns key, uri, kind, start, stop: a video's segment of frames
-    [start, stop), stop -1 for "to the end") -> blocks of FRAME_SCHEMA rows. A segment is decoded one frame at a time
-    and sent on every BLOCK_FRAMES frames or BLOCK_BYTES bytes, then its "end" (frame = frames read); images are sent
-    as their file bytes (the actors decode them, as the service decodes a request body)."""
-    rows: list[dict[str, Any]] = []
-    size = 0
-    columns = (inputs.column(name).to_pylist() for name in ("key", "uri", "kind", "start", "stop"))
-    for key, uri, kind, start, stop in zip(*columns):
-        if kind == "image":
-            try:
-                data = Location.of(uri).read_bytes()
-            except OSError as error:
-                rows.append(_marker(key, "reject", reason="unreadable", detail=str(error)))
-                continue
-            if not data:
-                rows.append(_marker(key, "reject", reason="empty", detail="empty file (0 bytes)"))
-            else:
-                rows.append({**_marker(key, "image"), "data": data})
-            continue
-        count = 0
-        try:
-            with local_media(uri) as path:
-                for index, time_s, frame in video_frames(path, fps, start, None if stop < 0 else stop):
-                    rows.append(
-                        {
-                            **_marker(key, "video", frame=index),
-                            "time_s": time_s,
-                            "data": frame,
-                            "height": frame.shape[0],
-                            "width": frame.shape[1],
-                        }
-                    )
-                    count += 1
-                    size += frame.nbytes
-                    if len(rows) >= BLOCK_FRAMES or size >= BLOCK_BYTES:
-                        yield frame_table(rows)
-                        rows, size = [], 0
-        except MediaError as error:
-            rows.append(_marker(key, "reject", reason=error.reason, detail=error.detail))
-            continue
-        except OSError as error:
-            rows.append(_marker(key, "reject", reason="unreadable", detail=str(error)))
-            continue
-        rows.append(_marker(key, "end", frame=count))
-    if rows:
-        yield frame_table(rows)
-
-
-def frame_table(rows: list[dict[str, Any]]) -> pa.Table:
-    """FRAME_SCHEMA rows as a table whose `data` (file bytes or a frame's pixels) is copied once, into one buffer."""
-    pieces = [row.get("data") for row in rows]
-    sizes = [0 if piece is None else len(piece) if isinstance(piece, bytes) else piece.nbytes for piece in pieces]
-    offsets = np.zeros(len(rows) + 1, np.int64)
-    np.cumsum(sizes, out=offsets[1:])
-    values = np.empty(int(offsets[-1]), np.uint8)
-    for piece, start, size in zip(pieces, offsets, sizes):
-        if piece is not None and size:
-            values[start : start + size] = np.frombuffer(piece, np.uint8) if isinstance(piece, bytes) else piece.ravel()
-    data = pa.LargeBinaryArray.from_buffers(
-        pa.large_binary(), len(rows), [None, pa.py_buffer(offsets), pa.py_buffer(values)]
-    )
-    index = FRAME_SCHEMA.get_field_index("data")
-    others = pa.Table.from_pylist(
-        [{name: value for name, value in row.items() if name != "data"} for row in rows],
-        schema=FRAME_SCHEMA.remove(index),
-    )
-    return others.add_column(index, FRAME_SCHEMA.field(index), data)
-
-
-def frame_views(block: pa.Table) -> list[npt.NDArray[np.uint8]]:
-    """Each row's `data` as a uint8 view of the block's buffer (no copy)."""
-    data = block.column("data").combine_chunks()
-    offsets = np.frombuffer(data.buffers()[1], np.int64)[data.offset : data.offset + len(data) + 1]
-    values = np.frombuffer(data.buffers()[2], np.uint8) if len(data) and offsets[-1] else np.empty(0, np.uint8)
-    return [values[offsets[row] : offsets[row + 1]] for row in range(len(data))]
-
-
-def _marker(key: str, kind: str, frame: int = 0, reason: str | None = None, detail: str | None = None) -> dict:
-    return {"key": key, "kind": kind, "frame": frame, "time_s": 0.0, "reason": reason, "detail": detail}
-
-
 # -- the actors -------------------------------------------------------------------------------------------------------
-class FrameAnalyzer:
-    """Ray Data actor: loads the FaceAnalyzer once, then analyses blocks of FRAME_SCHEMA rows into result rows."""
+class InputAnalyzer:
+    """Ray Data actor: loads the FaceAnalyzer once, then reads and analyses blocks of inputs (columns key, uri, kind,
+    start, stop: an image, or a video's segment of frames [start, stop), stop -1 for "to the end") into result rows.
 
-    def __init__(self, models: dict[str, str], analyzer_settings: dict[str, Any]) -> None:
+    Each actor decodes what it analyses: decoding a 640x480 frame takes ~0.6 ms against ~13 ms to analyse it, and
+    frames sent from read tasks to the actors cost more in Ray (serialising, the object store, scheduling) than the
+    decoding itself (bench/analyze.py). Only the results, a few hundred bytes per face, leave the actor."""
+
+    def __init__(self, models: dict[str, str], analyzer_settings: dict[str, Any], fps: float | None) -> None:
         import cv2
         import ray
 
-        cv2.setNumThreads(1)  # one thread per actor, as its CPUs: OpenCV's own pool only contends with the others
+        cv2.setNumThreads(1)  # one thread per actor, as its CPU: OpenCV's own pool only contends with the others
 
         from faceray.serve.analyzer import FaceAnalyzer
 
         self.analyzer = FaceAnalyzer(models.get("emotion"), models.get("gender"), **analyzer_settings)
+        self.fps = fps
         self.labels = self.analyzer.emotion_labels
         self.schema = result_schema(self.labels)
         self.node = ray.get_runtime_context().get_node_id()
 
-    def __call__(self, block: pa.Table) -> pa.Table:
+    def __call__(self, block: pa.Table) -> Iterator[pa.Table]:
+        rows: list[dict[str, Any]] = []
+        columns = (block.column(name).to_pylist() for name in ("key", "uri", "kind", "start", "stop"))
+        for key, uri, kind, start, stop in zip(*columns):
+            if kind == "image":
+                rows += self.image_rows(key, uri)
+                continue
+            count = 0
+            try:
+                with local_media(uri) as path:
+                    for index, time_s, frame in video_frames(path, self.fps, start, None if stop < 0 else stop):
+                        rows += self.frame_rows(key, index, time_s, frame)
+                        count += 1
+                        if count % RESULT_FRAMES == 0:
+                            yield self.table(rows)
+                            rows = []
+            except MediaError as error:
+                rows.append(_marker(key, "reject", reason=error.reason, detail=error.detail))
+                continue
+            except OSError as error:
+                rows.append(_marker(key, "reject", reason="unreadable", detail=str(error)))
+                continue
+            rows.append(_marker(key, "end", frame=count))
+        if rows:
+            yield self.table(rows)
+
+    def image_rows(self, key: str, uri: str) -> list[dict[str, Any]]:
+        """One image read, decoded as the service decodes a request body, and analysed; or its reject."""
         from faceray.serve.vision import decode_frame
 
-        rows: list[dict[str, Any]] = []
-        views = frame_views(block)
-        for row, view in zip(block.drop_columns(["data"]).to_pylist(), views):
-            key, kind = row["key"], row["kind"]
-            if kind in ("end", "reject"):
-                rows.append(row)
-                continue
-            if kind == "image":
-                try:
-                    frame = decode_frame(view.tobytes())
-                except ValueError as error:
-                    rows.append(
-                        {"key": key, "kind": "reject", "frame": 0, "reason": "undecodable", "detail": str(error)}
-                    )
-                    continue
-            else:
-                frame = view.reshape(row["height"], row["width"], 3)
-            faces = self.analyzer.analyze(frame)
-            for face in face_rows("", row["frame"], row["time_s"], faces, self.labels):
-                rows.append({**face, "key": key, "kind": "face"})
-            rows.append(
-                {
-                    "key": key,
-                    "kind": "frame",
-                    "frame": row["frame"],
-                    "faces": len(faces),
-                    "node": self.node,
-                    "analysed_at": time.time(),
-                }
-            )
-        return pa.Table.from_pylist(
-            [{name: item.get(name) for name in self.schema.names} for item in rows], schema=self.schema
+        try:
+            data = Location.of(uri).read_bytes()
+        except OSError as error:
+            return [_marker(key, "reject", reason="unreadable", detail=str(error))]
+        if not data:
+            return [_marker(key, "reject", reason="empty", detail="empty file (0 bytes)")]
+        try:
+            frame = decode_frame(data)
+        except ValueError as error:
+            return [_marker(key, "reject", reason="undecodable", detail=str(error))]
+        return self.frame_rows(key, 0, 0.0, frame)
+
+    def frame_rows(self, key: str, index: int, time_s: float, frame: npt.NDArray[np.uint8]) -> list[dict[str, Any]]:
+        """One BGR frame (H, W, 3) analysed: a "face" row per face and its "frame" row."""
+        faces = self.analyzer.analyze(frame)
+        rows = [{**face, "key": key, "kind": "face"} for face in face_rows("", index, time_s, faces, self.labels)]
+        rows.append(
+            {
+                "key": key,
+                "kind": "frame",
+                "frame": index,
+                "faces": len(faces),
+                "node": self.node,
+                "analysed_at": time.time(),
+            }
         )
+        return rows
+
+    def table(self, rows: list[dict[str, Any]]) -> pa.Table:
+        return pa.Table.from_pylist([{name: row.get(name) for name in self.schema.names} for row in rows], self.schema)
+
+
+def _marker(key: str, kind: str, frame: int = 0, reason: str | None = None, detail: str | None = None) -> dict:
+    return {"key": key, "kind": kind, "frame": frame, "reason": reason, "detail": detail}
 
 
 # -- the driver -------------------------------------------------------------------------------------------------------
@@ -238,7 +173,7 @@ class InputProgress:
     """What the driver holds of one input until its last frame is back: its faces (small Arrow tables)."""
 
     media: MediaInput
-    segments: int  # a video's segments still to end (0 for an image)
+    segments: int  # a video's segments still to end or be rejected (0 for an image)
     expected: int = 0  # frames to come back (an image's 1; a video's segments add theirs as they end)
     frames_with_faces: int = 0
     analysed: list[int] = field(default_factory=list)  # the index of each frame analysed
@@ -252,7 +187,11 @@ class InputProgress:
 
     @property
     def complete(self) -> bool:
-        return self.reject is not None or (self.segments == 0 and self.frames >= self.expected)
+        """Every segment has ended or been rejected, and every frame read is analysed (a rejected video waits for its
+        other segments' rows too: none arrive after it is written)."""
+        if self.segments > 0:
+            return False
+        return self.reject is not None or self.frames >= self.expected
 
 
 def done_marker(out: Location, media: MediaInput) -> Location:
@@ -381,12 +320,6 @@ def _write_annotated(table: pa.Table, media: MediaInput, out: Location, fps: flo
     return target.uri
 
 
-def object_store_budget(plan_chosen: dict[str, Any]) -> int:
-    """Object-store bytes the run may hold: enough blocks to keep every actor busy (8 each, one per read task; at
-    least 256 MB), not the whole input."""
-    return max(256 << 20, int((8 * plan_chosen["actors"] + plan_chosen["read_tasks_at_once"]) * BLOCK_BYTES))
-
-
 def video_header(media: MediaInput) -> VideoInfo | None:
     """What a local video's header says, read once in the driver; None for a video in object storage (not copied
     just to plan it) or one OpenCV cannot open (its read rejects it)."""
@@ -411,7 +344,7 @@ def video_segments(info: VideoInfo | None) -> list[tuple[int, int]]:
 
 
 def input_blocks(pending: list[MediaInput], fps: float | None) -> tuple[list[pa.Table], dict[str, int], int | None]:
-    """The read tasks' input blocks (each video segment alone, images IMAGES_PER_BLOCK at a time), each video's
+    """The actor tasks' input blocks (each video segment alone, images IMAGES_PER_BLOCK at a time), each video's
     number of segments, and the frames the run will analyse by the headers (None when a video is in object
     storage)."""
     blocks: list[list[tuple[MediaInput, int, int]]] = []
@@ -469,27 +402,13 @@ def analyze_inputs(
     from tqdm import tqdm
 
     context = ray.data.DataContext.get_current()
-    limits = context.execution_options.resource_limits
-    saved = (
-        context.enable_progress_bars,
-        context.print_on_execution_start,
-        limits,
-        context.op_resource_reservation_enabled,
-        context.target_max_block_size,
-    )
+    saved = (context.enable_progress_bars, context.print_on_execution_start, context.target_max_block_size)
     context.enable_progress_bars = False  # one bar in frames instead of Ray's operator bars
     context.print_on_execution_start = False
-    # Decoding runs ~8x faster than analysis. A video read by one task filled the object store with its decoded
-    # frames (a 10-minute video's 5 GB; summed RSS 8.2 GiB against 3.6 for a 1-minute one). Now videos are read in
-    # segments of SEGMENT_FRAMES, and Ray Data's per-operator reservation (on, as by default) holds the reads within
-    # this budget: 3,600 frames on 2 cores ran 103-107 frames/s with 256 MB to 1 GB and segments of 128 or 512
-    # frames, each read task's memory flat at ~0.55 GB (unbounded: ~110-120 frames/s, the store growing with the
-    # video).
-    context.execution_options.resource_limits = limits.copy(object_store_memory=object_store_budget(plan_chosen))
-    context.op_resource_reservation_enabled = True
-    # Ray Data gathers a task's outputs into blocks of target_max_block_size (128 MB: 140 frames); smaller blocks
-    # spread a segment over the actors.
-    context.target_max_block_size = BLOCK_BYTES // 2
+    # The actors' results are small (a few hundred bytes per face): Ray Data would gather a task's into one block of
+    # up to 128 MB, and the progress bar would move once per segment. No frames travel (each actor decodes its own),
+    # so the object store holds results only and memory is flat in the video's length (bench/analyze.py).
+    context.target_max_block_size = RESULT_BLOCK_BYTES
     blocks, segments, estimate = input_blocks(pending, config.fps)
     waiting = {
         item.key: InputProgress(item, segments=segments.get(item.key, 0), expected=1 if item.kind == "image" else 0)
@@ -501,20 +420,12 @@ def analyze_inputs(
     settings = {"detector": config.detector_settings(), "crop_margin": config.crop_margin, "threads": 1}
     try:
         dataset = ray.data.from_arrow(blocks).map_batches(
-            read_block,
+            InputAnalyzer,
             batch_size=None,
             batch_format="pyarrow",
-            fn_kwargs={"fps": config.fps},
-            num_cpus=plan_chosen["cpus_per_read_task"],
-            compute=ray.data.TaskPoolStrategy(size=min(plan_chosen["read_tasks_at_once"], len(blocks))),
-        )
-        dataset = dataset.map_batches(
-            FrameAnalyzer,
-            batch_size=None,
-            batch_format="pyarrow",
-            fn_constructor_kwargs={"models": models, "analyzer_settings": settings},
+            fn_constructor_kwargs={"models": models, "analyzer_settings": settings, "fps": config.fps},
             num_cpus=plan_chosen["cpus_per_actor"],
-            # Two blocks per actor at a time (one analysed, one arriving): work spreads over every actor, on every node.
+            # Two tasks per actor at a time (one analysed, one waiting): work spreads over every actor, on every node.
             compute=ray.data.ActorPoolStrategy(size=plan_chosen["actors"], max_tasks_in_flight_per_actor=2),
         )
         with tqdm(
@@ -538,14 +449,8 @@ def analyze_inputs(
             bar.total = bar.n  # the estimate counted frames of inputs that were then rejected
             bar.refresh()
     finally:
-        (
-            context.enable_progress_bars,
-            context.print_on_execution_start,
-            context.execution_options.resource_limits,
-            context.op_resource_reservation_enabled,
-            context.target_max_block_size,
-        ) = saved
-    if waiting:  # every read task ends each input with an end or a reject: this is a bug, not bad input
+        context.enable_progress_bars, context.print_on_execution_start, context.target_max_block_size = saved
+    if waiting:  # every actor task ends each input it reads with an end or a reject: this is a bug, not bad input
         raise RuntimeError(
             f"{len(waiting)} inputs got no end of their frames: {[p.media.source for p in waiting.values()][:5]}"
         )
@@ -581,7 +486,10 @@ def absorb_results(block: pa.Table, waiting: dict[str, InputProgress]) -> Counte
             progress.segments -= 1
         elif kind == "reject":
             reason = block.column("reason")[index].as_py()
-            progress.reject = InputReject(progress.media.source, reason, block.column("detail")[index].as_py())
+            progress.reject = progress.reject or InputReject(
+                progress.media.source, reason, block.column("detail")[index].as_py()
+            )
+            progress.segments = max(0, progress.segments - 1)
     for key, indices in face_rows_of.items():
         waiting[key].tables.append(block.take(pa.array(indices, pa.int64())))
     return analysed

@@ -104,19 +104,14 @@ def test_ingest_plan_and_the_saved_form():
     assert saved["chosen"]["cpus_per_worker"] == 2.0
 
 
-def test_analyze_fills_the_cpus_with_actors_and_leaves_room_for_the_reads():
+def test_analyze_fills_the_cpus_with_actors_that_read_their_own_inputs():
     plan = plan_analyze(TWO)
-    assert plan.chosen == {
-        "actors": 2,
-        "cpus_per_actor": 0.75,
-        "read_tasks_at_once": 2,
-        "cpus_per_read_task": 0.25,
-    }
+    assert plan.chosen == {"actors": 2, "cpus_per_actor": 1.0}
     assert plan_analyze(SIXTEEN).chosen["actors"] == 16
-    assert plan_analyze(TWO, actors=1).chosen["read_tasks_at_once"] == 5
+    assert plan_analyze(TWO, actors=1).chosen["actors"] == 1
     spread = plan_analyze(TWO_NODES)
     assert sorted(spread.placement) == [0, 1] and "across 2 nodes" in spread.line()
-    with pytest.raises(ResourceError, match="--actors 3 needs 2.5 CPUs .* use --actors 2 or fewer"):
+    with pytest.raises(ResourceError, match="--actors 3 needs 3 CPUs .* use --actors 2 or fewer"):
         plan_analyze(TWO, actors=3)
 
 

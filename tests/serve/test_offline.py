@@ -59,7 +59,7 @@ def test_a_collection_is_analysed_stopped_resumed_and_left_alone_once_finished(
         finished.append(marker["source"])
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(offline, "SEGMENT_FRAMES", 5)  # the 12-frame video in 3 read tasks: [0, 5), [5, 10), [10, …)
+    monkeypatch.setattr(offline, "SEGMENT_FRAMES", 5)  # the 12-frame video in 3 actor tasks: [0, 5), [5, 10), [10, …)
     monkeypatch.setattr(offline, "finish_input", stop_after_one)
     with pytest.raises(KeyboardInterrupt):
         offline.run_analyze(config)
@@ -143,3 +143,28 @@ def test_a_damaged_model_is_refused_before_any_work_naming_its_file(tmp_path, mo
     with pytest.raises(ConfigError, match=r"--emotion-model: .*model\.keras: changed since it was written"):
         run_analyze(config)
     assert not (tmp_path / "out" / "faces").exists()
+
+
+def test_a_video_rejected_in_one_segment_is_written_once_every_segment_has_reported():
+    """A video cut into segments, damaged in its first: the reject arrives before the other segment's frames, and
+    the input is finished (one reject, no rows lost to a finished input) only when both segments have reported."""
+    import pyarrow as pa
+
+    from faceray.serve.collection import MediaInput
+    from faceray.serve.offline import InputProgress, absorb_results, result_schema
+
+    media = MediaInput("/videos/cut.mp4", "cut.mp4", "video")
+    waiting = {media.key: InputProgress(media, segments=2)}
+    schema = result_schema(("happy", "sad"))
+
+    def results(*rows: dict) -> pa.Table:
+        return pa.Table.from_pylist([{**row, "key": media.key} for row in rows], schema)
+
+    absorb_results(results({"kind": "reject", "reason": "undecodable", "detail": "bad frame"}), waiting)
+    assert not waiting[media.key].complete  # the second segment's rows are still to come
+    frames = absorb_results(
+        results({"kind": "frame", "frame": 128, "faces": 0, "node": "n"}, {"kind": "end", "frame": 1}), waiting
+    )
+    progress = waiting[media.key]
+    assert frames == {"n": 1} and progress.complete and progress.segments == 0
+    assert (progress.reject.reason, progress.reject.detail) == ("undecodable", "bad frame")
