@@ -97,16 +97,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_train(arguments: argparse.Namespace) -> int:
+    from faceray.config import location
     from faceray.runtime import init_ray
     from faceray.stopping import graceful_stop
-    from faceray.train.pipeline import run_training, training_data
+    from faceray.train.pipeline import finished_run, run_training, training_data
 
     config = resolve_config(TrainConfig, arguments, arguments.config)
     training_data(config.data, config.task)  # before Ray starts: a wrong --data or --task is refused at once
-    init_ray(config.address or None)  # before the handlers: ray.init installs its own for SIGTERM
-    kept = "the last checkpoint is kept"
-    with graceful_stop("training", kept) as stop, stop.as_stop(f"training ({kept})"):
-        summary = run_training(config, stop=stop)
+    summary = None if config.tracking else finished_run(config, location(config.out, "--out", output=True))
+    if summary is not None:  # the same command again after it finished: no Ray to start
+        print(f"train: {summary['out']} holds this run, finished (its model_card.json): nothing to do")
+    else:
+        init_ray(config.address or None)  # before the handlers: ray.init installs its own for SIGTERM
+        kept = "the last checkpoint is kept"
+        with graceful_stop("training", kept) as stop, stop.as_stop(f"training ({kept})"):
+            summary = run_training(config, stop=stop)
     evaluation = summary["evaluation"]
     print(
         f"model: {summary['out']}  {evaluation['split']} accuracy {evaluation['accuracy']:.3f} "

@@ -411,10 +411,16 @@ def run_training(
     from faceray.resources import plan_training
     from faceray.runtime import read_cluster
 
+    target = location(config.out, "--out", output=True)
+    if callbacks is None and not config.tracking:
+        finished = finished_run(config, target)
+        if finished is not None:
+            if log is not None:
+                log(f"train: {target.uri} holds this run, finished (its model_card.json): nothing to do")
+            return finished
     plan = plan_training(read_cluster(), config.workers, config.cpus_per_worker, config.gpus_per_worker)
     if log is not None:
         log(plan.line())
-    target = location(config.out, "--out", output=True)
     with staging_folder(target) as work:
         setup = prepare_run(config, target, work, plan.to_dict())
         progress_file = setup.out / EPOCH_LOG if log is not None else None
@@ -435,6 +441,28 @@ def run_training(
         if best_weights is None:
             raise RuntimeError("training finished without best weights in its checkpoint")
         return write_outputs(config, setup, state, best_weights)
+
+
+def finished_run(config: TrainConfig, target: Location) -> dict[str, Any] | None:
+    """The summary of a finished run of the same settings in `target` (its model card, last written with the ONNX
+    export's record, means the run and its outputs are complete), read from its files; None when there is none. A run again of a
+    finished `faceray train` changes nothing and starts no Ray Train workers (about 15 s, most of it TensorFlow's
+    start-up in the worker). Not for a sweep's trials (Tune needs their reports) or a run to be tracked."""
+    from faceray.model_card import CARD_FILE, ModelCard
+
+    if not (target / CARD_FILE).is_file() or not (target / "evaluation.json").is_file():
+        return None
+    check_output(config, target)  # other settings are refused, as on a resume
+    card = ModelCard.read(target)
+    if not (card.extra.get("exports") or {}).get("onnx"):  # stopped between model.keras and its export: redo them
+        return None
+    report = json.loads((target / "evaluation.json").read_text())
+    return {
+        "out": target.uri,
+        "metrics": card.extra.get("metrics", {}),
+        "evaluation": {key: report[key] for key in ("split", "accuracy", "macro_f1", "chance_accuracy")},
+        "already_finished": True,
+    }
 
 
 def latest_checkpoint(target: Location) -> dict[str, Any]:

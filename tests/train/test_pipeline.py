@@ -120,6 +120,17 @@ def test_evaluate_command(trained, fer_data, capsys):
         assert "Traceback" not in error and ("not a model directory" in error or "not" in error)
 
 
+def test_a_finished_run_run_again_changes_nothing_and_trains_nothing(trained, fer_data):
+    """The same command on a finished --out returns the saved summary without starting Ray Train: no file is
+    written again (train_config.json, Ray Train's records and checkpoints, the model directory)."""
+    out, summary = trained
+    written = {path: path.stat().st_mtime_ns for path in out.rglob("*") if path.is_file()}
+    again = run_training(config_for(fer_data, out))
+    assert again["already_finished"] and again["metrics"] == summary["metrics"]
+    assert again["evaluation"] == summary["evaluation"]
+    assert {path: path.stat().st_mtime_ns for path in out.rglob("*") if path.is_file()} == written
+
+
 def test_rerun_with_other_settings_is_refused(trained, fer_data):
     out, _ = trained
     with pytest.raises(ConfigError, match="other settings"):
