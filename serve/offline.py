@@ -1,6 +1,7 @@
 """The Ray Data wrapper of offline analysis (`faceray analyze`): an actor pool of FaceAnalyzers reads and analyses
 the inputs (images in blocks of IMAGES_PER_BLOCK, videos in segments of SEGMENT_FRAMES frames), and the driver writes
-each input's faces when its last frame is back. The face pipeline is serve.analyzer's, each frame analysed as `POST /v1/faces` analyses it.
+each input's faces when its last frame is back. The face pipeline is serve.analyzer's, each frame analysed as
+`POST /v1/faces` analyses it.
 
 Layout of OUT:
   OUT/faces/<key>.parquet     one row per face per analysed frame (serve.collection.faces_schema), one file per input
@@ -320,26 +321,43 @@ def _write_annotated(table: pa.Table, media: MediaInput, out: Location, fps: flo
     return target.uri
 
 
-def video_header(media: MediaInput) -> VideoInfo | None:
-    """What a local video's header says, read once in the driver; None for a video in object storage (not copied
-    just to plan it) or one OpenCV cannot open (its read rejects it)."""
+@dataclass(frozen=True)
+class VideoHeader:
+    """What the driver reads of a local video to plan it: its header, and whether OpenCV lands exactly on the frame
+    a segment starts at (MP4, MKV and most indexed containers do; where it cannot, a segment decodes its way there
+    from the first frame, and cutting the video would decode its start once per segment)."""
+
+    info: VideoInfo
+    seeks_exactly: bool
+
+
+def video_header(media: MediaInput) -> VideoHeader | None:
+    """A local video's header and seekability, read once in the driver; None for a video in object storage (not
+    copied just to plan it) or one OpenCV cannot open (its read rejects it)."""
+    import cv2
+
     if not Location.of(media.uri).is_local:
         return None
     try:
         capture, info = open_video(media.uri)
     except MediaError:
         return None
-    capture.release()
-    return info
+    try:
+        if info.frames <= SEGMENT_FRAMES:
+            return VideoHeader(info, True)
+        capture.set(cv2.CAP_PROP_POS_FRAMES, SEGMENT_FRAMES)
+        return VideoHeader(info, int(capture.get(cv2.CAP_PROP_POS_FRAMES)) == SEGMENT_FRAMES)
+    finally:
+        capture.release()
 
 
-def video_segments(info: VideoInfo | None) -> list[tuple[int, int]]:
+def video_segments(header: VideoHeader | None) -> list[tuple[int, int]]:
     """A video's segments of frames [start, stop) (stop -1: to the end), SEGMENT_FRAMES each, from the frame count
-    its header gives; one segment when there is no header to go by. The last segment reads to the end, so a header
-    that counts too few frames loses none."""
-    if info is None:
+    its header gives; one segment when there is no header to go by or the container cannot seek exactly. The last
+    segment reads to the end, so a header that counts too few frames loses none."""
+    if header is None or not header.seeks_exactly:
         return [(0, -1)]
-    starts = list(range(0, max(info.frames, 1), SEGMENT_FRAMES))
+    starts = list(range(0, max(header.info.frames, 1), SEGMENT_FRAMES))
     return [(start, starts[index + 1] if index + 1 < len(starts) else -1) for index, start in enumerate(starts)]
 
 
@@ -347,18 +365,23 @@ def input_blocks(pending: list[MediaInput], fps: float | None) -> tuple[list[pa.
     """The actor tasks' input blocks (each video segment alone, images IMAGES_PER_BLOCK at a time), each video's
     number of segments, and the frames the run will analyse by the headers (None when a video is in object
     storage)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     blocks: list[list[tuple[MediaInput, int, int]]] = []
     images: list[tuple[MediaInput, int, int]] = []
     segments: dict[str, int] = {}
     estimate: int | None = 0
+    videos = [item for item in pending if item.kind == "video"]
+    with ThreadPoolExecutor(8) as pool:  # ~10-25 ms a video, mostly in OpenCV (the GIL released)
+        headers = dict(zip((item.key for item in videos), pool.map(video_header, videos)))
     for item in pending:
         if item.kind == "video":
-            info = video_header(item)
-            parts = video_segments(info)
+            header = headers[item.key]
+            parts = video_segments(header)
             segments[item.key] = len(parts)
             blocks += [[(item, start, stop)] for start, stop in parts]
-            if info is not None and estimate is not None:
-                estimate += info.sampled_frames(fps)
+            if header is not None and estimate is not None:
+                estimate += header.info.sampled_frames(fps)
             elif not Location.of(item.uri).is_local:
                 estimate = None
         else:

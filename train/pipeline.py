@@ -444,10 +444,10 @@ def run_training(
 
 
 def finished_run(config: TrainConfig, target: Location) -> dict[str, Any] | None:
-    """The summary of a finished run of the same settings in `target` (its model card, last written with the ONNX
-    export's record, means the run and its outputs are complete), read from its files; None when there is none. A run again of a
-    finished `faceray train` changes nothing and starts no Ray Train workers (about 15 s, most of it TensorFlow's
-    start-up in the worker). Not for a sweep's trials (Tune needs their reports) or a run to be tracked."""
+    """The summary of a finished run of the same settings in `target`, read from its files; None when there is none.
+    The model card, last written with the ONNX export's record, means the run and its outputs are complete. A
+    finished `faceray train` run again changes nothing and starts no Ray Train workers (about 15 s, most of it
+    TensorFlow's start-up in the worker). Not for a sweep's trials (Tune needs their reports) or a run to track."""
     from faceray.model_card import CARD_FILE, ModelCard
 
     if not (target / CARD_FILE).is_file() or not (target / "evaluation.json").is_file():

@@ -168,3 +168,27 @@ def test_a_video_rejected_in_one_segment_is_written_once_every_segment_has_repor
     progress = waiting[media.key]
     assert frames == {"n": 1} and progress.complete and progress.segments == 0
     assert (progress.reject.reason, progress.reject.detail) == ("undecodable", "bad frame")
+
+
+def test_a_video_is_cut_into_segments_only_where_its_container_seeks_exactly(tmp_path, astronaut_bgr):
+    """A segment seeks to its first frame; where a container cannot land there exactly, each segment would decode
+    the video's start again, so such a video is read by one actor from the start."""
+    import cv2
+
+    from faceray.serve.client import write_test_video
+    from faceray.serve.collection import MediaInput, VideoInfo
+    from faceray.serve.offline import SEGMENT_FRAMES, VideoHeader, input_blocks, video_header, video_segments
+
+    info = VideoInfo(fps=10.0, frames=2 * SEGMENT_FRAMES + 5, width=64, height=48)
+    assert video_segments(VideoHeader(info, True)) == [(0, SEGMENT_FRAMES), (SEGMENT_FRAMES, 2 * SEGMENT_FRAMES),
+                                                       (2 * SEGMENT_FRAMES, -1)]  # fmt: skip
+    assert video_segments(VideoHeader(info, False)) == [(0, -1)]
+    assert video_segments(None) == [(0, -1)]
+
+    small = cv2.resize(astronaut_bgr, (64, 64))
+    path = write_test_video(tmp_path / "long.mp4", [small] * (SEGMENT_FRAMES + 10), fps=10)
+    media = MediaInput(str(path), "long.mp4", "video")
+    header = video_header(media)
+    assert header is not None and header.seeks_exactly and header.info.frames == SEGMENT_FRAMES + 10
+    blocks, segments, estimate = input_blocks([media], fps=5.0)
+    assert segments == {media.key: 2} and len(blocks) == 2 and estimate == (SEGMENT_FRAMES + 10) // 2
