@@ -59,8 +59,11 @@ if TYPE_CHECKING:
 WORK_DIR = "_work"
 IMAGES_PER_BLOCK = 16  # images per actor task
 SEGMENT_FRAMES = 128  # an actor task's share of a video: it seeks to the segment's first frame (~15 ms)
-RESULT_FRAMES = 32  # an actor sends a segment's results every this many frames (the progress bar moves)
-RESULT_BLOCK_BYTES = 256 << 10  # … in blocks this small (Ray Data would otherwise gather a task's into 128 MB)
+RESULT_FRAMES = 32  # an actor yields a segment's results every this many frames …
+# … and Ray Data gathers the yields into blocks of about this many bytes before the driver sees them (by default
+# 128 MB: a task's results arrived whole). 64 KB is ~64 frames of 5 faces: the bar moves about once a second per
+# actor, also on a video read whole by one actor (one in object storage). 16 KB gave 146 blocks for 1,800 frames.
+RESULT_BLOCK_BYTES = 64 << 10
 
 
 def result_schema(emotion_labels: tuple[str, ...]) -> pa.Schema:
@@ -428,9 +431,8 @@ def analyze_inputs(
     saved = (context.enable_progress_bars, context.print_on_execution_start, context.target_max_block_size)
     context.enable_progress_bars = False  # one bar in frames instead of Ray's operator bars
     context.print_on_execution_start = False
-    # The actors' results are small (a few hundred bytes per face): Ray Data would gather a task's into one block of
-    # up to 128 MB, and the progress bar would move once per segment. No frames travel (each actor decodes its own),
-    # so the object store holds results only and memory is flat in the video's length (bench/analyze.py).
+    # No frames travel (each actor decodes its own): the object store holds results only, and memory is flat in a
+    # video's length (bench/analyze.py). Small result blocks let the progress bar move within a segment.
     context.target_max_block_size = RESULT_BLOCK_BYTES
     blocks, segments, estimate = input_blocks(pending, config.fps)
     waiting = {
