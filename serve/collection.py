@@ -59,7 +59,8 @@ class MediaInput:
 
 @dataclass(frozen=True)
 class InputReject:
-    """A rejected input: `source`, `reason` ("unsupported", "empty", "undecodable") and what was wrong."""
+    """A rejected input: `source`, `reason` ("unsupported", "empty", "undecodable", "unreadable": an I/O error) and
+    what was wrong."""
 
     source: str
     reason: str
@@ -197,6 +198,30 @@ def open_video(path: str | Path) -> tuple[Any, VideoInfo]:
     return capture, info
 
 
+def seek_exactly(capture: Any, frame: int) -> bool:
+    """Ask an opened cv2.VideoCapture for `frame`; whether it landed there exactly (MP4, MKV and most indexed
+    containers do)."""
+    import cv2
+
+    capture.set(cv2.CAP_PROP_POS_FRAMES, frame)
+    return int(capture.get(cv2.CAP_PROP_POS_FRAMES)) == frame
+
+
+def read_image(uri: str) -> npt.NDArray[np.uint8]:
+    """An image file (local or in object storage) decoded as the service decodes a request body: BGR (H, W, 3).
+    MediaError when it is empty or cannot be decoded; OSError when it cannot be read."""
+    from faceray.serve.vision import decode_frame
+    from faceray.storage import Location
+
+    data = Location.of(uri).read_bytes()
+    if not data:
+        raise MediaError("empty", "empty file (0 bytes)")
+    try:
+        return decode_frame(data)
+    except ValueError as error:
+        raise MediaError("undecodable", str(error)) from None
+
+
 def keeps_frame(index: int, video_fps: float, fps: float | None) -> bool:
     """Whether frame `index` of a video at `video_fps` is sampled at `fps` frames per second (None: all): the
     first frame of each 1/fps interval."""
@@ -212,18 +237,14 @@ def video_frames(
     end), decoded one at a time (never the whole video in memory). Frame indices and sampling are the same as a read
     from the start gives: a segment seeks to `start`, and where the container cannot seek exactly there it decodes
     its way from the first frame. MediaError when the file is empty, not a video, or has no frame."""
-    import cv2
-
     capture, info = open_video(path)
     try:
-        if start > 0:
-            capture.set(cv2.CAP_PROP_POS_FRAMES, start)
-            if int(capture.get(cv2.CAP_PROP_POS_FRAMES)) != start:  # no exact seek: decode up to `start`
-                capture.release()
-                capture, info = open_video(path)
-                for _ in range(start):
-                    if not capture.grab():
-                        return
+        if start > 0 and not seek_exactly(capture, start):  # no exact seek: decode up to `start`
+            capture.release()
+            capture, info = open_video(path)
+            for _ in range(start):
+                if not capture.grab():
+                    return
         index = start
         while stop is None or index < stop:
             if keeps_frame(index, info.fps, fps):

@@ -259,7 +259,7 @@ class AnalyzeConfig:
     )
 
     def detector_settings(self) -> DetectorSettings:
-        """The detector part of this config (one LiteRT thread: an actor has most of one core)."""
+        """The detector part of this config (one LiteRT thread: an actor has one CPU)."""
         return DetectorSettings(name=self.detector, min_score=self.min_score, threads=1, min_size=self.min_size)
 
     def plan_fields(self) -> dict[str, object]:

@@ -47,6 +47,8 @@ from faceray.serve.collection import (
     local_media,
     open_video,
     plot_timeline,
+    read_image,
+    seek_exactly,
     summarize,
     video_frames,
 )
@@ -109,11 +111,11 @@ class InputAnalyzer:
         rows: list[dict[str, Any]] = []
         columns = (block.column(name).to_pylist() for name in ("key", "uri", "kind", "start", "stop"))
         for key, uri, kind, start, stop in zip(*columns):
-            if kind == "image":
-                rows += self.image_rows(key, uri)
-                continue
             count = 0
             try:
+                if kind == "image":  # decoded as the service decodes a request body
+                    rows += self.frame_rows(key, 0, 0.0, read_image(uri))
+                    continue
                 with local_media(uri) as path:
                     for index, time_s, frame in video_frames(path, self.fps, start, None if stop < 0 else stop):
                         rows += self.frame_rows(key, index, time_s, frame)
@@ -130,22 +132,6 @@ class InputAnalyzer:
             rows.append(_marker(key, "end", frame=count))
         if rows:
             yield self.table(rows)
-
-    def image_rows(self, key: str, uri: str) -> list[dict[str, Any]]:
-        """One image read, decoded as the service decodes a request body, and analysed; or its reject."""
-        from faceray.serve.vision import decode_frame
-
-        try:
-            data = Location.of(uri).read_bytes()
-        except OSError as error:
-            return [_marker(key, "reject", reason="unreadable", detail=str(error))]
-        if not data:
-            return [_marker(key, "reject", reason="empty", detail="empty file (0 bytes)")]
-        try:
-            frame = decode_frame(data)
-        except ValueError as error:
-            return [_marker(key, "reject", reason="undecodable", detail=str(error))]
-        return self.frame_rows(key, 0, 0.0, frame)
 
     def frame_rows(self, key: str, index: int, time_s: float, frame: npt.NDArray[np.uint8]) -> list[dict[str, Any]]:
         """One BGR frame (H, W, 3) analysed: a "face" row per face and its "frame" row."""
@@ -295,14 +281,14 @@ def _write_annotated(table: pa.Table, media: MediaInput, out: Location, fps: flo
 
     import cv2
 
-    from faceray.serve.vision import decode_frame, draw_faces
+    from faceray.serve.vision import draw_faces
 
     rows_by_frame: dict[int, list[dict[str, Any]]] = {}
     for row in table.to_pylist():
         rows_by_frame.setdefault(row["frame"], []).append(row)
     target = out / "annotated" / _safe_name(media.source)
     if media.kind == "image":
-        frame = draw_faces(decode_frame(Location.of(media.uri).read_bytes()), faces_of_rows(rows_by_frame.get(0, [])))
+        frame = draw_faces(read_image(media.uri), faces_of_rows(rows_by_frame.get(0, [])))
         suffix = ".png" if media.uri.lower().endswith(".png") else ".jpg"
         ok, encoded = cv2.imencode(suffix, frame)
         target.write_bytes(encoded.tobytes())
@@ -337,8 +323,6 @@ class VideoHeader:
 def video_header(media: MediaInput) -> VideoHeader | None:
     """A local video's header and seekability, read once in the driver; None for a video in object storage (not
     copied just to plan it) or one OpenCV cannot open (its read rejects it)."""
-    import cv2
-
     if not Location.of(media.uri).is_local:
         return None
     try:
@@ -346,10 +330,7 @@ def video_header(media: MediaInput) -> VideoHeader | None:
     except MediaError:
         return None
     try:
-        if info.frames <= SEGMENT_FRAMES:
-            return VideoHeader(info, True)
-        capture.set(cv2.CAP_PROP_POS_FRAMES, SEGMENT_FRAMES)
-        return VideoHeader(info, int(capture.get(cv2.CAP_PROP_POS_FRAMES)) == SEGMENT_FRAMES)
+        return VideoHeader(info, info.frames <= SEGMENT_FRAMES or seek_exactly(capture, SEGMENT_FRAMES))
     finally:
         capture.release()
 
