@@ -104,14 +104,12 @@ def run_train(arguments: argparse.Namespace) -> int:
 
     config = resolve_config(TrainConfig, arguments, arguments.config)
     training_data(config.data, config.task)  # before Ray starts: a wrong --data or --task is refused at once
-    summary = None if config.tracking else finished_run(config, location(config.out, "--out", output=True))
-    if summary is not None:  # the same command again after it finished: no Ray to start
-        print(f"train: {summary['out']} holds this run, finished (its model_card.json): nothing to do")
-    else:
+    summary = finished_run(config, location(config.out, "--out", output=True), log=print)
+    if summary is None:  # not the same command again after it finished: Ray is needed
         init_ray(config.address or None)  # before the handlers: ray.init installs its own for SIGTERM
         kept = "the last checkpoint is kept"
         with graceful_stop("training", kept) as stop, stop.as_stop(f"training ({kept})"):
-            summary = run_training(config, stop=stop)
+            summary = run_training(config, stop=stop, finished_checked=True)
     evaluation = summary["evaluation"]
     print(
         f"model: {summary['out']}  {evaluation['split']} accuracy {evaluation['accuracy']:.3f} "

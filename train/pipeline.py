@@ -399,9 +399,16 @@ def check_output(config: TrainConfig, out: Location) -> None:
 
 
 def run_training(
-    config: TrainConfig, callbacks: list[Any] | None = None, log: Any = print, stop: StopRequest | None = None
+    config: TrainConfig,
+    callbacks: list[Any] | None = None,
+    log: Any = print,
+    stop: StopRequest | None = None,
+    finished_checked: bool = False,
 ) -> dict[str, Any]:
     """Train with Ray Train, write the model directory, evaluate; returns a summary. Ray must be initialised.
+
+    A finished run of the same settings in --out is returned as it is (finished_run), unless the caller has
+    already asked (`finished_checked`, as `faceray train` does before starting Ray) or it is a sweep's trial.
 
     The resource plan (faceray.resources.plan_training) is made first: a request the cluster cannot hold fails
     here, in seconds, and the plan goes into train_config.json and, through `log`, to the console. With `stop`
@@ -412,12 +419,10 @@ def run_training(
     from faceray.runtime import read_cluster
 
     target = location(config.out, "--out", output=True)
-    if callbacks is None and not config.tracking:
-        finished = finished_run(config, target)
-        if finished is not None:
-            if log is not None:
-                log(f"train: {target.uri} holds this run, finished (its model_card.json): nothing to do")
-            return finished
+    checks = callbacks is None and not finished_checked  # a sweep's trials report to Tune
+    finished = finished_run(config, target, log) if checks else None
+    if finished is not None:
+        return finished
     plan = plan_training(read_cluster(), config.workers, config.cpus_per_worker, config.gpus_per_worker)
     if log is not None:
         log(plan.line())
@@ -443,20 +448,30 @@ def run_training(
         return write_outputs(config, setup, state, best_weights)
 
 
-def finished_run(config: TrainConfig, target: Location) -> dict[str, Any] | None:
-    """The summary of a finished run of the same settings in `target`, read from its files; None when there is none.
-    The model card, last written with the ONNX export's record, means the run and its outputs are complete. A
-    finished `faceray train` run again changes nothing and starts no Ray Train workers (about 15 s, most of it
-    TensorFlow's start-up in the worker). Not for a sweep's trials (Tune needs their reports) or a run to track."""
-    from faceray.model_card import CARD_FILE, ModelCard
+def finished_run(config: TrainConfig, target: Location, log: Any = None) -> dict[str, Any] | None:
+    """The summary of a finished run of the same settings in `target`, read from its files (and said to `log`); None
+    when there is none, or with --tracking (the run is done again to be logged). The model card, last written with
+    the ONNX export's record, means the run and its outputs are complete; a model.keras that is not the one the card
+    recorded is said, and the run goes on from its last checkpoint, which writes it again. A finished `faceray train`
+    run again changes nothing and starts no Ray Train workers (about 15 s, most of it TensorFlow's start-up in the
+    worker)."""
+    from faceray.model_card import CARD_FILE, ModelCard, check_model_file
 
-    if not (target / CARD_FILE).is_file() or not (target / "evaluation.json").is_file():
+    if config.tracking or not (target / CARD_FILE).is_file() or not (target / "evaluation.json").is_file():
         return None
     check_output(config, target)  # other settings are refused, as on a resume
     card = ModelCard.read(target)
     if not (card.extra.get("exports") or {}).get("onnx"):  # stopped between model.keras and its export: redo them
         return None
+    try:
+        check_model_file(target, card)
+    except ValueError as error:  # the outputs are written again from the run's last checkpoint
+        if log is not None:
+            log(f"train: {error}; writing the model directory again from the last checkpoint")
+        return None
     report = json.loads((target / "evaluation.json").read_text())
+    if log is not None:
+        log(f"train: {target.uri} holds this run, finished (its model_card.json): nothing to do")
     return {
         "out": target.uri,
         "metrics": card.extra.get("metrics", {}),

@@ -131,6 +131,24 @@ def test_a_finished_run_run_again_changes_nothing_and_trains_nothing(trained, fe
     assert {path: path.stat().st_mtime_ns for path in out.rglob("*") if path.is_file()} == written
 
 
+def test_a_finished_run_whose_model_file_changed_is_not_taken_as_finished(trained, fer_data, tmp_path):
+    """One flipped byte in a finished run's model.keras: the run is not taken as finished, and the line names the
+    file (the same command then writes the model directory again from the last checkpoint)."""
+    import shutil
+
+    from faceray.storage import Location
+    from faceray.train.pipeline import finished_run
+
+    out = tmp_path / "copy"
+    shutil.copytree(trained[0], out)
+    model = bytearray((out / "model.keras").read_bytes())
+    model[len(model) // 2] ^= 1
+    (out / "model.keras").write_bytes(bytes(model))
+    said: list[str] = []
+    assert finished_run(config_for(fer_data, out), Location.of(str(out)), said.append) is None
+    assert len(said) == 1 and "model.keras" in said[0] and "from the last checkpoint" in said[0], said
+
+
 def test_rerun_with_other_settings_is_refused(trained, fer_data):
     out, _ = trained
     with pytest.raises(ConfigError, match="other settings"):
