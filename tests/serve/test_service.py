@@ -329,24 +329,42 @@ def test_streams_beyond_the_cap_are_refused_at_once_with_code_1013(service, astr
 
 
 def test_overload_is_shed_at_once_with_503_and_retry_after(service, astronaut_bgr):
-    """24 requests at once on a replica that analyses workers + http_queue (4) at a time: the excess is refused
-    with 503 and Retry-After within a fraction of a second, instead of queueing; /healthz stays fast meanwhile."""
-    body = jpeg(astronaut_bgr)
+    """Two large frames fill the replica's workers + http_queue (2 + 0) for most of a second (a 36-megapixel PNG takes
+    ~0.6 s to decode); 20 frames sent meanwhile are refused with 503 and Retry-After before either large frame is
+    done, not queued behind them; /healthz, asked during the same burst, is answered while they are (2 of 3 times).
 
-    def once(_: int) -> tuple[int, float, str | None]:
-        began = time.monotonic()
-        response = requests.post(f"{service}/v1/faces", data=body, headers={"Content-Type": "image/jpeg"}, timeout=60)
-        return response.status_code, time.monotonic() - began, response.headers.get("Retry-After")
+    Instants are compared within the burst, not with a fixed bound: Ray runs the proxy and replica at nice 15, so a
+    busy machine delays every answer alike (CI once took 0.50-0.55 s for each 503 of a burst)."""
+    ok, large = cv2.imencode(".png", np.full((6000, 6000, 3), 128, np.uint8))  # 120 KB, decodes to 108 MB
+    assert ok
 
-    with ThreadPoolExecutor(24) as pool:
-        answers = list(pool.map(once, range(24)))
-        health = [health_seconds(service) for _ in range(3)]
-    statuses = sorted({status for status, _, _ in answers})
-    assert statuses == [200, 503], answers
-    shed = [(seconds, retry) for status, seconds, retry in answers if status == 503]
-    assert all(retry == "1" for _, retry in shed)
-    assert sorted(seconds for seconds, _ in shed)[len(shed) // 2] < 0.5, shed  # refused at once, not queued
-    assert max(health) < 1.0, health
+    def post(body: bytes, content_type: str) -> tuple[int, float, str | None]:
+        response = requests.post(f"{service}/v1/faces", data=body, headers={"Content-Type": content_type}, timeout=60)
+        return response.status_code, time.monotonic(), response.headers.get("Retry-After")
+
+    def health() -> tuple[int, float, str | None]:
+        return requests.get(f"{service}/healthz", timeout=60).status_code, time.monotonic(), None
+
+    with ThreadPoolExecutor(25) as pool:
+        large_frames = [pool.submit(post, large.tobytes(), "image/png") for _ in range(2)]
+        time.sleep(0.2)  # the large frames are in; the rest arrive while they are analysed
+        health_checks = [pool.submit(health) for _ in range(3)]
+        small_frames = [pool.submit(post, jpeg(astronaut_bgr), "image/jpeg") for _ in range(20)]
+        larges, smalls, healths = (
+            [future.result() for future in futures] for futures in (large_frames, small_frames, health_checks)
+        )
+    # Admitted frames answer 200, or 408 where a starved machine keeps one past the test's 1.5 s request timeout (its
+    # analysis goes on and holds its worker: a large frame may then find the replica full and be shed too).
+    assert {status for status, _, _ in larges} <= {200, 408, 503}, larges
+    assert any(status != 503 for status, _, _ in larges), larges
+    first_large_done = min(done for status, done, _ in larges if status != 503)
+    shed = sorted(done for status, done, _ in smalls if status == 503)
+    assert len(shed) >= 10, smalls
+    assert all(retry == "1" for status, _, retry in smalls if status == 503), smalls
+    assert shed[len(shed) // 2] < first_large_done, (shed, first_large_done)  # refused at once, not queued
+    assert all(status == 200 for status, _, _ in healths), healths
+    last_large_done = max(done for status, done, _ in larges if status != 503)
+    assert sorted(done for _, done, _ in healths)[1] < last_large_done, (healths, last_large_done)  # not behind them
 
 
 def health_seconds(url: str) -> float:
