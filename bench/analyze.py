@@ -97,8 +97,6 @@ def models(folder: Path) -> dict[str, str]:
 
 def floor(video: Path, model_dirs: dict[str, str], frames: int) -> dict[str, float]:
     """The in-process loop with one actor's settings (one ONNX Runtime and one LiteRT thread): decode + analyze."""
-    import cv2
-
     from faceray.serve.analyzer import FaceAnalyzer
     from faceray.serve.collection import video_frames
     from faceray.serve.detect import DetectorSettings

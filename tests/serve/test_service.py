@@ -335,8 +335,9 @@ def test_overload_is_shed_at_once_with_503_and_retry_after(service, astronaut_bg
 
     Instants are compared within the burst, not with a fixed bound: Ray runs the proxy and replica at nice 15, so a
     busy machine delays every answer alike (CI once took 0.50-0.55 s for each 503 of a burst)."""
-    ok, large = cv2.imencode(".png", np.full((6000, 6000, 3), 128, np.uint8))  # 120 KB, decodes to 108 MB
+    ok, encoded = cv2.imencode(".png", np.full((6000, 6000, 3), 128, np.uint8))  # 120 KB, decodes to 108 MB
     assert ok
+    large, small = encoded.tobytes(), jpeg(astronaut_bgr)
 
     def post(body: bytes, content_type: str) -> tuple[int, float, str | None]:
         response = requests.post(f"{service}/v1/faces", data=body, headers={"Content-Type": content_type}, timeout=60)
@@ -346,10 +347,10 @@ def test_overload_is_shed_at_once_with_503_and_retry_after(service, astronaut_bg
         return requests.get(f"{service}/healthz", timeout=60).status_code, time.monotonic(), None
 
     with ThreadPoolExecutor(25) as pool:
-        large_frames = [pool.submit(post, large.tobytes(), "image/png") for _ in range(2)]
+        large_frames = [pool.submit(post, large, "image/png") for _ in range(2)]
         time.sleep(0.2)  # the large frames are in; the rest arrive while they are analysed
         health_checks = [pool.submit(health) for _ in range(3)]
-        small_frames = [pool.submit(post, jpeg(astronaut_bgr), "image/jpeg") for _ in range(20)]
+        small_frames = [pool.submit(post, small, "image/jpeg") for _ in range(20)]
         larges, smalls, healths = (
             [future.result() for future in futures] for futures in (large_frames, small_frames, health_checks)
         )
